@@ -1,0 +1,320 @@
+#define LOG_PREFIX "qmp"
+#include "qmp.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define QMP_MAX_LINE (4u << 20)
+#define QMP_MAX_EVENTS 1024
+
+struct qmp {
+	int fd;
+	char *buf;		/* bytes read but not yet parsed */
+	size_t len, cap;
+	json_t *events;		/* array of queued events */
+	unsigned long next_id;
+};
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int qmp_fd(const struct qmp *q)
+{
+	return q->fd;
+}
+
+void qmp_close(struct qmp *q)
+{
+	if (!q)
+		return;
+	if (q->fd >= 0)
+		close(q->fd);
+	free(q->buf);
+	json_decref(q->events);
+	free(q);
+}
+
+/* Read once from the socket into the buffer.  0 on data, -EAGAIN when
+ * nothing is there, -EPIPE on EOF, -errno otherwise. */
+static int qmp_read_some(struct qmp *q)
+{
+	if (q->cap - q->len < 4096) {
+		size_t ncap = q->cap ? q->cap * 2 : 16384;
+		if (ncap > QMP_MAX_LINE)
+			return -EMSGSIZE;
+		char *nb = realloc(q->buf, ncap);
+		if (!nb)
+			return -ENOMEM;
+		q->buf = nb;
+		q->cap = ncap;
+	}
+	ssize_t n = recv(q->fd, q->buf + q->len, q->cap - q->len, MSG_DONTWAIT);
+	if (n == 0)
+		return -EPIPE;
+	if (n < 0)
+		return (errno == EAGAIN || errno == EWOULDBLOCK) ? -EAGAIN : -errno;
+	q->len += (size_t)n;
+	return 0;
+}
+
+/* Take one complete JSON message (QMP ends each with CRLF) off the buffer. */
+static json_t *qmp_take_message(struct qmp *q)
+{
+	char *nl;
+
+	if (!q->buf)
+		return NULL;
+	while ((nl = memchr(q->buf, '\n', q->len))) {
+		size_t line = (size_t)(nl - q->buf) + 1;
+		json_error_t jerr;
+		json_t *msg = json_loadb(q->buf, line, JSON_DISABLE_EOF_CHECK, &jerr);
+		memmove(q->buf, q->buf + line, q->len - line);
+		q->len -= line;
+		if (json_is_object(msg))
+			return msg;
+		json_decref(msg);	/* blank or garbage line: skip it */
+	}
+	return NULL;
+}
+
+static void qmp_queue_event(struct qmp *q, json_t *ev)
+{
+	if (json_array_size(q->events) >= QMP_MAX_EVENTS)
+		json_array_remove(q->events, 0);	/* oldest first */
+	json_array_append_new(q->events, ev);
+}
+
+/* Wait for the next message until deadline (ms, monotonic). */
+static int qmp_next_message(struct qmp *q, long long deadline, json_t **out)
+{
+	for (;;) {
+		json_t *msg = qmp_take_message(q);
+		if (msg) {
+			*out = msg;
+			return 0;
+		}
+		int r = qmp_read_some(q);
+		if (r == 0)
+			continue;
+		if (r != -EAGAIN)
+			return r;
+		long long left = deadline - now_ms();
+		if (left <= 0)
+			return -ETIMEDOUT;
+		struct pollfd pfd = { .fd = q->fd, .events = POLLIN };
+		if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR)
+			return -errno;
+	}
+}
+
+static void qmp_error_text(json_t *msg, char *why, size_t whylen)
+{
+	json_t *err = json_object_get(msg, "error");
+	const char *cls = json_string_value(json_object_get(err, "class"));
+	const char *desc = json_string_value(json_object_get(err, "desc"));
+	snprintf(why, whylen, "%s%s%s", desc ? desc : "unknown error",
+		 cls ? " " : "", cls ? cls : "");
+}
+
+int qmp_exec(struct qmp *q, const char *command, json_t *args, json_t **reply,
+	     int timeout_ms, char *why, size_t whylen)
+{
+	char idbuf[32];
+	long long deadline = now_ms() + timeout_ms;
+	json_t *req = json_object();
+	int r;
+
+	if (reply)
+		*reply = NULL;
+	snprintf(idbuf, sizeof(idbuf), "vc-%lu", ++q->next_id);
+	json_object_set_new(req, "execute", json_string(command));
+	if (args)
+		json_object_set_new(req, "arguments", args);
+	json_object_set_new(req, "id", json_string(idbuf));
+	char *text = json_dumps(req, JSON_COMPACT);
+	json_decref(req);
+	if (!text)
+		return -ENOMEM;
+
+	size_t tlen = strlen(text), off = 0;
+	while (off < tlen) {
+		ssize_t n = send(q->fd, text + off, tlen - off, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			r = errno == EPIPE ? -EPIPE : -errno;
+			free(text);
+			snprintf(why, whylen, "sending '%s': %s", command,
+				 strerror(-r));
+			return r;
+		}
+		off += (size_t)n;
+	}
+	free(text);
+
+	for (;;) {
+		json_t *msg;
+		r = qmp_next_message(q, deadline, &msg);
+		if (r < 0) {
+			snprintf(why, whylen, "'%s': %s", command,
+				 r == -ETIMEDOUT ? "no reply in time" :
+				 r == -EPIPE ? "QEMU closed the QMP socket" :
+				 strerror(-r));
+			return r;
+		}
+		if (json_object_get(msg, "event")) {
+			qmp_queue_event(q, msg);
+			continue;
+		}
+		const char *id = json_string_value(json_object_get(msg, "id"));
+		if (!id || strcmp(id, idbuf) != 0) {
+			json_decref(msg);	/* reply to an abandoned call */
+			continue;
+		}
+		if (json_object_get(msg, "error")) {
+			qmp_error_text(msg, why, whylen);
+			json_decref(msg);
+			return -EIO;
+		}
+		if (reply) {
+			*reply = json_object_get(msg, "return");
+			json_incref(*reply);
+		}
+		json_decref(msg);
+		return 0;
+	}
+}
+
+struct qmp *qmp_connect(const char *path, int timeout_ms, char *why,
+			size_t whylen)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	long long deadline = now_ms() + timeout_ms;
+	struct qmp *q;
+	int r;
+
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		snprintf(why, whylen, "socket path too long: %s", path);
+		errno = ENAMETOOLONG;
+		return NULL;
+	}
+	strcpy(sa.sun_path, path);
+
+	q = calloc(1, sizeof(*q));
+	if (!q) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	q->events = json_array();
+
+	for (;;) {
+		q->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (q->fd < 0) {
+			r = -errno;
+			goto fail;
+		}
+		if (connect(q->fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+			break;
+		r = -errno;
+		close(q->fd);
+		q->fd = -1;
+		if ((r != -ENOENT && r != -ECONNREFUSED) || now_ms() >= deadline) {
+			snprintf(why, whylen, "connecting to %s: %s", path,
+				 strerror(-r));
+			goto fail_quiet;
+		}
+		struct timespec ts = { 0, 20 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+
+	json_t *greeting;
+	r = qmp_next_message(q, deadline, &greeting);
+	if (r < 0)
+		goto fail;
+	if (!json_object_get(greeting, "QMP")) {
+		json_decref(greeting);
+		snprintf(why, whylen, "%s: not a QMP greeting", path);
+		r = -EPROTO;
+		goto fail_quiet;
+	}
+	json_decref(greeting);
+
+	int left = (int)(deadline - now_ms());
+	r = qmp_exec(q, "qmp_capabilities", NULL, NULL, left > 1000 ? left : 1000,
+		     why, whylen);
+	if (r < 0)
+		goto fail_quiet;
+	return q;
+
+fail:
+	snprintf(why, whylen, "%s: %s", path, strerror(-r));
+fail_quiet:
+	qmp_close(q);
+	errno = -r;
+	return NULL;
+}
+
+int qmp_pump(struct qmp *q)
+{
+	for (;;) {
+		int r = qmp_read_some(q);
+		if (r == -EAGAIN)
+			break;
+		if (r < 0)
+			return r;
+	}
+	json_t *msg;
+	while ((msg = qmp_take_message(q))) {
+		if (json_object_get(msg, "event"))
+			qmp_queue_event(q, msg);
+		else
+			json_decref(msg);
+	}
+	return 0;
+}
+
+json_t *qmp_next_event(struct qmp *q)
+{
+	if (json_array_size(q->events) == 0)
+		return NULL;
+	json_t *ev = json_array_get(q->events, 0);
+	json_incref(ev);
+	json_array_remove(q->events, 0);
+	return ev;
+}
+
+json_t *qmp_wait_event(struct qmp *q, const char *name, int timeout_ms)
+{
+	long long deadline = now_ms() + timeout_ms;
+
+	for (;;) {
+		size_t i;
+		json_t *ev;
+		json_array_foreach(q->events, i, ev) {
+			const char *n = json_string_value(json_object_get(ev, "event"));
+			if (n && strcmp(n, name) == 0) {
+				json_incref(ev);
+				json_array_remove(q->events, i);
+				return ev;
+			}
+		}
+		json_t *msg;
+		if (qmp_next_message(q, deadline, &msg) < 0)
+			return NULL;
+		if (json_object_get(msg, "event"))
+			qmp_queue_event(q, msg);
+		else
+			json_decref(msg);
+	}
+}
