@@ -10,10 +10,9 @@ pkgs_for() {
 	core)  echo gcc make pkg-config libc6-dev libopenmpi-dev openmpi-bin \
 		    qemu-system-x86 qemu-utils libvdeplug-dev vde2 libhwloc-dev \
 		    libjansson-dev libisal-dev busybox-static cpio xz-utils \
-		    zstd iproute2 procps psmisc ;;
-	qemu-build) echo dpkg-dev devscripts fakeroot ninja-build meson \
-		    python3-venv libglib2.0-dev libpixman-1-dev libfdt-dev \
-		    zlib1g-dev libvdeplug-dev libslirp-dev libzstd-dev ;;
+		    zstd iproute2 procps psmisc kmod ;;
+	qemu-build) echo dpkg-dev patch git gcc pkg-config python3 ninja-build meson \
+		    libglib2.0-dev libpixman-1-dev zlib1g-dev libvdeplug-dev libslirp-dev ;;
 	bench) echo gnuplot-nox iproute2 ;;
 	slurm) echo slurm-wlm munge ;;
 	*) echo "mk/deps.sh: unknown package group '$1'" >&2; return 2 ;;
