@@ -1,0 +1,57 @@
+/* config: vcluster-launch's settings, from a job file and the command line.
+ *
+ * One table describes every option; the command line (--name value) and a
+ * job file (name = value, see common/jobspec.h) both go through it, so they
+ * accept exactly the same settings and check them the same way.  The
+ * command line wins over the job file.
+ */
+#ifndef VC_CONFIG_H
+#define VC_CONFIG_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+enum cfg_accel { CFG_ACCEL_AUTO, CFG_ACCEL_KVM, CFG_ACCEL_TCG };
+enum cfg_pin { CFG_PIN_AUTO, CFG_PIN_NONE };
+
+struct vc_config {
+	char job[PATH_MAX];
+	char kernel[PATH_MAX];		/* empty: the built test guest */
+	char initrd[PATH_MAX];
+	char append[1024];
+	char disk[PATH_MAX];		/* qcow2 image; optional */
+	uint64_t memory_mib;
+	int vcpus;
+	enum cfg_accel accel;
+	int kvm_probe_ms;
+	uint32_t subnet_base;		/* host order */
+	int subnet_prefix;
+	char run_dir[PATH_MAX];		/* empty: chosen at start */
+	char guest_cmd[1024];
+	int timeout_s;			/* 0: none */
+	int grace_s;
+	int head_ssh_port;		/* 0: none */
+	char qemu[PATH_MAX];		/* empty: patched if built, else stock */
+	enum cfg_pin pin;
+	bool console;			/* echo guest console lines */
+	int verbose;
+};
+
+/* Defaults, then --job FILE, then the other options of argv.  Returns 0,
+ * 1 when --help or --version was handled (exit 0), or -EINVAL with a one-
+ * line reason in err (naming the option, or FILE:LINE for job files). */
+int cfg_load(struct vc_config *c, int argc, char **argv, char *err,
+	     size_t errlen);
+
+/* Print the full --help text. */
+void cfg_usage(FILE *out);
+
+/* "10.10.0.0/24" style text of the subnet. */
+void cfg_subnet_str(const struct vc_config *c, char *out, size_t len);
+
+/* Largest number of ranks the subnet has addresses for. */
+int cfg_subnet_capacity(const struct vc_config *c);
+
+#endif

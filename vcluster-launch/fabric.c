@@ -1,0 +1,764 @@
+#define LOG_PREFIX "fabric"
+#include "fabric.h"
+
+#include "log.h"
+#include "vc_magic.h"
+#include "vcfmt.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libvdeplug.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define FABRIC_VERSION	1
+#define BATCH_HDR	24
+#define REC_HDR		4
+#define SEND_RING	32	/* batches queued per peer normally: 2 MiB */
+#define SPILL_RING	128	/* hard bound while the VM is stuck: 8 MiB */
+#define RING_SLOTS	(SPILL_RING + 2)	/* + the filling batch and a marker */
+#define MAC_SLOTS	4096
+#define VM_READ_BUDGET	512	/* frames read from the VM per progress call */
+
+#define TAG_BATCH	101
+#define TAG_CREDIT	102
+
+enum rec_type { REC_FRAME = 1, REC_MARKER = 2 };
+
+/*
+ * Batch wire format, big-endian (one MPI message):
+ *   0  u32 magic "VCFB"     4  u16 version   6  u16 header length (24)
+ *   8  u32 channel sequence number (per ordered pair, from 0)
+ *  12  u16 credits returned to the receiver of this batch
+ *  14  u16 number of records
+ *  16  u32 body length     20  u32 CRC32C of header (this field 0) + body
+ * body: records, each  u8 type, u8 flags, u16 length, then length bytes
+ *   (a frame, or for a marker the 64-bit epoch).
+ */
+
+struct out_batch {
+	uint8_t *buf;		/* BATCH_HDR + body; owned by the ring slot */
+	uint32_t len;		/* bytes used, header included */
+	uint16_t nrec;
+	MPI_Request req;
+};
+
+struct rx_slot {
+	uint8_t *buf;
+	MPI_Request req;
+	bool complete;		/* MPI finished it; frames may remain */
+	uint32_t len;		/* message length once complete */
+	uint32_t off;		/* next record to deliver */
+	bool checked;		/* header and CRC verified */
+};
+
+struct peer {
+	int rank;
+	/* sending to this peer */
+	struct out_batch fill;		/* batch being filled */
+	struct out_batch ring[RING_SLOTS];	/* oldest first, from head */
+	int head, count, inflight;
+	int credits;
+	uint32_t tx_seq;
+	/* receiving from this peer */
+	struct rx_slot rx[FABRIC_WINDOW];
+	int rx_head;
+	uint32_t rx_seq;
+	uint32_t credits_owed;
+	uint32_t credit_in;
+	MPI_Request credit_in_req;
+	uint32_t credit_out;
+	MPI_Request credit_out_req;
+	struct fabric_peer_stats st;
+};
+
+struct fabric {
+	MPI_Comm comm;
+	int rank, size;
+	VDECONN *vde;
+	int vm_fd;
+	bool vm_attached;
+	bool vm_blocked;		/* last write to the VM hit EAGAIN */
+	bool stalled;			/* a peer's queue is full */
+	bool quiescing;			/* shutting down: no new sends */
+	struct peer *peers;
+	uint8_t *frame;			/* scratch for one frame from the VM */
+	uint8_t **spare;		/* free batch buffers */
+	int nspare, spare_cap;
+	uint64_t mac_key[MAC_SLOTS];	/* 0 = empty; else mac | 1 << 48 */
+	int16_t mac_rank[MAC_SLOTS];
+	fabric_marker_cb marker_cb;
+	void *marker_ctx;
+	int rr_next;			/* round-robin start for delivery */
+	struct fabric_stats st;
+};
+
+/* ---- MAC learning ------------------------------------------------------ */
+
+static uint64_t mac_of(const uint8_t *p)
+{
+	return (uint64_t)p[0] << 40 | (uint64_t)p[1] << 32 | (uint64_t)p[2] << 24 |
+	       (uint64_t)p[3] << 16 | (uint64_t)p[4] << 8 | p[5];
+}
+
+static unsigned mac_slot(uint64_t mac)
+{
+	return (unsigned)((mac * 0x9e3779b97f4a7c15ull) >> 52) & (MAC_SLOTS - 1);
+}
+
+static void mac_learn(struct fabric *f, const uint8_t *src, int rank)
+{
+	uint64_t key = mac_of(src) | 1ull << 48;
+	unsigned i = mac_slot(key);
+
+	if (src[0] & 1)		/* a multicast source is bogus: never learn it */
+		return;
+	for (int n = 0; n < MAC_SLOTS; n++, i = (i + 1) & (MAC_SLOTS - 1)) {
+		if (f->mac_key[i] == key || f->mac_key[i] == 0) {
+			f->mac_key[i] = key;
+			f->mac_rank[i] = (int16_t)rank;
+			return;
+		}
+	}
+	/* table full: the frame is flooded instead, which is still correct */
+}
+
+static int mac_lookup(const struct fabric *f, const uint8_t *dst)
+{
+	uint64_t key = mac_of(dst) | 1ull << 48;
+	unsigned i = mac_slot(key);
+
+	for (int n = 0; n < MAC_SLOTS; n++, i = (i + 1) & (MAC_SLOTS - 1)) {
+		if (f->mac_key[i] == key)
+			return f->mac_rank[i];
+		if (f->mac_key[i] == 0)
+			return -1;
+	}
+	return -1;
+}
+
+/* ---- buffers ----------------------------------------------------------- */
+
+static uint8_t *buf_get(struct fabric *f)
+{
+	if (f->nspare)
+		return f->spare[--f->nspare];
+	return malloc(FABRIC_BATCH_MAX);
+}
+
+static void buf_put(struct fabric *f, uint8_t *buf)
+{
+	if (f->nspare < f->spare_cap)
+		f->spare[f->nspare++] = buf;
+	else
+		free(buf);
+}
+
+/* ---- sending ----------------------------------------------------------- */
+
+/* Stock QEMU writes to its vde link from its main loop with a blocking
+ * send, so a QEMU whose link is full cannot read the frames waiting for it
+ * either.  Were two ranks to stop reading their VMs while each VM waits on
+ * the other, nothing would move again.  So while our own VM is not taking
+ * frames (its loop is stuck in that send), reading goes on into a larger
+ * spill bound, which frees QEMU's loop to drain its receive side. */
+static bool peer_can_take(const struct peer *p, bool spill)
+{
+	return p->count < (spill ? SPILL_RING : SEND_RING);
+}
+
+/* Move the filling batch onto the send ring.  The caller made sure there
+ * is room (peer_can_take). */
+static void push_fill(struct peer *p)
+{
+	int slot = (p->head + p->count) % RING_SLOTS;
+
+	p->ring[slot] = p->fill;
+	p->count++;
+	memset(&p->fill, 0, sizeof(p->fill));
+}
+
+static int add_record(struct fabric *f, struct peer *p, uint8_t type,
+		      const void *data, uint16_t len)
+{
+	if (p->fill.buf && p->fill.len + REC_HDR + len > FABRIC_BATCH_MAX)
+		push_fill(p);
+	if (!p->fill.buf) {
+		p->fill.buf = buf_get(f);
+		if (!p->fill.buf)
+			return -ENOMEM;
+		p->fill.len = BATCH_HDR;
+		p->fill.nrec = 0;
+	}
+	uint8_t *r = p->fill.buf + p->fill.len;
+	r[0] = type;
+	r[1] = 0;
+	vcfmt_put_be16(r + 2, len);
+	memcpy(r + REC_HDR, data, len);
+	p->fill.len += REC_HDR + len;
+	p->fill.nrec++;
+	return 0;
+}
+
+static int post_sends(struct fabric *f, struct peer *p, bool *busy)
+{
+	if (f->quiescing)
+		goto retire;
+
+	/* A partly filled batch goes out as soon as the wire is free: low
+	 * latency when idle, larger batches when credits are short. */
+	if (p->fill.nrec && p->inflight == p->count && p->credits > 0 &&
+	    peer_can_take(p, false))
+		push_fill(p);
+
+	while (p->credits > 0 && p->inflight < p->count) {
+		struct out_batch *b = &p->ring[(p->head + p->inflight) % RING_SLOTS];
+		uint16_t give = p->credits_owed > 0xffff ? 0xffff : (uint16_t)p->credits_owed;
+
+		vcfmt_put_be32(b->buf, VC_MAGIC_FABRIC_MSG);
+		vcfmt_put_be16(b->buf + 4, FABRIC_VERSION);
+		vcfmt_put_be16(b->buf + 6, BATCH_HDR);
+		vcfmt_put_be32(b->buf + 8, p->tx_seq);
+		vcfmt_put_be16(b->buf + 12, give);
+		vcfmt_put_be16(b->buf + 14, b->nrec);
+		vcfmt_put_be32(b->buf + 16, b->len - BATCH_HDR);
+		vcfmt_put_be32(b->buf + 20, 0);
+		vcfmt_put_be32(b->buf + 20, vcfmt_crc32c(0, b->buf, b->len));
+		int r = MPI_Isend(b->buf, (int)b->len, MPI_BYTE, p->rank, TAG_BATCH,
+				  f->comm, &b->req);
+		if (r != MPI_SUCCESS)
+			return -EIO;
+		p->credits_owed -= give;
+		p->tx_seq++;
+		p->credits--;
+		p->inflight++;
+		*busy = true;
+	}
+
+retire:
+	/* Retire completed sends, oldest first. */
+	while (p->inflight > 0) {
+		struct out_batch *b = &p->ring[p->head];
+		int done = 0;
+		MPI_Test(&b->req, &done, MPI_STATUS_IGNORE);
+		if (!done)
+			break;
+		buf_put(f, b->buf);
+		b->buf = NULL;
+		p->head = (p->head + 1) % RING_SLOTS;
+		p->count--;
+		p->inflight--;
+		*busy = true;
+	}
+
+	/* Return credits on their own when no batch will carry them soon. */
+	if (!f->quiescing && p->credits_owed && p->credit_out_req == MPI_REQUEST_NULL &&
+	    (p->credits_owed >= FABRIC_WINDOW / 2 || p->inflight == p->count)) {
+		p->credit_out = p->credits_owed;
+		p->credits_owed = 0;
+		if (MPI_Isend(&p->credit_out, 1, MPI_UINT32_T, p->rank, TAG_CREDIT,
+			      f->comm, &p->credit_out_req) != MPI_SUCCESS)
+			return -EIO;
+		*busy = true;
+	}
+	if (p->credit_out_req != MPI_REQUEST_NULL) {
+		int done = 0;
+		MPI_Test(&p->credit_out_req, &done, MPI_STATUS_IGNORE);
+	}
+	return 0;
+}
+
+static int route_frame(struct fabric *f, const uint8_t *frame, uint16_t len)
+{
+	int dst = frame[0] & 1 ? -1 : mac_lookup(f, frame);
+	int r;
+
+	mac_learn(f, frame + 6, f->rank);
+	if (dst == f->rank)
+		return 0;	/* to itself: a switch never sends it back */
+	if (dst < 0)
+		f->st.frames_flooded++;
+	for (int i = 0; i < f->size; i++) {
+		if (i == f->rank || (dst >= 0 && i != dst))
+			continue;
+		struct peer *p = &f->peers[i];
+		r = add_record(f, p, REC_FRAME, frame, len);
+		if (r < 0)
+			return r;
+		p->st.frames_tx++;
+		p->st.bytes_tx += len;
+	}
+	return 0;
+}
+
+static bool all_peers_can_take(const struct fabric *f, bool spill)
+{
+	for (int i = 0; i < f->size; i++)
+		if (i != f->rank && !peer_can_take(&f->peers[i], spill))
+			return false;
+	return true;
+}
+
+static int read_vm(struct fabric *f, bool *busy)
+{
+	for (int n = 0; n < VM_READ_BUDGET; n++) {
+		if (!all_peers_can_take(f, false)) {
+			if (!f->stalled)
+				f->st.backpressure_stalls++;
+			f->stalled = true;
+			if (!f->vm_blocked || !all_peers_can_take(f, true))
+				return 0;
+			f->st.spill_reads++;
+		} else {
+			f->stalled = false;
+		}
+		ssize_t len = vde_recv(f->vde, f->frame, FABRIC_FRAME_MAX, MSG_DONTWAIT);
+		if (len < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+				return 0;
+			pr_errno(errno, "reading from the VM link");
+			return -errno;
+		}
+		if (len == 0) {		/* QEMU closed its end */
+			pr_debug("VM link closed");
+			return 0;
+		}
+		*busy = true;
+		if (len < 14)
+			continue;	/* runt: not an Ethernet frame */
+		f->st.frames_from_vm++;
+		f->st.bytes_from_vm += (uint64_t)len;
+		int r = route_frame(f, f->frame, (uint16_t)len);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* ---- receiving --------------------------------------------------------- */
+
+static int post_rx(struct fabric *f, struct peer *p, struct rx_slot *s)
+{
+	s->complete = false;
+	s->checked = false;
+	s->off = BATCH_HDR;
+	s->len = 0;
+	return MPI_Irecv(s->buf, FABRIC_BATCH_MAX, MPI_BYTE, p->rank, TAG_BATCH,
+			 f->comm, &s->req) == MPI_SUCCESS ? 0 : -EIO;
+}
+
+static int check_batch(struct fabric *f, struct peer *p, struct rx_slot *s)
+{
+	uint8_t *b = s->buf;
+	const char *what = NULL;
+	unsigned long got = 0, want = 0;
+
+	if (s->len < BATCH_HDR) {
+		what = "length"; got = s->len; want = BATCH_HDR;
+	} else if (vcfmt_get_be32(b) != VC_MAGIC_FABRIC_MSG) {
+		what = "magic"; got = vcfmt_get_be32(b); want = VC_MAGIC_FABRIC_MSG;
+	} else if (vcfmt_get_be16(b + 4) != FABRIC_VERSION) {
+		what = "version"; got = vcfmt_get_be16(b + 4); want = FABRIC_VERSION;
+	} else if (vcfmt_get_be32(b + 16) != s->len - BATCH_HDR) {
+		what = "body length"; got = vcfmt_get_be32(b + 16); want = s->len - BATCH_HDR;
+	} else if (vcfmt_get_be32(b + 8) != p->rx_seq) {
+		what = "sequence number"; got = vcfmt_get_be32(b + 8); want = p->rx_seq;
+	} else {
+		uint32_t crc = vcfmt_get_be32(b + 20);
+		vcfmt_put_be32(b + 20, 0);
+		uint32_t calc = vcfmt_crc32c(0, b, s->len);
+		if (crc != calc) {
+			what = "CRC32C"; got = crc; want = calc;
+		}
+	}
+	if (what) {
+		pr_err("batch from rank %d: %s 0x%lx, expected 0x%lx", p->rank,
+		       what, got, want);
+		return -EBADMSG;
+	}
+	p->rx_seq++;
+	p->credits += vcfmt_get_be16(b + 12);
+	s->checked = true;
+	return 0;
+}
+
+/* Deliver what the slot holds.  Returns 1 when the slot is finished, 0 when
+ * the VM cannot take more now, or -errno. */
+static int deliver_slot(struct fabric *f, struct peer *p, struct rx_slot *s)
+{
+	while (s->off < s->len) {
+		uint8_t *r = s->buf + s->off;
+		uint16_t len = vcfmt_get_be16(r + 2);
+
+		if (s->off + REC_HDR + len > s->len) {
+			pr_err("batch from rank %d: record overruns the batch", p->rank);
+			return -EBADMSG;
+		}
+		if (r[0] == REC_MARKER) {
+			if (len != 8) {
+				pr_err("batch from rank %d: marker of %u bytes", p->rank, len);
+				return -EBADMSG;
+			}
+			if (f->marker_cb)
+				f->marker_cb(f->marker_ctx, p->rank, vcfmt_get_be64(r + REC_HDR));
+		} else if (r[0] == REC_FRAME) {
+			if (len >= 14)
+				mac_learn(f, r + REC_HDR + 6, p->rank);
+			if (!f->vm_attached) {
+				f->st.frames_discarded++;
+			} else {
+				ssize_t n = vde_send(f->vde, r + REC_HDR, len, MSG_DONTWAIT);
+				if (n < 0) {
+					if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
+						f->vm_blocked = true;
+						return 0;
+					}
+					if (errno == EINTR)
+						continue;
+					if (errno == EPIPE || errno == ECONNRESET) {
+						/* QEMU is gone; its exit is handled elsewhere */
+						f->st.frames_discarded++;
+					} else {
+						pr_errno(errno, "writing to the VM link");
+						return -errno;
+					}
+				} else {
+					f->st.frames_to_vm++;
+					f->st.bytes_to_vm += len;
+				}
+			}
+			p->st.frames_rx++;
+			p->st.bytes_rx += len;
+		} else {
+			pr_err("batch from rank %d: unknown record type %u", p->rank, r[0]);
+			return -EBADMSG;
+		}
+		s->off += REC_HDR + len;
+	}
+	return 1;
+}
+
+static int progress_rx(struct fabric *f, struct peer *p, bool *busy)
+{
+	for (;;) {
+		struct rx_slot *s = &p->rx[p->rx_head];
+		int r;
+
+		if (!s->complete) {
+			int done = 0;
+			MPI_Status st;
+			MPI_Test(&s->req, &done, &st);
+			if (!done)
+				break;
+			int count;
+			MPI_Get_count(&st, MPI_BYTE, &count);
+			s->complete = true;
+			s->len = (uint32_t)count;
+			*busy = true;
+		}
+		if (!s->checked) {
+			r = check_batch(f, p, s);
+			if (r < 0)
+				return r;
+		}
+		if (f->vm_blocked && f->vm_attached)
+			break;
+		r = deliver_slot(f, p, s);
+		if (r < 0)
+			return r;
+		if (r == 0)
+			break;
+		*busy = true;
+		r = post_rx(f, p, s);
+		if (r < 0)
+			return r;
+		p->credits_owed++;
+		p->rx_head = (p->rx_head + 1) % FABRIC_WINDOW;
+	}
+
+	/* Credits sent on their own. */
+	for (;;) {
+		int done = 0;
+		MPI_Test(&p->credit_in_req, &done, MPI_STATUS_IGNORE);
+		if (!done)
+			break;
+		p->credits += (int)p->credit_in;
+		*busy = true;
+		if (MPI_Irecv(&p->credit_in, 1, MPI_UINT32_T, p->rank, TAG_CREDIT,
+			      f->comm, &p->credit_in_req) != MPI_SUCCESS)
+			return -EIO;
+	}
+	return 0;
+}
+
+/* ---- public ------------------------------------------------------------ */
+
+struct fabric *fabric_create(MPI_Comm comm, int vm_fd)
+{
+	struct fabric *f = calloc(1, sizeof(*f));
+	char url[32];
+	int r;
+
+	if (!f) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	MPI_Comm_dup(comm, &f->comm);
+	MPI_Comm_rank(f->comm, &f->rank);
+	MPI_Comm_size(f->comm, &f->size);
+	f->st.npeers = f->size;
+	f->vm_fd = vm_fd;
+
+	/* Room for bursts between two progress calls on the VM link. */
+	int sz = 1 << 20;
+	setsockopt(vm_fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+	setsockopt(vm_fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+	fcntl(vm_fd, F_SETFL, fcntl(vm_fd, F_GETFL) | O_NONBLOCK);
+	snprintf(url, sizeof(url), "seqpacket://%d", vm_fd);
+	f->vde = vde_open(url, "vcluster-fabric", NULL);
+	if (!f->vde) {
+		r = -errno;
+		pr_errno(r, "vde_open(%s)", url);
+		goto fail;
+	}
+	f->vm_attached = true;
+	f->frame = malloc(FABRIC_FRAME_MAX);
+	f->spare_cap = 4 * f->size + 16;
+	f->spare = calloc((size_t)f->spare_cap, sizeof(*f->spare));
+	f->peers = calloc((size_t)f->size, sizeof(*f->peers));
+	if (!f->frame || !f->spare || !f->peers) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	for (int i = 0; i < f->size; i++) {
+		struct peer *p = &f->peers[i];
+		p->rank = i;
+		p->credit_in_req = MPI_REQUEST_NULL;
+		p->credit_out_req = MPI_REQUEST_NULL;
+		for (int k = 0; k < FABRIC_WINDOW; k++)
+			p->rx[k].req = MPI_REQUEST_NULL;
+		if (i == f->rank)
+			continue;
+		p->credits = FABRIC_WINDOW;
+		for (int k = 0; k < FABRIC_WINDOW; k++) {
+			p->rx[k].buf = malloc(FABRIC_BATCH_MAX);
+			if (!p->rx[k].buf) {
+				r = -ENOMEM;
+				goto fail;
+			}
+			r = post_rx(f, p, &p->rx[k]);
+			if (r < 0)
+				goto fail;
+		}
+		if (MPI_Irecv(&p->credit_in, 1, MPI_UINT32_T, i, TAG_CREDIT, f->comm,
+			      &p->credit_in_req) != MPI_SUCCESS) {
+			r = -EIO;
+			goto fail;
+		}
+	}
+	/* Every rank has posted its receives before anyone sends. */
+	MPI_Barrier(f->comm);
+	return f;
+fail:
+	fabric_destroy(f);
+	errno = -r;
+	return NULL;
+}
+
+void fabric_set_marker_cb(struct fabric *f, fabric_marker_cb cb, void *ctx)
+{
+	f->marker_cb = cb;
+	f->marker_ctx = ctx;
+}
+
+int fabric_pollfd(struct fabric *f, struct pollfd *pfd)
+{
+	if (!f->vm_attached)
+		return 0;
+	pfd->fd = f->vm_fd;
+	pfd->events = 0;
+	pfd->revents = 0;
+	if (!f->stalled || f->vm_blocked)
+		pfd->events |= POLLIN;
+	if (f->vm_blocked)
+		pfd->events |= POLLOUT;
+	return 1;
+}
+
+int fabric_progress(struct fabric *f, bool *busy)
+{
+	int r;
+
+	*busy = false;
+	/* Writing to the VM is retried every call; a POLLOUT wake-up or
+	 * the next pass finds room. */
+	f->vm_blocked = false;
+	for (int k = 0; k < f->size; k++) {
+		int i = (f->rr_next + k) % f->size;
+		if (i == f->rank)
+			continue;
+		r = progress_rx(f, &f->peers[i], busy);
+		if (r < 0)
+			return r;
+	}
+	f->rr_next = (f->rr_next + 1) % f->size;
+	if (f->vm_attached) {
+		r = read_vm(f, busy);
+		if (r < 0)
+			return r;
+	}
+	for (int i = 0; i < f->size; i++) {
+		if (i == f->rank)
+			continue;
+		r = post_sends(f, &f->peers[i], busy);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+void fabric_detach_vm(struct fabric *f)
+{
+	f->vm_attached = false;
+	f->vm_blocked = false;
+}
+
+int fabric_send_marker(struct fabric *f, uint64_t epoch)
+{
+	uint8_t e[8];
+
+	vcfmt_put_be64(e, epoch);
+	for (int i = 0; i < f->size; i++) {
+		if (i == f->rank)
+			continue;
+		/* A marker may exceed the ring bound by one batch: it must
+		 * never wait behind the VM it is cutting. */
+		int r = add_record(f, &f->peers[i], REC_MARKER, e, sizeof(e));
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+bool fabric_idle(const struct fabric *f)
+{
+	for (int i = 0; i < f->size; i++) {
+		const struct peer *p = &f->peers[i];
+		if (i != f->rank && (p->count || p->fill.nrec))
+			return false;
+	}
+	return true;
+}
+
+/* No rank may cancel its receives while a peer's send to it is still in
+ * flight.  So: stop starting sends (the VMs are gone, queued frames have
+ * nowhere to go), finish the sends already started while still receiving,
+ * then meet everyone in a non-blocking barrier, receiving all along.  Once
+ * the barrier completes no message is in flight anywhere. */
+int fabric_quiesce(struct fabric *f, int timeout_ms)
+{
+	double deadline = MPI_Wtime() + timeout_ms / 1000.0;
+	MPI_Request barrier = MPI_REQUEST_NULL;
+	bool busy;
+	int done = 0;
+
+	fabric_detach_vm(f);
+	f->quiescing = true;
+	while (MPI_Wtime() < deadline) {
+		if (fabric_progress(f, &busy) < 0)
+			return -EIO;
+		if (barrier == MPI_REQUEST_NULL) {
+			bool sending = false;
+			for (int i = 0; i < f->size; i++) {
+				struct peer *p = &f->peers[i];
+				if (i == f->rank)
+					continue;
+				if (p->credit_out_req != MPI_REQUEST_NULL) {
+					int d = 0;
+					MPI_Test(&p->credit_out_req, &d, MPI_STATUS_IGNORE);
+				}
+				if (p->inflight || p->credit_out_req != MPI_REQUEST_NULL)
+					sending = true;
+			}
+			if (!sending)
+				MPI_Ibarrier(f->comm, &barrier);
+			continue;
+		}
+		MPI_Test(&barrier, &done, MPI_STATUS_IGNORE);
+		if (done)
+			break;
+	}
+	if (!done)
+		return -ETIMEDOUT;
+	for (int i = 0; i < f->size; i++) {
+		struct peer *p = &f->peers[i];
+		if (i == f->rank)
+			continue;
+		for (int k = 0; k < FABRIC_WINDOW; k++) {
+			if (p->rx[k].req != MPI_REQUEST_NULL) {
+				MPI_Cancel(&p->rx[k].req);
+				MPI_Wait(&p->rx[k].req, MPI_STATUS_IGNORE);
+			}
+		}
+		if (p->credit_in_req != MPI_REQUEST_NULL) {
+			MPI_Cancel(&p->credit_in_req);
+			MPI_Wait(&p->credit_in_req, MPI_STATUS_IGNORE);
+		}
+	}
+	return 0;
+}
+
+void fabric_destroy(struct fabric *f)
+{
+	if (!f)
+		return;
+	if (f->peers) {
+		for (int i = 0; i < f->size; i++) {
+			struct peer *p = &f->peers[i];
+			free(p->fill.buf);
+			for (int k = 0; k < RING_SLOTS; k++)
+				free(p->ring[k].buf);
+			for (int k = 0; k < FABRIC_WINDOW; k++)
+				free(p->rx[k].buf);
+		}
+		free(f->peers);
+	}
+	for (int i = 0; i < f->nspare; i++)
+		free(f->spare[i]);
+	free(f->spare);
+	free(f->frame);
+	if (f->vde)
+		vde_close(f->vde);
+	else if (f->vm_fd >= 0)
+		close(f->vm_fd);
+	if (f->comm != MPI_COMM_NULL && f->comm)
+		MPI_Comm_free(&f->comm);
+	free(f);
+}
+
+void fabric_get_stats(const struct fabric *f, struct fabric_stats *st)
+{
+	*st = f->st;
+	uint32_t q = 0;
+	for (int i = 0; i < f->size; i++) {
+		const struct peer *p = &f->peers[i];
+		if (i == f->rank)
+			continue;
+		for (int k = 0; k < FABRIC_WINDOW; k++)
+			if (p->rx[k].complete)
+				q += p->rx[k].len - p->rx[k].off;
+	}
+	st->deliver_queue_bytes = q;
+}
+
+void fabric_get_peer_stats(const struct fabric *f, int peer,
+			   struct fabric_peer_stats *st)
+{
+	const struct peer *p = &f->peers[peer];
+	*st = p->st;
+	st->queued_batches = (uint32_t)p->count + (p->fill.nrec ? 1 : 0);
+	st->credits = p->credits < 0 ? 0 : (uint32_t)p->credits;
+}

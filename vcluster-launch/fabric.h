@@ -1,0 +1,113 @@
+/* fabric: the virtual cluster's Ethernet, forwarded between ranks over MPI.
+ *
+ * Each rank owns one VM link (a libvdeplug connection to its QEMU) and a
+ * channel to every other rank (full mesh).  Frames from the VM go to the
+ * rank that owns the destination MAC (learned from source addresses seen on
+ * each channel); broadcast, multicast and unknown destinations go to every
+ * other rank.
+ *
+ * THE PROMISE (the checkpoint protocol depends on it):
+ *   For every ordered pair of ranks (A, B), the channel A->B is FIFO and
+ *   reliable.  Every record A enqueues for B -- a data frame or a marker --
+ *   is delivered to B exactly once and in the order A enqueued it.  Nothing
+ *   is dropped silently: when B or its VM is slow, A's bounded queue for B
+ *   fills and A stops reading frames from its own VM (backpressure), which
+ *   in turn stalls that VM's transmit path.  (One exception keeps stock
+ *   QEMU from deadlocking, see peer_can_take() in fabric.c: while a rank's
+ *   own VM takes no frames, the bound is raised to a larger spill bound.)  A marker enqueued with
+ *   fabric_send_marker() therefore arrives after every frame A took from its
+ *   VM before the call.
+ *
+ * How: records are packed into batches (at most FABRIC_BATCH_MAX bytes),
+ * each one MPI message on one tag and communicator, so MPI's non-overtaking
+ * rule keeps them in order; every batch carries a per-channel sequence
+ * number and a CRC32C that the receiver checks.  Flow control is by credit:
+ * B keeps FABRIC_WINDOW receive buffers posted for A, and A sends a batch
+ * only while it holds a credit; B returns a credit after it has copied the
+ * batch's frames into its bounded delivery queue.
+ *
+ * Frames that reach a rank whose VM has gone (powered off) are discarded and
+ * counted: a switch port with nothing plugged in.
+ *
+ * Threading: one thread (the rank's event loop) calls everything here.
+ */
+#ifndef VC_FABRIC_H
+#define VC_FABRIC_H
+
+#include <mpi.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define FABRIC_BATCH_MAX	(64 * 1024)
+#define FABRIC_WINDOW		16
+#define FABRIC_FRAME_MAX	(9 * 1024 + 18)	/* jumbo frame + header */
+
+struct fabric;
+struct vdeconn;
+
+struct fabric_peer_stats {
+	uint64_t frames_tx, bytes_tx;	/* to that rank */
+	uint64_t frames_rx, bytes_rx;	/* from that rank */
+	uint32_t queued_batches;	/* waiting for a credit or in flight */
+	uint32_t credits;		/* batches we may still send */
+};
+
+struct fabric_stats {
+	uint64_t frames_from_vm, bytes_from_vm;
+	uint64_t frames_to_vm, bytes_to_vm;
+	uint64_t frames_flooded;	/* broadcast, multicast or unknown */
+	uint64_t frames_discarded;	/* arrived with no VM to take them */
+	uint64_t backpressure_stalls;	/* times reading the VM was paused */
+	uint64_t spill_reads;		/* frames read past the normal bound */
+	uint32_t deliver_queue_bytes;	/* waiting to be written to the VM */
+	uint32_t deliver_queue_max;	/* high-water mark */
+	int npeers;			/* = MPI size */
+};
+
+/* Called for each marker that arrives, in channel order. */
+typedef void (*fabric_marker_cb)(void *ctx, int from_rank, uint64_t epoch);
+
+/* Create the fabric over comm (dup'ed inside).  vm_fd is the rank's end of
+ * the VM link, a SOCK_SEQPACKET socket that carries one frame per message
+ * (libvdeplug's seqpacket transport); the fabric takes ownership and opens
+ * it with vde_open().  Collective over comm.  NULL with errno on failure. */
+struct fabric *fabric_create(MPI_Comm comm, int vm_fd);
+void fabric_destroy(struct fabric *f);	/* NULL is fine; not collective */
+
+void fabric_set_marker_cb(struct fabric *f, fabric_marker_cb cb, void *ctx);
+
+/* Fill pfd with the VM link's descriptor and the events the fabric waits
+ * for (POLLIN when it can take frames, POLLOUT when frames wait to be
+ * delivered).  Returns the number of entries used (0 or 1). */
+int fabric_pollfd(struct fabric *f, struct pollfd *pfd);
+
+/* Do all work that can be done now without blocking: read frames from the
+ * VM, send batches, complete receives, deliver frames.  Sets *busy when
+ * anything moved.  Returns 0 or a negative errno for a fatal fault (a
+ * corrupt or out-of-order batch: the promise above would be broken). */
+int fabric_progress(struct fabric *f, bool *busy);
+
+/* Stop taking frames from the VM and delivering to it (the VM has gone).
+ * Frames still arriving are discarded; credits keep flowing so peers never
+ * block on this rank. */
+void fabric_detach_vm(struct fabric *f);
+
+/* Enqueue a marker for every other rank, behind every frame already taken
+ * from the VM.  0 or -errno. */
+int fabric_send_marker(struct fabric *f, uint64_t epoch);
+
+/* True when nothing waits to be sent or completed (used before shutdown). */
+bool fabric_idle(const struct fabric *f);
+
+/* Shut the channels down: stop sending, let sends in flight complete, meet
+ * every rank, cancel the receives.  Collective; call on every rank after
+ * all VMs have gone and before MPI_Finalize.  0, or -ETIMEDOUT when a peer
+ * did not come within timeout_ms (then MPI should be aborted, not ended). */
+int fabric_quiesce(struct fabric *f, int timeout_ms);
+
+void fabric_get_stats(const struct fabric *f, struct fabric_stats *st);
+void fabric_get_peer_stats(const struct fabric *f, int peer,
+			   struct fabric_peer_stats *st);
+
+#endif

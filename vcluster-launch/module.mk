@@ -1,0 +1,17 @@
+# vcluster-launch/: the MPI program (one rank per host) and vcluster-ctl.
+LAUNCH_SRCS := vcluster-launch/main.c vcluster-launch/config.c \
+	       vcluster-launch/fabric.c vcluster-launch/vm.c \
+	       vcluster-launch/accel.c vcluster-launch/pin.c vcluster-launch/ctl.c
+LAUNCH_LIBS := -lvdeplug -lhwloc $(LDLIBS_COMMON)
+
+$(BIN)/vcluster-launch: $(call objs,$(LAUNCH_SRCS)) $(COMMON_LIB)
+	@mkdir -p $(@D)
+	$(CC) -o $@ $^ $(LAUNCH_LIBS)
+
+$(BIN)/vcluster-ctl: $(call objs,vcluster-launch/vcluster-ctl.c) $(COMMON_LIB)
+	@mkdir -p $(@D)
+	$(CC) -o $@ $^ $(LDLIBS_COMMON)
+
+all: $(BIN)/vcluster-launch $(BIN)/vcluster-ctl
+
+$(eval $(call unit_test,test_config,tests/unit/test_config.c vcluster-launch/config.c common/jobspec.c common/afile.c,))

@@ -1,0 +1,141 @@
+/* vcluster-ctl: talk to a running virtual cluster through rank 0's control
+ * socket (RUN/ctl.sock).
+ *
+ *   vcluster-ctl [--run-dir DIR] [--json] status|shutdown
+ */
+#include "ctl.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: vcluster-ctl [--run-dir DIR] [--json] COMMAND\n"
+		"Commands:\n"
+		"  status     per-rank VM state, frames and bytes forwarded, queue depths\n"
+		"  shutdown   power every VM down (grace period as the launcher's --grace)\n"
+		"--run-dir defaults to the newest run: /tmp/vcluster-UID/latest.\n"
+		"--json prints the launcher's reply as it came.\n");
+}
+
+static void print_status(json_t *rep)
+{
+	json_t *ranks = json_object_get(rep, "ranks"), *r;
+	size_t i;
+
+	printf("run directory %s, %d ranks, up %.0f s\n",
+	       json_string_value(json_object_get(rep, "run_dir")),
+	       (int)json_integer_value(json_object_get(rep, "size")),
+	       json_number_value(json_object_get(rep, "uptime_s")));
+	printf("%-5s %-9s %12s %12s %12s %12s %8s %8s %8s\n", "rank", "vm", "frames-out",
+	       "bytes-out", "frames-in", "bytes-in", "sendq", "deliverq", "stalls");
+	json_array_foreach(ranks, i, r) {
+		json_t *f = json_object_get(r, "fabric");
+		printf("%-5d %-9s", (int)json_integer_value(json_object_get(r, "rank")),
+		       json_string_value(json_object_get(r, "vm")));
+		if (f)
+			printf(" %12lld %12lld %12lld %12lld %8lld %8lld %8lld",
+			       json_integer_value(json_object_get(f, "frames_from_vm")),
+			       json_integer_value(json_object_get(f, "bytes_from_vm")),
+			       json_integer_value(json_object_get(f, "frames_to_vm")),
+			       json_integer_value(json_object_get(f, "bytes_to_vm")),
+			       json_integer_value(json_object_get(f, "send_queue_batches")),
+			       json_integer_value(json_object_get(f, "deliver_queue_bytes")),
+			       json_integer_value(json_object_get(f, "backpressure_stalls")));
+		json_t *st = json_object_get(r, "status");
+		if (st)
+			printf("  exit %lld", json_integer_value(st));
+		const char *reason = json_string_value(json_object_get(r, "reason"));
+		if (reason)
+			printf(" (%s)", reason);
+		putchar('\n');
+	}
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "run-dir", required_argument, 0, 'd' }, { "json", no_argument, 0, 'j' },
+		{ "help", no_argument, 0, 'h' }, { 0 }
+	};
+	char dir[PATH_MAX] = "", path[PATH_MAX + 16];
+	int json_out = 0, ch;
+
+	while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'd': snprintf(dir, sizeof(dir), "%s", optarg); break;
+		case 'j': json_out = 1; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (optind != argc - 1) {
+		usage(stderr);
+		return 2;
+	}
+	const char *cmd = argv[optind];
+	if (strcmp(cmd, "status") && strcmp(cmd, "shutdown")) {
+		fprintf(stderr, "vcluster-ctl: unknown command '%s' (status, shutdown)\n", cmd);
+		return 2;
+	}
+	if (!dir[0])
+		snprintf(dir, sizeof(dir), "/tmp/vcluster-%u/latest", (unsigned)getuid());
+	snprintf(path, sizeof(path), "%s/ctl.sock", dir);
+
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		fprintf(stderr, "vcluster-ctl: socket path too long: %s\n", path);
+		return 2;
+	}
+	strcpy(sa.sun_path, path);
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		fprintf(stderr, "vcluster-ctl: %s: %s (is the virtual cluster running?)\n",
+			path, strerror(errno));
+		return 1;
+	}
+	struct timeval tv = { 10, 0 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	char req[128];
+	int n = snprintf(req, sizeof(req), "{\"vcluster-ctl\": %d, \"command\": \"%s\"}\n",
+			 CTL_PROTO_VERSION, cmd);
+	if (write(fd, req, (size_t)n) != n) {
+		fprintf(stderr, "vcluster-ctl: sending to %s: %s\n", path, strerror(errno));
+		return 1;
+	}
+	char buf[1 << 16];
+	size_t len = 0;
+	ssize_t k;
+	while (len < sizeof(buf) - 1 && (k = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0)
+		len += (size_t)k;
+	buf[len] = '\0';
+	close(fd);
+	json_error_t jerr;
+	json_t *rep = json_loads(buf, JSON_DISABLE_EOF_CHECK, &jerr);
+	if (!rep) {
+		fprintf(stderr, "vcluster-ctl: no valid reply from %s\n", path);
+		return 1;
+	}
+	if (!json_is_true(json_object_get(rep, "ok"))) {
+		fprintf(stderr, "vcluster-ctl: %s\n",
+			json_string_value(json_object_get(rep, "error")));
+		return 1;
+	}
+	if (json_out)
+		printf("%s", buf);
+	else if (!strcmp(cmd, "status"))
+		print_status(rep);
+	else
+		printf("%s\n", json_string_value(json_object_get(rep, "message")));
+	json_decref(rep);
+	return 0;
+}

@@ -1,0 +1,487 @@
+#define LOG_PREFIX "vm"
+#include "vm.h"
+
+#include "afile.h"
+#include "log.h"
+#include "qmp.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_ARGS 96
+
+struct vm {
+	int rank;
+	pid_t pid;
+	enum vm_state state;
+	struct qmp *qmp;
+	char dir[PATH_MAX];
+	char console_path[PATH_MAX];
+	char qemu_log[PATH_MAX];
+	int console_fd;
+	char line[4096];
+	size_t linelen;
+	bool have_exit_line;
+	int guest_status;
+	int wait_status;
+	long long stop_quit_at, stop_kill_at;	/* ms, monotonic; 0 = not set */
+};
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void hex_encode(const char *in, char *out, size_t outlen)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+
+	for (; *in && o + 2 < outlen; in++) {
+		out[o++] = hex[(unsigned char)*in >> 4];
+		out[o++] = hex[(unsigned char)*in & 15];
+	}
+	out[o] = '\0';
+}
+
+/* The last non-empty line of a file, for error messages. */
+static void last_line(const char *path, char *out, size_t len)
+{
+	char *text;
+	size_t n;
+
+	out[0] = '\0';
+	if (afile_read_all(path, 1 << 20, &text, &n) < 0)
+		return;
+	while (n && (text[n - 1] == '\n' || text[n - 1] == '\r'))
+		text[--n] = '\0';
+	char *nl = strrchr(text, '\n');
+	snprintf(out, len, "%s", nl ? nl + 1 : text);
+	free(text);
+}
+
+static int make_overlay(const struct vm_spec *s, char *overlay, size_t len,
+			char *why, size_t whylen)
+{
+	char base[PATH_MAX], cmd[3 * PATH_MAX];
+
+	if (!realpath(s->cfg->disk, base)) {
+		snprintf(why, whylen, "disk image %s: %s", s->cfg->disk, strerror(errno));
+		return -errno;
+	}
+	snprintf(overlay, len, "%s/disk.qcow2", s->rank_dir);
+	if (access(overlay, F_OK) == 0)
+		return 0;	/* a restarted rank keeps its overlay */
+	snprintf(cmd, sizeof(cmd), "qemu-img create -q -f qcow2 -F qcow2 -b '%s' '%s' >'%s/qemu-img.log' 2>&1",
+		 base, overlay, s->rank_dir);
+	if (system(cmd) != 0) {
+		snprintf(why, whylen, "qemu-img could not create an overlay on %s (see %s/qemu-img.log)",
+			 s->cfg->disk, s->rank_dir);
+		return -EIO;
+	}
+	return 0;
+}
+
+struct vm *vm_start(const struct vm_spec *s, int *link_fd, char *why,
+		    size_t whylen)
+{
+	const struct vc_config *c = s->cfg;
+	char *argv[MAX_ARGS];
+	int argc = 0;
+	char mem[32], smp[32], qmp_arg[PATH_MAX + 32], chardev[PATH_MAX + 64];
+	char netdev[64], fabric_dev[128], append[2048], cmdhex[1300], net[40];
+	char head_netdev[96], overlay[PATH_MAX], drive[PATH_MAX + 64];
+	char mac[24], name[48], qmp_path[PATH_MAX];
+	int sv[2], r;
+	struct vm *vm = calloc(1, sizeof(*vm));
+
+	if (!vm) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	vm->rank = s->rank;
+	vm->console_fd = -1;
+	snprintf(vm->dir, sizeof(vm->dir), "%s", s->rank_dir);
+	snprintf(vm->console_path, sizeof(vm->console_path), "%s/console.log", s->rank_dir);
+	snprintf(vm->qemu_log, sizeof(vm->qemu_log), "%s/qemu.log", s->rank_dir);
+	snprintf(qmp_path, sizeof(qmp_path), "%s/qmp.sock", s->rank_dir);
+	unlink(qmp_path);
+	unlink(vm->console_path);
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) < 0) {
+		r = -errno;
+		snprintf(why, whylen, "socketpair: %s", strerror(errno));
+		goto fail;
+	}
+	fcntl(sv[0], F_SETFD, FD_CLOEXEC);
+
+	/* MAC: locally administered, rank in the last two bytes. */
+	snprintf(mac, sizeof(mac), "52:54:00:56:%02x:%02x", (s->rank >> 8) & 255, s->rank & 255);
+	snprintf(name, sizeof(name), "vcluster-node%d", s->rank);
+	snprintf(mem, sizeof(mem), "%llu", (unsigned long long)c->memory_mib);
+	snprintf(smp, sizeof(smp), "%d", c->vcpus);
+	snprintf(qmp_arg, sizeof(qmp_arg), "unix:%s,server=on,wait=off", qmp_path);
+	snprintf(chardev, sizeof(chardev), "file,id=con0,path=%s", vm->console_path);
+	snprintf(netdev, sizeof(netdev), "vde,id=fabric,sock=seqpacket://%d", sv[1]);
+	snprintf(fabric_dev, sizeof(fabric_dev), "virtio-net-pci,netdev=fabric,mac=%s,romfile=", mac);
+	cfg_subnet_str(c, net, sizeof(net));
+	hex_encode(c->guest_cmd, cmdhex, sizeof(cmdhex));
+	snprintf(append, sizeof(append),
+		 "console=ttyS0 quiet panic=-1 vc.rank=%d vc.n=%d vc.net=%s vc.mac=%s vc.head=%d vc.cmd=%s%s%s",
+		 s->rank, s->nranks, net, mac, s->rank == 0, cmdhex,
+		 c->append[0] ? " " : "", c->append);
+
+	argv[argc++] = (char *)s->qemu_bin;
+	if (s->firmware_dir) {
+		argv[argc++] = "-L";
+		argv[argc++] = (char *)s->firmware_dir;
+	}
+	argv[argc++] = "-name";
+	argv[argc++] = name;
+	argv[argc++] = "-machine";
+	argv[argc++] = s->kvm ? "q35,accel=kvm" : "q35,accel=tcg";
+	argv[argc++] = "-cpu";
+	argv[argc++] = s->kvm ? "host" : "max";
+	argv[argc++] = "-m";
+	argv[argc++] = mem;
+	argv[argc++] = "-smp";
+	argv[argc++] = smp;
+	argv[argc++] = "-nodefaults";
+	argv[argc++] = "-no-user-config";
+	argv[argc++] = "-display";
+	argv[argc++] = "none";
+	argv[argc++] = "-no-reboot";
+	argv[argc++] = "-qmp";
+	argv[argc++] = qmp_arg;
+	argv[argc++] = "-chardev";
+	argv[argc++] = chardev;
+	argv[argc++] = "-serial";
+	argv[argc++] = "chardev:con0";
+	argv[argc++] = "-netdev";
+	argv[argc++] = netdev;
+	argv[argc++] = "-device";
+	argv[argc++] = fabric_dev;
+	if (s->rank == 0) {
+		if (c->head_ssh_port)
+			snprintf(head_netdev, sizeof(head_netdev),
+				 "user,id=head,hostfwd=tcp:127.0.0.1:%d-:22", c->head_ssh_port);
+		else
+			snprintf(head_netdev, sizeof(head_netdev), "user,id=head");
+		argv[argc++] = "-netdev";
+		argv[argc++] = head_netdev;
+		argv[argc++] = "-device";
+		argv[argc++] = "virtio-net-pci,netdev=head,romfile=";
+	}
+	if (c->disk[0]) {
+		r = make_overlay(s, overlay, sizeof(overlay), why, whylen);
+		if (r < 0)
+			goto fail_close;
+		snprintf(drive, sizeof(drive), "file=%s,if=virtio,format=qcow2,cache=writeback", overlay);
+		argv[argc++] = "-drive";
+		argv[argc++] = drive;
+	}
+	if (s->kernel && s->kernel[0]) {
+		argv[argc++] = "-kernel";
+		argv[argc++] = (char *)s->kernel;
+		if (s->initrd && s->initrd[0]) {
+			argv[argc++] = "-initrd";
+			argv[argc++] = (char *)s->initrd;
+		}
+		argv[argc++] = "-append";
+		argv[argc++] = append;
+	}
+	argv[argc] = NULL;
+
+	/* The command line, for the log and for a human to rerun it. */
+	char cmdline[4096];
+	size_t off = 0;
+	for (int i = 0; i < argc && off < sizeof(cmdline); i++)
+		off += (size_t)snprintf(cmdline + off, sizeof(cmdline) - off, "%s%s",
+					i ? " " : "", argv[i]);
+	pr_info("starting %s QEMU (%s): %s", s->qemu_patched ? "patched" : "stock",
+		s->qemu_bin, cmdline);
+
+	int logfd = open(vm->qemu_log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (logfd < 0) {
+		r = -errno;
+		snprintf(why, whylen, "%s: %s", vm->qemu_log, strerror(errno));
+		goto fail_close;
+	}
+	pid_t parent = getpid();
+	vm->pid = fork();
+	if (vm->pid < 0) {
+		r = -errno;
+		snprintf(why, whylen, "fork: %s", strerror(errno));
+		close(logfd);
+		goto fail_close;
+	}
+	if (vm->pid == 0) {
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		/* QEMU dies with its rank, whatever kills the rank. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(127);
+		setpgid(0, 0);	/* terminal signals go to the rank, not QEMU */
+		int devnull = open("/dev/null", O_RDONLY);
+		dup2(devnull, 0);
+		dup2(logfd, 1);
+		dup2(logfd, 2);
+		if (s->pin)
+			pin_bind_process(s->pin, 0);
+		execvp(argv[0], argv);
+		fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	close(logfd);
+	close(sv[1]);
+	sv[1] = -1;
+	vm->state = VM_RUNNING;
+
+	vm->qmp = qmp_connect(qmp_path, 30000, why, whylen);
+	if (!vm->qmp) {
+		r = -errno;
+		char tail[256];
+		vm_check_exit(vm);
+		last_line(vm->qemu_log, tail, sizeof(tail));
+		if (tail[0])
+			snprintf(why, whylen, "QEMU did not start: %s", tail);
+		goto fail_kill;
+	}
+	*link_fd = sv[0];
+	return vm;
+
+fail_kill:
+	close(sv[0]);
+	vm_destroy(vm);
+	errno = -r;
+	return NULL;
+fail_close:
+	close(sv[0]);
+	if (sv[1] >= 0)
+		close(sv[1]);
+fail:
+	free(vm);
+	errno = -r;
+	return NULL;
+}
+
+pid_t vm_pid(const struct vm *vm)
+{
+	return vm->pid;
+}
+
+enum vm_state vm_state(const struct vm *vm)
+{
+	return vm->state;
+}
+
+const char *vm_state_name(const struct vm *vm)
+{
+	static const char *names[] = { "running", "stopping", "exited" };
+	return names[vm->state];
+}
+
+struct qmp *vm_qmp(struct vm *vm)
+{
+	return vm->qmp;
+}
+
+int vm_qmp_fd(const struct vm *vm)
+{
+	return vm->qmp ? qmp_fd(vm->qmp) : -1;
+}
+
+int vm_pin_vcpus(struct vm *vm, const struct pin_plan *pin, char *desc,
+		 size_t desclen)
+{
+	json_t *cpus;
+	char why[256];
+	size_t i, off = 0;
+	json_t *cpu;
+
+	desc[0] = '\0';
+	int r = qmp_exec(vm->qmp, "query-cpus-fast", NULL, &cpus, 5000, why, sizeof(why));
+	if (r < 0) {
+		snprintf(desc, desclen, "query-cpus-fast: %s", why);
+		return r;
+	}
+	json_array_foreach(cpus, i, cpu) {
+		int idx = (int)json_integer_value(json_object_get(cpu, "cpu-index"));
+		pid_t tid = (pid_t)json_integer_value(json_object_get(cpu, "thread-id"));
+		int b = pin_bind_vcpu(pin, idx, tid);
+		if (off < desclen)
+			off += (size_t)snprintf(desc + off, desclen - off, "%svCPU %d thread %d%s",
+						off ? ", " : "", idx, (int)tid,
+						b < 0 ? " (bind failed)" : "");
+	}
+	json_decref(cpus);
+	return 0;
+}
+
+static void console_line(struct vm *vm, FILE *out)
+{
+	char clean[sizeof(vm->line)];
+	size_t n = 0;
+
+	/* Drop terminal escapes (SeaBIOS clears the screen) and stray bytes. */
+	for (size_t i = 0; i < vm->linelen; i++) {
+		unsigned char ch = (unsigned char)vm->line[i];
+		if (ch == 0x1b) {
+			i++;
+			if (i < vm->linelen && vm->line[i] == '[')
+				while (i + 1 < vm->linelen && !isalpha((unsigned char)vm->line[i + 1]))
+					i++;
+			i++;
+			continue;
+		}
+		if (isprint(ch) || ch == '\t')
+			clean[n++] = (char)ch;
+	}
+	clean[n] = '\0';
+	vm->linelen = 0;
+	if (!n)
+		return;
+	int rank, status;
+	if (sscanf(clean, "VCLUSTER-EXIT rank=%d status=%d", &rank, &status) == 2) {
+		vm->have_exit_line = true;
+		vm->guest_status = status;
+	}
+	pr_debug("console: %s", clean);
+	if (out) {
+		fprintf(out, "[node%d] %s\n", vm->rank, clean);
+		fflush(out);
+	}
+}
+
+void vm_console_pump(struct vm *vm, FILE *out)
+{
+	char buf[8192];
+
+	if (vm->console_fd < 0) {
+		vm->console_fd = open(vm->console_path, O_RDONLY | O_CLOEXEC);
+		if (vm->console_fd < 0)
+			return;
+	}
+	for (;;) {
+		ssize_t n = read(vm->console_fd, buf, sizeof(buf));
+		if (n <= 0)
+			return;
+		for (ssize_t i = 0; i < n; i++) {
+			if (buf[i] == '\n' || buf[i] == '\r') {
+				console_line(vm, out);
+			} else if (vm->linelen < sizeof(vm->line) - 1) {
+				vm->line[vm->linelen++] = buf[i];
+			}
+		}
+	}
+}
+
+bool vm_check_exit(struct vm *vm)
+{
+	if (vm->state == VM_EXITED)
+		return true;
+	int status;
+	pid_t r = waitpid(vm->pid, &status, WNOHANG);
+	if (r != vm->pid)
+		return false;
+	vm->wait_status = status;
+	vm->state = VM_EXITED;
+	qmp_close(vm->qmp);
+	vm->qmp = NULL;
+	vm_console_pump(vm, NULL);
+	if (vm->linelen)
+		console_line(vm, NULL);
+	return true;
+}
+
+int vm_result(const struct vm *vm, int *guest_status, char *why, size_t whylen)
+{
+	int st = vm->wait_status;
+
+	if (vm->have_exit_line) {
+		*guest_status = vm->guest_status;
+		return 0;
+	}
+	if (WIFSIGNALED(st)) {
+		snprintf(why, whylen, "QEMU was killed by signal %d (%s) before the guest finished",
+			 WTERMSIG(st), strsignal(WTERMSIG(st)));
+	} else {
+		char tail[200];
+		last_line(vm->qemu_log, tail, sizeof(tail));
+		snprintf(why, whylen, "QEMU exited with status %d before the guest reported%s%s",
+			 WEXITSTATUS(st), tail[0] ? ": " : "", tail);
+	}
+	return -1;
+}
+
+void vm_request_stop(struct vm *vm, int grace_ms)
+{
+	char why[256];
+
+	if (vm->state != VM_RUNNING)
+		return;
+	vm->state = VM_STOPPING;
+	if (vm->qmp && qmp_exec(vm->qmp, "system_powerdown", NULL, NULL, 2000, why,
+				sizeof(why)) < 0)
+		pr_debug("system_powerdown: %s", why);
+	vm->stop_quit_at = now_ms() + grace_ms;
+	vm->stop_kill_at = vm->stop_quit_at + 5000;
+}
+
+void vm_kill(struct vm *vm)
+{
+	if (vm->state == VM_EXITED)
+		return;
+	vm->state = VM_STOPPING;
+	vm->stop_quit_at = now_ms();
+	vm->stop_kill_at = vm->stop_quit_at + 2000;
+	vm_tick(vm);
+}
+
+void vm_tick(struct vm *vm)
+{
+	char why[256];
+	long long now = now_ms();
+
+	if (vm->state != VM_STOPPING)
+		return;
+	if (vm->stop_quit_at && now >= vm->stop_quit_at) {
+		vm->stop_quit_at = 0;
+		if (vm->qmp && qmp_exec(vm->qmp, "quit", NULL, NULL, 2000, why, sizeof(why)) < 0)
+			pr_debug("quit: %s", why);
+	}
+	if (vm->stop_kill_at && now >= vm->stop_kill_at) {
+		vm->stop_kill_at = 0;
+		pr_warn("QEMU (pid %d) did not stop; killing it", (int)vm->pid);
+		kill(vm->pid, SIGKILL);
+	}
+}
+
+void vm_destroy(struct vm *vm)
+{
+	if (!vm)
+		return;
+	if (vm->state != VM_EXITED && vm->pid > 0) {
+		kill(vm->pid, SIGKILL);
+		waitpid(vm->pid, NULL, 0);
+	}
+	qmp_close(vm->qmp);
+	if (vm->console_fd >= 0)
+		close(vm->console_fd);
+	free(vm);
+}
