@@ -242,8 +242,9 @@ void cfg_usage(FILE *out)
 		"      --version           the release and format versions\n"
 		"\n"
 		"Exit status: 0 all guests succeeded; the failing guest command's status\n"
-		"(the largest) when one failed; 2 bad settings or a VM/rank fault; 124 the\n"
-		"--timeout passed; 130/143 interrupted.  Rank logs and consoles are under\n"
+		"(the largest) when one failed; 2 bad settings or a VM/rank fault; 3 shut\n"
+		"down (vcluster-ctl) before the guests finished; 124 the --timeout passed;\n"
+		"130/143 interrupted (SIGINT/SIGTERM).  Rank logs and consoles are under\n"
 		"the run directory (RUN/rankN/{rank.log,console.log,qemu.log}); rank 0's\n"
 		"control socket is RUN/ctl.sock (see vcluster-ctl).\n");
 }

@@ -165,7 +165,7 @@ static void handle_ctrl(struct launch *L, struct ctrl_msg *m)
 		L->nexited++;
 		if (m->rank == L->rank)
 			break;
-		if (m->status < 0) {
+		if (m->status == -1) {	/* a fault; -2, -3: we stopped it */
 			pr_err("rank %d (node%d): %s; stopping every VM", m->rank,
 			       m->rank, m->text);
 			L->aborting = true;
@@ -402,7 +402,7 @@ static void vm_gone(struct launch *L)
 		pr_info("VM powered off; guest command exited with status %d", gstatus);
 	} else if (L->aborting || L->shutting_down) {
 		/* We stopped it ourselves: not this rank's fault. */
-		m.status = L->shutting_down && !L->aborting ? 0 : -2;
+		m.status = L->aborting ? -2 : -3;
 		snprintf(m.text, sizeof(m.text), "stopped before the guest finished");
 		pr_info("VM stopped");
 	} else {
@@ -441,11 +441,13 @@ static void handle_signals(struct launch *L)
 static int exit_code(struct launch *L)
 {
 	int worst = 0;
-	bool fault = false;
+	bool fault = false, cut_short = false;
 
 	for (int r = 0; r < L->size; r++) {
 		if (L->ranks[r].status == -1)
 			fault = true;
+		else if (L->ranks[r].status == -3)
+			cut_short = true;
 		else if (L->ranks[r].status > worst)
 			worst = L->ranks[r].status;
 	}
@@ -455,7 +457,9 @@ static int exit_code(struct launch *L)
 		return 128 + L->interrupted;
 	if (fault || L->aborting)
 		return 2;
-	return worst > 125 ? 125 : worst;
+	if (worst)
+		return worst > 125 ? 125 : worst;
+	return cut_short ? 3 : 0;
 }
 
 static void print_summary(struct launch *L, int code)
@@ -472,6 +476,8 @@ static void print_summary(struct launch *L, int code)
 				r, r, ri->status);
 		else if (ri->status == -1)
 			log_msg(LOG_ERR, LOG_PREFIX, 0, "rank %d (node%d): %s", r, r, ri->reason);
+		else if (ri->status == -3 && !L->interrupted)
+			pr_info("rank %d (node%d): shut down before its guest command finished", r, r);
 	}
 	if (L->timed_out)
 		pr_err("the run passed its --timeout of %d s", L->cfg.timeout_s);

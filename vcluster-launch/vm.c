@@ -252,9 +252,14 @@ struct vm *vm_start(const struct vm_spec *s, int *link_fd, char *why,
 	sv[1] = -1;
 	vm->state = VM_RUNNING;
 
-	vm->qmp = qmp_connect(qmp_path, 30000, why, whylen);
+	/* Short attempts, so a QEMU that dies at start is noticed at once. */
+	for (int waited = 0; waited < 30000 && !vm->qmp; waited += 250) {
+		vm->qmp = qmp_connect(qmp_path, 250, why, whylen);
+		if (!vm->qmp && vm_check_exit(vm))
+			break;
+	}
 	if (!vm->qmp) {
-		r = -errno;
+		r = -ECHILD;
 		char tail[256];
 		vm_check_exit(vm);
 		last_line(vm->qemu_log, tail, sizeof(tail));

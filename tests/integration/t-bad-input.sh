@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# timeout: 180
+# Bad input gets one clear line naming the file or option, and a non-zero
+# exit, before any VM starts.
+. "$(dirname "$0")/../lib/vc-test.sh"
+
+out=$VC_T/out
+
+vc_launch 2 "$out" --kernel "$VC_T/no-such-vmlinuz"; rc=$?
+[[ $rc -eq 2 ]] || fail "missing kernel: exit $rc, expected 2"
+assert_grep "kernel $VC_T/no-such-vmlinuz: No such file or directory" "$out" 1
+
+cat > "$VC_T/bad.job" <<'JOB'
+# a job with a mistake on line 4
+memory = 256M
+vcpus = 1
+guest-cmd "echo hi"
+JOB
+vc_launch 2 "$out" --job "$VC_T/bad.job"; rc=$?
+[[ $rc -eq 2 ]] || fail "malformed job: exit $rc, expected 2"
+assert_grep "$VC_T/bad.job:4: expected 'key = value'" "$out" 1
+
+printf 'memory = 256M\nmemroy = 1G\n' > "$VC_T/typo.job"
+vc_launch 2 "$out" --job "$VC_T/typo.job"; rc=$?
+[[ $rc -eq 2 ]] || fail "unknown key: exit $rc"
+assert_grep "typo.job:2: unknown setting 'memroy'" "$out" 1
+
+vc_launch 2 "$out" --job "$VC_T/absent.job"; rc=$?
+[[ $rc -eq 2 ]] || fail "missing job file: exit $rc"
+assert_grep "absent.job: No such file or directory" "$out" 1
+
+vc_launch 2 "$out" --memory 10; rc=$?
+[[ $rc -eq 2 ]] || fail "bad memory: exit $rc"
+assert_grep "\-\-memory: '10' is not a size" "$out" 1
+
+vc_launch 2 "$out" --bogus 1; rc=$?
+[[ $rc -eq 2 ]] || fail "unknown option: exit $rc"
+assert_grep "unknown option '--bogus'" "$out" 1
+
+vc_launch 2 "$out" --disk "$VC_T/missing.qcow2"; rc=$?
+[[ $rc -eq 2 ]] || fail "missing disk: exit $rc"
+assert_grep "disk image $VC_T/missing.qcow2: No such file or directory" "$out" 1
+
+vc_launch 2 "$out" --qemu "$VC_T/no-qemu"; rc=$?
+[[ $rc -eq 2 ]] || fail "missing QEMU: exit $rc"
+assert_grep "QEMU binary $VC_T/no-qemu" "$out" 1
+
+# A QEMU that refuses to start: the error carries QEMU's own complaint.
+vc_launch 2 "$out" --memory 256M --append 'x' --qemu /bin/false; rc=$?
+[[ $rc -eq 2 ]] || fail "QEMU that fails: exit $rc"
+assert_grep "rank 0: QEMU did not start|rank 0: .*qemu.log" "$out"
+
+"$VC_BIN/vcluster-launch" --help | grep -q -- '--checkpoint' && fail "help lists options that do not exist"
+"$VC_BIN/vcluster-launch" --help | grep -q -- '--guest-cmd CMD' || fail "--help does not document --guest-cmd"
+assert_nothing_running
+echo "ok: every bad input refused with a clear message"

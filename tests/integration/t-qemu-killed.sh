@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# timeout: 240
+# A QEMU killed mid-run stops every rank within a bounded time; the error
+# names the rank; the exit status is non-zero.
+. "$(dirname "$0")/../lib/vc-test.sh"
+
+out=$VC_T/out
+vc_launch 3 "$out" --guest-cmd 'sleep 600' --timeout 200 &
+launcher=$!
+# Wait until every guest is up, then kill node1's QEMU.
+for i in $(seq 1 240); do
+	[[ $(grep -c VCLUSTER-READY "$out" 2>/dev/null) -eq 3 ]] && break
+	sleep 0.5
+done
+[[ $(grep -c VCLUSTER-READY "$out") -eq 3 ]] || fail "the guests did not come up"
+qpid=$(pgrep -f "qemu-system-x86_64 .*-name vcluster-node1 .*$VC_T" || true)
+[[ -n "$qpid" ]] || fail "cannot find node1's QEMU"
+start=$(date +%s)
+kill -KILL $qpid
+wait $launcher; rc=$?
+took=$(( $(date +%s) - start ))
+[[ $rc -ne 0 ]] || fail "launcher exited 0 after a QEMU was killed"
+(( took <= 30 )) || fail "the job took ${took}s to stop after the QEMU died"
+assert_grep 'rank 1 \(node1\): QEMU was killed by signal 9' "$out"
+assert_nothing_running
+echo "ok: killed QEMU named, exit $rc, stopped in ${took}s"

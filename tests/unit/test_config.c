@@ -1,0 +1,107 @@
+/* vcluster-launch's settings: defaults, job file, command line over job
+ * file, and the errors a user sees for bad values. */
+#include "test.h"
+#include "config.h"
+
+#include <errno.h>
+#include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+static int load(struct vc_config *c, char *err, size_t len, int argc, char **argv)
+{
+	return cfg_load(c, argc, argv, err, len);
+}
+
+int main(void)
+{
+	struct vc_config c;
+	char err[512], job[] = "/tmp/vc-test-config.XXXXXX";
+	int fd = mkstemp(job);
+
+	{
+		char *argv[] = { "x", NULL };
+		CHECK_EQ(load(&c, err, sizeof(err), 1, argv), 0);
+		CHECK_EQ(c.memory_mib, 256);
+		CHECK_EQ(c.vcpus, 1);
+		CHECK_EQ(c.accel, CFG_ACCEL_AUTO);
+		char net[40];
+		cfg_subnet_str(&c, net, sizeof(net));
+		CHECK(!strcmp(net, "10.10.0.0/24"));
+		CHECK_EQ(cfg_subnet_capacity(&c), 254);
+	}
+
+	const char *text = "# example\nmemory = 1G\nvcpus = 2\n"
+			   "guest-cmd = \"vcluster-traffic --all --seconds 20\"\n"
+			   "subnet = 192.168.7.0/28\n";
+	CHECK(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
+	close(fd);
+	{
+		/* The command line wins over the job file, whatever the order. */
+		char *argv[] = { "x", "--vcpus", "4", "--job", job, "--accel", "tcg", NULL };
+		CHECK_EQ(load(&c, err, sizeof(err), 7, argv), 0);
+		CHECK_EQ(c.memory_mib, 1024);
+		CHECK_EQ(c.vcpus, 4);
+		CHECK_EQ(c.accel, CFG_ACCEL_TCG);
+		CHECK(!strcmp(c.guest_cmd, "vcluster-traffic --all --seconds 20"));
+		CHECK_EQ(cfg_subnet_capacity(&c), 14);
+	}
+
+	/* A bad line in the job file: the error names file and line. */
+	fd = open(job, O_WRONLY | O_TRUNC);
+	const char *bad = "memory = 1G\n\nvcpus = lots\n";
+	CHECK(write(fd, bad, strlen(bad)) == (ssize_t)strlen(bad));
+	close(fd);
+	{
+		char *argv[] = { "x", "--job", job, NULL };
+		CHECK_EQ(load(&c, err, sizeof(err), 3, argv), -EINVAL);
+		char want[300];
+		snprintf(want, sizeof(want), "%s:3: vcpus: 'lots' is not a whole number", job);
+		CHECK(!strncmp(err, want, strlen(want)));
+	}
+	fd = open(job, O_WRONLY | O_TRUNC);
+	CHECK(write(fd, "memroy = 1G\n", 12) == 12);
+	close(fd);
+	{
+		char *argv[] = { "x", "--job", job, NULL };
+		CHECK_EQ(load(&c, err, sizeof(err), 3, argv), -EINVAL);
+		CHECK(strstr(err, ":1: unknown setting 'memroy'"));
+	}
+	unlink(job);
+	{
+		char *argv[] = { "x", "--job", job, NULL };
+		CHECK_EQ(load(&c, err, sizeof(err), 3, argv), -ENOENT);
+		CHECK(strstr(err, job));
+	}
+
+	/* Command-line mistakes. */
+	struct { const char *opt, *val, *msg; } cases[] = {
+		{ "--memory", "12", "--memory: '12' is not a size" },
+		{ "--memory", "2T", "--memory: '2T'" },
+		{ "--accel", "xen", "--accel: 'xen' is not one of auto, kvm, tcg" },
+		{ "--subnet", "10.10.0.1/24", "has host bits set" },
+		{ "--subnet", "10.10.0.0", "is not an IPv4 network" },
+		{ "--vcpus", "0", "--vcpus: '0'" },
+		{ "--head-ssh-port", "70000", "--head-ssh-port" },
+		{ "--console", "maybe", "is not yes or no" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *argv[] = { "x", (char *)cases[i].opt, (char *)cases[i].val, NULL };
+		CHECK_EQ(load(&c, err, sizeof(err), 3, argv), -EINVAL);
+		if (!strstr(err, cases[i].msg)) {
+			fprintf(stderr, "for %s %s: got '%s'\n", cases[i].opt, cases[i].val, err);
+			return 1;
+		}
+	}
+	{
+		char *argv[] = { "x", "--frobnicate", "1", NULL };
+		CHECK_EQ(load(&c, err, sizeof(err), 3, argv), -EINVAL);
+		CHECK(strstr(err, "unknown option '--frobnicate'"));
+	}
+	{
+		char *argv[] = { "x", "--memory", NULL };
+		CHECK_EQ(load(&c, err, sizeof(err), 2, argv), -EINVAL);
+		CHECK(strstr(err, "needs a value"));
+	}
+	return 0;
+}
