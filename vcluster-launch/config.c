@@ -60,6 +60,7 @@ INT_SETTER(set_timeout, timeout_s, 0, 365L * 24 * 3600, "--timeout")
 INT_SETTER(set_grace, grace_s, 0, 3600, "--grace")
 INT_SETTER(set_ssh, head_ssh_port, 1, 65535, "--head-ssh-port")
 INT_SETTER(set_probe, kvm_probe_ms, 100, 600000, "--kvm-probe-ms")
+INT_SETTER(set_spin, fabric_spin_us, 0, 1000000, "--fabric-spin-us")
 
 static int set_kernel(struct vc_config *c, const char *v, char *w, size_t l)
 {
@@ -216,6 +217,7 @@ static const struct cfg_opt opts[] = {
 	{ "head-ssh-port", "PORT", set_ssh, "forward this host port to port 22 of rank 0's VM (head node)" },
 	{ "qemu", "FILE", set_qemu, "QEMU binary (default: build/qemu if built, else qemu-system-x86_64)" },
 	{ "pin", "MODE", set_pin, "auto|none: bind vCPU and rank threads to cores with hwloc (default auto)" },
+	{ "fabric-spin-us", "US", set_spin, "keep polling MPI this long after traffic before napping 1 ms (default 200)" },
 	{ "console", "yes|no", set_console, "echo guest console lines on stdout, prefixed [nodeR] (default yes)" },
 	{ NULL, NULL, NULL, NULL }
 };
@@ -288,6 +290,7 @@ int cfg_load(struct vc_config *c, int argc, char **argv, char *err,
 	c->subnet_prefix = 24;
 	c->grace_s = 10;
 	c->console = true;
+	c->fabric_spin_us = 200;
 	snprintf(c->guest_cmd, sizeof(c->guest_cmd), "vcluster-traffic --all --seconds 10");
 
 	for (const struct cfg_opt *o = opts; o->name; o++)

@@ -36,6 +36,7 @@ struct vc_config {
 	char qemu[PATH_MAX];		/* empty: patched if built, else stock */
 	enum cfg_pin pin;
 	bool console;			/* echo guest console lines */
+	int fabric_spin_us;		/* busy-poll window after traffic */
 	int verbose;
 };
 

@@ -84,6 +84,7 @@ struct fabric {
 	bool vm_blocked;		/* last write to the VM hit EAGAIN */
 	bool stalled;			/* a peer's queue is full */
 	bool quiescing;			/* shutting down: no new sends */
+	bool vm_eof;			/* the VM closed its end of the link */
 	struct peer *peers;
 	uint8_t *frame;			/* scratch for one frame from the VM */
 	uint8_t **spare;		/* free batch buffers */
@@ -305,28 +306,35 @@ static bool all_peers_can_take(const struct fabric *f, bool spill)
 static int read_vm(struct fabric *f, bool *busy)
 {
 	for (int n = 0; n < VM_READ_BUDGET; n++) {
+		bool spilling = false;
+
 		if (!all_peers_can_take(f, false)) {
 			if (!f->stalled)
 				f->st.backpressure_stalls++;
 			f->stalled = true;
 			if (!f->vm_blocked || !all_peers_can_take(f, true))
 				return 0;
-			f->st.spill_reads++;
+			spilling = true;
 		} else {
 			f->stalled = false;
 		}
 		ssize_t len = vde_recv(f->vde, f->frame, FABRIC_FRAME_MAX, MSG_DONTWAIT);
+		if (len < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+			return 0;
+		if (len == 0 || (len < 0 && (errno == ECONNRESET || errno == EPIPE))) {
+			/* QEMU closed its end; its exit is handled by the
+			 * launcher.  Stop polling a descriptor at EOF. */
+			pr_debug("VM link closed");
+			f->vm_eof = true;
+			return 0;
+		}
 		if (len < 0) {
-			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-				return 0;
 			pr_errno(errno, "reading from the VM link");
 			return -errno;
 		}
-		if (len == 0) {		/* QEMU closed its end */
-			pr_debug("VM link closed");
-			return 0;
-		}
 		*busy = true;
+		if (spilling)
+			f->st.spill_reads++;
 		if (len < 14)
 			continue;	/* runt: not an Ethernet frame */
 		f->st.frames_from_vm++;
@@ -576,7 +584,7 @@ void fabric_set_marker_cb(struct fabric *f, fabric_marker_cb cb, void *ctx)
 
 int fabric_pollfd(struct fabric *f, struct pollfd *pfd)
 {
-	if (!f->vm_attached)
+	if (!f->vm_attached || f->vm_eof)
 		return 0;
 	pfd->fd = f->vm_fd;
 	pfd->events = 0;
@@ -605,7 +613,7 @@ int fabric_progress(struct fabric *f, bool *busy)
 			return r;
 	}
 	f->rr_next = (f->rr_next + 1) % f->size;
-	if (f->vm_attached) {
+	if (f->vm_attached && !f->vm_eof) {
 		r = read_vm(f, busy);
 		if (r < 0)
 			return r;
@@ -641,6 +649,22 @@ int fabric_send_marker(struct fabric *f, uint64_t epoch)
 			return r;
 	}
 	return 0;
+}
+
+int fabric_poll_timeout(const struct fabric *f, double now_s, double last_busy_s,
+			int spin_us)
+{
+	if (fabric_in_flight(f) || (now_s - last_busy_s) * 1e6 < spin_us)
+		return 0;
+	return 1;
+}
+
+bool fabric_in_flight(const struct fabric *f)
+{
+	for (int i = 0; i < f->size; i++)
+		if (i != f->rank && f->peers[i].inflight)
+			return true;
+	return false;
 }
 
 bool fabric_idle(const struct fabric *f)

@@ -97,6 +97,17 @@ void fabric_detach_vm(struct fabric *f);
  * from the VM.  0 or -errno. */
 int fabric_send_marker(struct fabric *f, uint64_t epoch);
 
+/* How long the caller's poll() may sleep: 0 while sends are in flight or
+ * within spin_us of the last activity (MPI has no descriptor to wake us, so
+ * a sleeping rank delays frames from its peers), else 1 ms.  last_busy is
+ * the caller's monotonic time of the last pass that moved anything. */
+int fabric_poll_timeout(const struct fabric *f, double now_s, double last_busy_s,
+			int spin_us);
+
+/* True while sends are on the wire: MPI completes them only when called,
+ * so the caller should keep calling rather than sleep. */
+bool fabric_in_flight(const struct fabric *f);
+
 /* True when nothing waits to be sent or completed (used before shutdown). */
 bool fabric_idle(const struct fabric *f);
 

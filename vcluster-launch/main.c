@@ -491,7 +491,7 @@ static void print_summary(struct launch *L, int code)
 static int run(struct launch *L)
 {
 	struct pollfd pfds[8];
-	int idle_passes = 0;
+	double last_busy = now_s();
 
 	while (L->nexited < L->size) {
 		int n = 0, fab_idx = -1, qmp_idx = -1, ctl_idx = -1;
@@ -509,11 +509,8 @@ static int run(struct launch *L)
 			ctl_idx = n;
 			ctl_pollfd(L->ctl, &pfds[n++]);
 		}
-		/* MPI has no descriptor: spin while there is traffic, then
-		 * sleep in short naps so a frame from a peer waits at most
-		 * about a millisecond. */
-		int timeout = idle_passes < 64 ? 0 : 1;
-		poll(pfds, (nfds_t)n, timeout);
+		poll(pfds, (nfds_t)n, fabric_poll_timeout(L->fab, now_s(), last_busy,
+							   L->cfg.fabric_spin_us));
 
 		bool busy = false, b;
 		if (pfds[0].revents)
@@ -560,7 +557,8 @@ static int run(struct launch *L)
 			snprintf(why, sizeof(why), "timeout: the run passed %d s", L->cfg.timeout_s);
 			broadcast_abort(L, why);
 		}
-		idle_passes = busy ? 0 : idle_passes + 1;
+		if (busy)
+			last_busy = now;
 	}
 	return 0;
 }

@@ -1,0 +1,115 @@
+/* fabric-bench: vcluster's fabric with libvdeplug endpoints instead of VMs.
+ *
+ *   mpirun -np N fabric-bench ENDPOINT-PROGRAM [ENDPOINT-ARGS...]
+ *
+ * Each rank makes the VM link (a seqpacket socketpair) exactly as
+ * vcluster-launch does for QEMU, starts the endpoint program on the other
+ * end with "--url seqpacket://FD --rank R --nodes N" added, and forwards
+ * frames with the same fabric module until the endpoint exits.  Prints one
+ * FABRIC line per rank with the fabric's counters; exits non-zero when any
+ * endpoint failed.
+ */
+#define LOG_PREFIX "fabric-bench"
+#include "fabric.h"
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <mpi.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+int main(int argc, char **argv)
+{
+	int rank, size, sv[2], status = 0;
+
+	MPI_Init(&argc, &argv);
+	MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+	MPI_Comm_size(MPI_COMM_WORLD, &size);
+	log_init("fabric-bench", rank);
+	if (argc < 2) {
+		if (rank == 0)
+			fprintf(stderr, "usage: mpirun -np N fabric-bench ENDPOINT [ARGS...]\n");
+		MPI_Finalize();
+		return 2;
+	}
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) < 0) {
+		perror("socketpair");
+		MPI_Abort(MPI_COMM_WORLD, 2);
+	}
+	fcntl(sv[0], F_SETFD, FD_CLOEXEC);
+
+	pid_t child = fork();
+	if (child == 0) {
+		char url[32], r[16], n[16];
+		char **av = calloc((size_t)argc + 8, sizeof(char *));
+		int k = 0;
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		snprintf(url, sizeof(url), "seqpacket://%d", sv[1]);
+		snprintf(r, sizeof(r), "%d", rank);
+		snprintf(n, sizeof(n), "%d", size);
+		for (int i = 1; i < argc; i++)
+			av[k++] = argv[i];
+		av[k++] = "--url";
+		av[k++] = url;
+		av[k++] = "--rank";
+		av[k++] = r;
+		av[k++] = "--nodes";
+		av[k++] = n;
+		execv(av[0], av);
+		perror(av[0]);
+		_exit(127);
+	}
+	close(sv[1]);
+
+	struct fabric *f = fabric_create(MPI_COMM_WORLD, sv[0]);
+	if (!f) {
+		fprintf(stderr, "rank %d: fabric_create: %s\n", rank, strerror(errno));
+		MPI_Abort(MPI_COMM_WORLD, 2);
+	}
+	int done_local = 0, done_all = 0;
+	double last_busy = MPI_Wtime();
+	int spin_us = getenv("VC_FABRIC_SPIN_US") ? atoi(getenv("VC_FABRIC_SPIN_US")) : 200;
+	MPI_Request all_done = MPI_REQUEST_NULL;
+	/* Forward until every endpoint has finished: an endpoint that is
+	 * done may still be needed by nobody, but its rank must keep
+	 * forwarding for the others. */
+	while (!done_all) {
+		struct pollfd p;
+		int n = fabric_pollfd(f, &p);
+		poll(&p, (nfds_t)n, fabric_poll_timeout(f, MPI_Wtime(), last_busy, spin_us));
+		bool busy;
+		if (fabric_progress(f, &busy) < 0)
+			MPI_Abort(MPI_COMM_WORLD, 3);
+		if (busy)
+			last_busy = MPI_Wtime();
+		if (!done_local && waitpid(child, &status, WNOHANG) == child) {
+			done_local = 1;
+			fabric_detach_vm(f);
+			MPI_Ibarrier(MPI_COMM_WORLD, &all_done);
+		}
+		if (done_local)
+			MPI_Test(&all_done, &done_all, MPI_STATUS_IGNORE);
+	}
+	struct fabric_stats st;
+	fabric_get_stats(f, &st);
+	printf("FABRIC rank=%d frames_from_vm=%llu frames_to_vm=%llu flooded=%llu discarded=%llu "
+	       "stalls=%llu spill_reads=%llu\n", rank,
+	       (unsigned long long)st.frames_from_vm, (unsigned long long)st.frames_to_vm,
+	       (unsigned long long)st.frames_flooded, (unsigned long long)st.frames_discarded,
+	       (unsigned long long)st.backpressure_stalls, (unsigned long long)st.spill_reads);
+	fflush(stdout);
+	fabric_quiesce(f, 10000);
+	fabric_destroy(f);
+	int bad = !(WIFEXITED(status) && WEXITSTATUS(status) == 0), any;
+	MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+	MPI_Finalize();
+	return any ? 1 : 0;
+}
