@@ -59,6 +59,11 @@ include $(filter-out common/module.mk,$(sort $(wildcard */module.mk */*/module.m
 deps:
 	@mk/deps.sh core
 
+# ---- the demo --------------------------------------------------------------
+demo: deps
+	@$(MAKE) --no-print-directory all guest
+	@mk/demo.sh
+
 # ---- tests -----------------------------------------------------------------
 check: deps
 	@$(MAKE) --no-print-directory all guest $(UNIT_TESTS)
