@@ -21,7 +21,7 @@ CC         := mpicc
 CSTD       := -std=c11 -D_GNU_SOURCE
 WARN       := -Wall -Wextra -Wno-unused-parameter -Wshadow -Wformat=2 -Wno-format-truncation
 CFLAGS     ?= -O2 -g
-ALL_CFLAGS := $(CSTD) $(WARN) $(CFLAGS) -MMD -MP -Icommon -Ivcluster-launch
+ALL_CFLAGS := $(CSTD) $(WARN) $(CFLAGS) -MMD -MP -Icommon -Ivcluster-launch -Ivccp-rank
 ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDLIBS_COMMON := -ljansson -lisal -lpthread
 

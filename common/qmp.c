@@ -127,8 +127,59 @@ static void qmp_error_text(json_t *msg, char *why, size_t whylen)
 		 cls ? " " : "", cls ? cls : "");
 }
 
+static int qmp_exec_common(struct qmp *q, const char *command, json_t *args,
+			   json_t **reply, int timeout_ms, int pass_fd, char *why,
+			   size_t whylen);
+
 int qmp_exec(struct qmp *q, const char *command, json_t *args, json_t **reply,
 	     int timeout_ms, char *why, size_t whylen)
+{
+	return qmp_exec_common(q, command, args, reply, timeout_ms, -1, why, whylen);
+}
+
+int qmp_getfd(struct qmp *q, const char *fdname, int fd, int timeout_ms,
+	      char *why, size_t whylen)
+{
+	return qmp_exec_common(q, "getfd", json_pack("{s:s}", "fdname", fdname), NULL,
+			       timeout_ms, fd, why, whylen);
+}
+
+/* Send text; the first chunk carries pass_fd as SCM_RIGHTS when >= 0. */
+static int qmp_send_text(struct qmp *q, const char *text, size_t tlen, int pass_fd)
+{
+	size_t off = 0;
+
+	while (off < tlen) {
+		struct iovec iov = { .iov_base = (char *)text + off, .iov_len = tlen - off };
+		union {
+			char buf[CMSG_SPACE(sizeof(int))];
+			struct cmsghdr align;
+		} ctl;
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+		if (pass_fd >= 0 && off == 0) {
+			memset(&ctl, 0, sizeof(ctl));
+			mh.msg_control = ctl.buf;
+			mh.msg_controllen = sizeof(ctl.buf);
+			struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+			cm->cmsg_level = SOL_SOCKET;
+			cm->cmsg_type = SCM_RIGHTS;
+			cm->cmsg_len = CMSG_LEN(sizeof(int));
+			memcpy(CMSG_DATA(cm), &pass_fd, sizeof(int));
+		}
+		ssize_t n = sendmsg(q->fd, &mh, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno == EPIPE ? -EPIPE : -errno;
+		}
+		off += (size_t)n;
+	}
+	return 0;
+}
+
+static int qmp_exec_common(struct qmp *q, const char *command, json_t *args,
+			   json_t **reply, int timeout_ms, int pass_fd, char *why,
+			   size_t whylen)
 {
 	char idbuf[32];
 	long long deadline = now_ms() + timeout_ms;
@@ -147,21 +198,12 @@ int qmp_exec(struct qmp *q, const char *command, json_t *args, json_t **reply,
 	if (!text)
 		return -ENOMEM;
 
-	size_t tlen = strlen(text), off = 0;
-	while (off < tlen) {
-		ssize_t n = send(q->fd, text + off, tlen - off, MSG_NOSIGNAL);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			r = errno == EPIPE ? -EPIPE : -errno;
-			free(text);
-			snprintf(why, whylen, "sending '%s': %s", command,
-				 strerror(-r));
-			return r;
-		}
-		off += (size_t)n;
-	}
+	r = qmp_send_text(q, text, strlen(text), pass_fd);
 	free(text);
+	if (r < 0) {
+		snprintf(why, whylen, "sending '%s': %s", command, strerror(-r));
+		return r;
+	}
 
 	for (;;) {
 		json_t *msg;

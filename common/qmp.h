@@ -27,6 +27,12 @@ int qmp_fd(const struct qmp *q);
 int qmp_exec(struct qmp *q, const char *command, json_t *args, json_t **reply,
 	     int timeout_ms, char *why, size_t whylen);
 
+/* Hand QEMU a file descriptor under the name fdname (QMP getfd, the
+ * descriptor travelling as SCM_RIGHTS), e.g. for migrate "fd:NAME".  QEMU
+ * gets its own copy; the caller still owns fd.  0 or -errno as qmp_exec. */
+int qmp_getfd(struct qmp *q, const char *fdname, int fd, int timeout_ms,
+	      char *why, size_t whylen);
+
 /* Read whatever QEMU has sent without waiting (call when qmp_fd() is
  * readable) and queue the events.  Returns 0, or -EPIPE on EOF. */
 int qmp_pump(struct qmp *q);

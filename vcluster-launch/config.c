@@ -61,6 +61,23 @@ INT_SETTER(set_grace, grace_s, 0, 3600, "--grace")
 INT_SETTER(set_ssh, head_ssh_port, 1, 65535, "--head-ssh-port")
 INT_SETTER(set_probe, kvm_probe_ms, 100, 600000, "--kvm-probe-ms")
 INT_SETTER(set_spin, fabric_spin_us, 0, 1000000, "--fabric-spin-us")
+INT_SETTER(set_interval, checkpoint_interval_s, 1, 365L * 24 * 3600, "--checkpoint-interval")
+INT_SETTER(set_keep, keep, 0, 1000000, "--keep")
+
+static int set_ckpt_dir(struct vc_config *c, const char *v, char *w, size_t l)
+{
+	return set_str(c->checkpoint_dir, sizeof(c->checkpoint_dir), v, "--checkpoint-dir", w, l);
+}
+
+static int set_restore(struct vc_config *c, const char *v, char *why, size_t whylen)
+{
+	char *end;
+	if (strcmp(v, "latest") != 0 && (strtoull(v, &end, 10) == 0 || *end)) {
+		snprintf(why, whylen, "--restore: '%s' is not 'latest' or an epoch number", v);
+		return -EINVAL;
+	}
+	return set_str(c->restore, sizeof(c->restore), v, "--restore", why, whylen);
+}
 
 static int set_kernel(struct vc_config *c, const char *v, char *w, size_t l)
 {
@@ -218,6 +235,10 @@ static const struct cfg_opt opts[] = {
 	{ "qemu", "FILE", set_qemu, "QEMU binary (default: build/qemu if built, else qemu-system-x86_64)" },
 	{ "pin", "MODE", set_pin, "auto|none: bind vCPU and rank threads to cores with hwloc (default auto)" },
 	{ "fabric-spin-us", "US", set_spin, "keep polling MPI this long after traffic before napping 1 ms (default 200)" },
+	{ "checkpoint-dir", "DIR", set_ckpt_dir, "where checkpoints go (one epoch-N directory each, and 'latest'); enables checkpointing" },
+	{ "checkpoint-interval", "SECONDS", set_interval, "take a checkpoint this often (also: SIGUSR1 to mpirun, vcluster-ctl checkpoint)" },
+	{ "keep", "K", set_keep, "keep only the newest K checkpoints (default: all)" },
+	{ "restore", "EPOCH|latest", set_restore, "restart from a checkpoint of --checkpoint-dir (VM settings come from it)" },
 	{ "console", "yes|no", set_console, "echo guest console lines on stdout, prefixed [nodeR] (default yes)" },
 	{ NULL, NULL, NULL, NULL }
 };
@@ -344,11 +365,27 @@ int cfg_load(struct vc_config *c, int argc, char **argv, char *err,
 		if (r < 0)
 			return r;
 	}
+	if ((c->restore[0] || c->checkpoint_interval_s) && !c->checkpoint_dir[0]) {
+		snprintf(err, errlen, "%s needs --checkpoint-dir",
+			 c->restore[0] ? "--restore" : "--checkpoint-interval");
+		return -EINVAL;
+	}
 	if (c->initrd[0] && !c->kernel[0]) {
 		snprintf(err, errlen, "--initrd needs --kernel");
 		return -EINVAL;
 	}
 	return 0;
+}
+
+int cfg_set(struct vc_config *c, const char *name, const char *value,
+	    char *why, size_t whylen)
+{
+	const struct cfg_opt *o = find_opt(name);
+	if (!o) {
+		snprintf(why, whylen, "unknown setting '%s'", name);
+		return -EINVAL;
+	}
+	return o->set(c, value, why, whylen);
 }
 
 void cfg_subnet_str(const struct vc_config *c, char *out, size_t len)

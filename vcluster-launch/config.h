@@ -37,6 +37,10 @@ struct vc_config {
 	enum cfg_pin pin;
 	bool console;			/* echo guest console lines */
 	int fabric_spin_us;		/* busy-poll window after traffic */
+	char checkpoint_dir[PATH_MAX];	/* empty: no checkpoints */
+	int checkpoint_interval_s;	/* 0: only on request */
+	int keep;			/* 0: keep all */
+	char restore[32];		/* "latest", an epoch, or empty */
 	int verbose;
 };
 
@@ -45,6 +49,11 @@ struct vc_config {
  * line reason in err (naming the option, or FILE:LINE for job files). */
 int cfg_load(struct vc_config *c, int argc, char **argv, char *err,
 	     size_t errlen);
+
+/* Apply one setting by its option name (as a job file line would).
+ * 0 or -EINVAL with the reason in why. */
+int cfg_set(struct vc_config *c, const char *name, const char *value,
+	    char *why, size_t whylen);
 
 /* Print the full --help text. */
 void cfg_usage(FILE *out);

@@ -2,6 +2,7 @@
 #include "fabric.h"
 
 #include "log.h"
+#include "rq.h"
 #include "vc_magic.h"
 #include "vcfmt.h"
 
@@ -85,6 +86,10 @@ struct fabric {
 	bool stalled;			/* a peer's queue is full */
 	bool quiescing;			/* shutting down: no new sends */
 	bool vm_eof;			/* the VM closed its end of the link */
+	bool held;			/* checkpoint: frames go to rq, not the VM */
+	bool draining;			/* checkpoint: read the VM past the bound */
+	bool link_empty;		/* the last read found the VM link empty */
+	struct rq *rq;			/* frames for the VM, delivered first */
 	struct peer *peers;
 	uint8_t *frame;			/* scratch for one frame from the VM */
 	uint8_t **spare;		/* free batch buffers */
@@ -312,20 +317,24 @@ static int read_vm(struct fabric *f, bool *busy)
 			if (!f->stalled)
 				f->st.backpressure_stalls++;
 			f->stalled = true;
-			if (!f->vm_blocked || !all_peers_can_take(f, true))
+			if ((!f->vm_blocked && !f->draining) || !all_peers_can_take(f, true))
 				return 0;
 			spilling = true;
 		} else {
 			f->stalled = false;
 		}
 		ssize_t len = vde_recv(f->vde, f->frame, FABRIC_FRAME_MAX, MSG_DONTWAIT);
-		if (len < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		if (len < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+			f->link_empty = errno != EINTR;
 			return 0;
+		}
+		f->link_empty = false;
 		if (len == 0 || (len < 0 && (errno == ECONNRESET || errno == EPIPE))) {
 			/* QEMU closed its end; its exit is handled by the
 			 * launcher.  Stop polling a descriptor at EOF. */
 			pr_debug("VM link closed");
 			f->vm_eof = true;
+			f->link_empty = true;
 			return 0;
 		}
 		if (len < 0) {
@@ -417,6 +426,11 @@ static int deliver_slot(struct fabric *f, struct peer *p, struct rx_slot *s)
 				mac_learn(f, r + REC_HDR + 6, p->rank);
 			if (!f->vm_attached) {
 				f->st.frames_discarded++;
+			} else if (f->held || rq_count(f->rq)) {
+				/* held for a checkpoint, or behind frames that
+				 * are: queue it, in arrival order */
+				if (rq_push(f->rq, p->rank, r + REC_HDR, len) < 0)
+					return -ENOMEM;
 			} else {
 				ssize_t n = vde_send(f->vde, r + REC_HDR, len, MSG_DONTWAIT);
 				if (n < 0) {
@@ -533,11 +547,12 @@ struct fabric *fabric_create(MPI_Comm comm, int vm_fd)
 		goto fail;
 	}
 	f->vm_attached = true;
+	f->rq = rq_create();
 	f->frame = malloc(FABRIC_FRAME_MAX);
 	f->spare_cap = 4 * f->size + 16;
 	f->spare = calloc((size_t)f->spare_cap, sizeof(*f->spare));
 	f->peers = calloc((size_t)f->size, sizeof(*f->peers));
-	if (!f->frame || !f->spare || !f->peers) {
+	if (!f->frame || !f->spare || !f->peers || !f->rq) {
 		r = -ENOMEM;
 		goto fail;
 	}
@@ -589,11 +604,43 @@ int fabric_pollfd(struct fabric *f, struct pollfd *pfd)
 	pfd->fd = f->vm_fd;
 	pfd->events = 0;
 	pfd->revents = 0;
-	if (!f->stalled || f->vm_blocked)
+	if (!f->stalled || f->vm_blocked || f->draining)
 		pfd->events |= POLLIN;
 	if (f->vm_blocked)
 		pfd->events |= POLLOUT;
 	return 1;
+}
+
+/* Frames of the receive queue go to the VM first, oldest first. */
+static int deliver_rq(struct fabric *f, bool *busy)
+{
+	int from;
+	const uint8_t *frame;
+	uint16_t len;
+
+	while (rq_peek(f->rq, &from, &frame, &len) == 0) {
+		ssize_t n = vde_send(f->vde, frame, len, MSG_DONTWAIT);
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
+				f->vm_blocked = true;
+				return 0;
+			}
+			if (errno == EINTR)
+				continue;
+			if (errno != EPIPE && errno != ECONNRESET) {
+				pr_errno(errno, "writing to the VM link");
+				return -errno;
+			}
+			f->st.frames_discarded++;
+		} else {
+			f->st.frames_to_vm++;
+			f->st.bytes_to_vm += len;
+			f->st.frames_from_rq++;
+		}
+		rq_pop(f->rq);
+		*busy = true;
+	}
+	return 0;
 }
 
 int fabric_progress(struct fabric *f, bool *busy)
@@ -604,6 +651,11 @@ int fabric_progress(struct fabric *f, bool *busy)
 	/* Writing to the VM is retried every call; a POLLOUT wake-up or
 	 * the next pass finds room. */
 	f->vm_blocked = false;
+	if (f->vm_attached && !f->held && rq_count(f->rq)) {
+		r = deliver_rq(f, busy);
+		if (r < 0)
+			return r;
+	}
 	for (int k = 0; k < f->size; k++) {
 		int i = (f->rr_next + k) % f->size;
 		if (i == f->rank)
@@ -632,6 +684,35 @@ void fabric_detach_vm(struct fabric *f)
 {
 	f->vm_attached = false;
 	f->vm_blocked = false;
+	if (f->rq)
+		rq_clear(f->rq);
+}
+
+void fabric_hold(struct fabric *f, bool hold)
+{
+	f->held = hold;
+}
+
+void fabric_drain_vm(struct fabric *f, bool drain)
+{
+	f->draining = drain;
+	f->link_empty = false;
+}
+
+bool fabric_vm_link_empty(const struct fabric *f)
+{
+	return f->link_empty || f->vm_eof || !f->vm_attached;
+}
+
+struct rq *fabric_rq(struct fabric *f)
+{
+	return f->rq;
+}
+
+void fabric_set_rq(struct fabric *f, struct rq *q)
+{
+	rq_destroy(f->rq);
+	f->rq = q;
 }
 
 int fabric_send_marker(struct fabric *f, uint64_t epoch)
@@ -752,6 +833,7 @@ void fabric_destroy(struct fabric *f)
 	}
 	for (int i = 0; i < f->nspare; i++)
 		free(f->spare[i]);
+	rq_destroy(f->rq);
 	free(f->spare);
 	free(f->frame);
 	if (f->vde)
@@ -766,6 +848,7 @@ void fabric_destroy(struct fabric *f)
 void fabric_get_stats(const struct fabric *f, struct fabric_stats *st)
 {
 	*st = f->st;
+	st->rq_frames = (uint32_t)rq_count(f->rq);
 	uint32_t q = 0;
 	for (int i = 0; i < f->size; i++) {
 		const struct peer *p = &f->peers[i];

@@ -39,6 +39,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+struct rq;
+
 #define FABRIC_BATCH_MAX	(64 * 1024)
 #define FABRIC_WINDOW		16
 #define FABRIC_FRAME_MAX	(9 * 1024 + 18)	/* jumbo frame + header */
@@ -60,6 +62,8 @@ struct fabric_stats {
 	uint64_t frames_discarded;	/* arrived with no VM to take them */
 	uint64_t backpressure_stalls;	/* times reading the VM was paused */
 	uint64_t spill_reads;		/* frames read past the normal bound */
+	uint64_t frames_from_rq;	/* delivered from the receive queue */
+	uint32_t rq_frames;		/* in the receive queue now */
 	uint32_t deliver_queue_bytes;	/* waiting to be written to the VM */
 	uint32_t deliver_queue_max;	/* high-water mark */
 	int npeers;			/* = MPI size */
@@ -92,6 +96,23 @@ int fabric_progress(struct fabric *f, bool *busy);
  * Frames still arriving are discarded; credits keep flowing so peers never
  * block on this rank. */
 void fabric_detach_vm(struct fabric *f);
+
+/* Checkpoint support (see vccp-rank/).
+ *
+ * fabric_hold(f, true): frames that arrive for the VM are appended to the
+ * receive queue instead of being written to it.  fabric_hold(f, false):
+ * the queue is written to the VM first, in order; frames arriving while it
+ * is not empty queue behind it, so nothing overtakes.
+ *
+ * fabric_drain_vm(f, true): read the (paused) VM's link to the end even past
+ * the queue bound; fabric_vm_link_empty() says when a read found it empty.
+ */
+void fabric_hold(struct fabric *f, bool hold);
+void fabric_drain_vm(struct fabric *f, bool drain);
+bool fabric_vm_link_empty(const struct fabric *f);
+struct rq *fabric_rq(struct fabric *f);
+/* Replace the receive queue (restore); the fabric takes ownership. */
+void fabric_set_rq(struct fabric *f, struct rq *q);
 
 /* Enqueue a marker for every other rank, behind every frame already taken
  * from the VM.  0 or -errno. */

@@ -13,9 +13,12 @@
 #include "ctl.h"
 #include "fabric.h"
 #include "log.h"
+#include "manifest.h"
 #include "pin.h"
+#include "rq.h"
 #include "qmp.h"
 #include "vc_magic.h"
+#include "vccp.h"
 #include "vcfmt.h"
 #include "vm.h"
 
@@ -57,6 +60,7 @@ struct ctrl_msg {
 	int32_t vm_state;
 	struct fabric_stats fab;
 	uint64_t peer_queued;	/* batches queued to all peers */
+	uint64_t ckpt_bytes;	/* VM state saved in the running checkpoint */
 	char text[200];
 	uint32_t crc;		/* CRC32C of everything before it */
 };
@@ -80,6 +84,11 @@ struct launch {
 	struct fabric *fab;
 	struct ctl *ctl;
 	struct pin_plan *pin;
+	struct vccp *vccp;
+	json_t *restore_manifest;
+	char restore_dir[PATH_MAX];
+	uint64_t restore_epoch;
+	double last_ckpt_log;
 	struct rank_info *ranks;
 	int nexited;
 	int sigfd;
@@ -256,6 +265,7 @@ static void fill_stats(struct launch *L, struct ctrl_msg *m)
 		}
 	}
 	m->vm_state = L->vm ? (int)vm_state(L->vm) : VM_EXITED;
+	m->ckpt_bytes = L->vccp ? vccp_bytes_saved(L->vccp) : 0;
 	ctrl_seal(m, L, CTRL_STATS);
 }
 
@@ -301,14 +311,38 @@ static json_t *ctl_handle(void *ctx, const char *command, json_t *req)
 			}
 			json_array_append_new(ranks, o);
 		}
-		return json_pack("{s:b, s:s, s:i, s:f, s:o}", "ok", 1, "run_dir", L->run_dir,
-				 "size", L->size, "uptime_s", now_s() - L->start, "ranks", ranks);
+		json_t *rep = json_pack("{s:b, s:s, s:i, s:f, s:o}", "ok", 1, "run_dir", L->run_dir,
+					"size", L->size, "uptime_s", now_s() - L->start, "ranks", ranks);
+		if (L->vccp) {
+			json_t *last = vccp_last_json(L->vccp);
+			json_object_set_new(rep, "checkpointing", json_boolean(vccp_active(L->vccp)));
+			if (last)
+				json_object_set_new(rep, "last_checkpoint", last);
+		}
+		return rep;
+	}
+	if (!strcmp(command, "checkpoint")) {
+		if (!L->vccp)
+			return json_pack("{s:b, s:s}", "ok", 0, "error",
+					 "checkpointing is off (start with --checkpoint-dir)");
+		if (L->nexited)
+			return json_pack("{s:b, s:s}", "ok", 0, "error",
+					 "not every VM is running any more");
+		int r = vccp_request(L->vccp, "vcluster-ctl checkpoint");
+		if (r == -EBUSY)
+			return json_pack("{s:b, s:s}", "ok", 0, "error", "a checkpoint is already running");
+		json_t *last = vccp_last_json(L->vccp);
+		json_int_t prev = last ? json_integer_value(json_object_get(last, "epoch")) : 0;
+		json_decref(last);
+		return json_pack("{s:b, s:s, s:I}", "ok", 1, "message", "checkpoint started",
+				 "after_epoch", prev);
 	}
 	if (!strcmp(command, "shutdown")) {
 		start_shutdown(L, 0, "vcluster-ctl shutdown");
 		return json_pack("{s:b, s:s}", "ok", 1, "message", "shutting down");
 	}
-	return json_pack("{s:b, s:s}", "ok", 0, "error", "unknown command (status, shutdown)");
+	return json_pack("{s:b, s:s}", "ok", 0, "error",
+			 "unknown command (status, shutdown, checkpoint)");
 }
 
 /* ---- setup ------------------------------------------------------------- */
@@ -424,6 +458,18 @@ static void handle_signals(struct launch *L)
 		int sig = (int)si.ssi_signo;
 		if (sig == SIGCHLD)
 			continue;	/* vm_check_exit() runs every pass */
+		if (sig == SIGUSR1) {
+			/* mpirun hands it to every rank; rank 0 coordinates */
+			if (L->rank != 0)
+				continue;
+			if (!L->vccp)
+				pr_warn("SIGUSR1: checkpointing is off (no --checkpoint-dir)");
+			else if (L->nexited)
+				pr_warn("SIGUSR1: not every VM is running; no checkpoint");
+			else if (vccp_request(L->vccp, "SIGUSR1") == -EBUSY)
+				pr_info("SIGUSR1: a checkpoint is already running");
+			continue;
+		}
 		if (L->shutting_down && sig != SIGHUP) {
 			pr_warn("second %s: stopping the VMs now", strsignal(sig));
 			broadcast_abort(L, "interrupted twice");
@@ -538,6 +584,25 @@ static int run(struct launch *L)
 		progress_ctrl(L, &b);
 		busy |= b;
 
+		if (L->vccp) {
+			vccp_set_qmp(L->vccp, L->vm && !L->ranks[L->rank].exited ? vm_qmp(L->vm) : NULL);
+			if (vccp_progress(L->vccp, &b) < 0) {
+				broadcast_abort(L, "checkpoint protocol fault");
+				return 2;
+			}
+			busy |= b;
+			if (L->rank == 0 && vccp_active(L->vccp) && now_s() - L->last_ckpt_log > 2.0) {
+				uint64_t total = vccp_bytes_saved(L->vccp);
+				for (int k = 1; k < L->size; k++)
+					total += L->ranks[k].stats.ckpt_bytes;
+				if (L->last_ckpt_log > 0 && total)
+					pr_info("checkpoint in progress: %.1f MiB of VM state saved",
+						total / 1048576.0);
+				L->last_ckpt_log = now_s();
+			} else if (!vccp_active(L->vccp)) {
+				L->last_ckpt_log = 0;
+			}
+		}
 		if (L->vm) {
 			vm_console_pump(L->vm, L->cfg.console ? stdout : NULL);
 			vm_tick(L->vm);
@@ -623,6 +688,65 @@ int main(int argc, char **argv)
 		pr_info("virtual cluster of %d VMs; run directory %s", L->size, L->run_dir);
 	}
 
+	/* Restart from a checkpoint: rank 0 finds and checks the manifest,
+	 * every rank checks its own files, and the VM settings come from the
+	 * checkpoint (QEMU must rebuild the same machine). */
+	if (c->restore[0]) {
+		char mtext_buf[1 << 16] = "";
+		int ok = 1;
+		if (L->rank == 0) {
+			json_t *m = NULL;
+			if (ckpt_resolve(c->checkpoint_dir, c->restore, L->restore_dir,
+					 sizeof(L->restore_dir), &L->restore_epoch, &m, why,
+					 sizeof(why)) < 0) {
+				ok = 0;
+			} else if (json_integer_value(json_object_get(m, "nranks")) != L->size) {
+				snprintf(why, sizeof(why), "%s was taken with %lld ranks; this job has %d "
+					 "(restart with mpirun -np %lld)", L->restore_dir,
+					 json_integer_value(json_object_get(m, "nranks")), L->size,
+					 json_integer_value(json_object_get(m, "nranks")));
+				ok = 0;
+			} else {
+				char *t = json_dumps(m, JSON_COMPACT);
+				if (t && strlen(t) < sizeof(mtext_buf))
+					strcpy(mtext_buf, t);
+				else
+					ok = 0, snprintf(why, sizeof(why), "%s/manifest: too large", L->restore_dir);
+				free(t);
+			}
+			json_decref(m);
+			if (!ok)
+				fprintf(stderr, "vcluster-launch: cannot restore: %s\n", why);
+		}
+		MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+		if (!ok)
+			goto out_finalize;
+		MPI_Bcast(mtext_buf, sizeof(mtext_buf), MPI_CHAR, 0, MPI_COMM_WORLD);
+		MPI_Bcast(L->restore_dir, sizeof(L->restore_dir), MPI_CHAR, 0, MPI_COMM_WORLD);
+		MPI_Bcast(&L->restore_epoch, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD);
+		json_error_t jerr;
+		L->restore_manifest = json_loads(mtext_buf, 0, &jerr);
+		r = ckpt_verify_rank(L->restore_dir, L->restore_manifest, L->rank, why, sizeof(why));
+		if (!all_ok(L, r == 0, why)) {
+			if (L->rank == 0)
+				pr_err("restore refused; nothing was changed");
+			goto out_finalize;
+		}
+		json_t *conf = json_object_get(L->restore_manifest, "config");
+		const char *key;
+		json_t *val;
+		r = 0;
+		json_object_foreach(conf, key, val) {
+			if (json_is_string(val) && cfg_set(c, key, json_string_value(val), why, sizeof(why)) < 0)
+				r = -EINVAL;
+		}
+		if (!all_ok(L, r == 0, why))
+			goto out_finalize;
+		if (L->rank == 0)
+			pr_info("restoring epoch %llu from %s", (unsigned long long)L->restore_epoch,
+				L->restore_dir);
+	}
+
 	/* What to boot and with which QEMU. */
 	char kernel[PATH_MAX], initrd[PATH_MAX], qemu[PATH_MAX], fw[] = "/usr/share/qemu";
 	bool patched = false;
@@ -657,6 +781,11 @@ int main(int argc, char **argv)
 	if (r == 0 && strchr(qemu, '/') && access(qemu, X_OK) < 0) {
 		r = -errno;
 		snprintf(why, sizeof(why), "QEMU binary %s: %s", qemu, strerror(errno));
+	}
+	if (r == 0 && c->disk[0] && c->checkpoint_dir[0]) {
+		r = -ENOTSUP;
+		snprintf(why, sizeof(why), "checkpointing VMs with a --disk is not supported yet "
+			 "(the disk is not part of a checkpoint)");
 	}
 	if (!all_ok(L, r == 0, why))
 		goto out_finalize;
@@ -700,6 +829,7 @@ int main(int argc, char **argv)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGHUP);
 	sigaddset(&set, SIGCHLD);
+	sigaddset(&set, SIGUSR1);
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	L->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 
@@ -708,6 +838,7 @@ int main(int argc, char **argv)
 		.cfg = c, .rank = L->rank, .nranks = L->size, .rank_dir = L->rank_dir,
 		.qemu_bin = qemu, .qemu_patched = patched, .firmware_dir = patched ? fw : NULL,
 		.kvm = kvm, .kernel = kernel, .initrd = initrd, .pin = L->pin,
+		.incoming = c->restore[0] != 0,
 	};
 	int link_fd = -1;
 	why[0] = '\0';
@@ -736,6 +867,53 @@ int main(int argc, char **argv)
 	if (!all_ok(L, L->fab != NULL, why))
 		goto out_vm;
 
+	if (c->restore[0]) {
+		struct rq *rq = NULL;
+		char inner[400];
+		r = vccp_load_vm(vm_qmp(L->vm), L->restore_dir, L->rank, 600000, inner, sizeof(inner));
+		if (r == 0)
+			r = vccp_load_rq(L->restore_dir, L->restore_epoch, L->rank, &rq, inner,
+					 sizeof(inner));
+		snprintf(why, sizeof(why), "rank %d: %s", L->rank, inner);
+		if (!all_ok(L, r == 0, why)) {
+			if (L->rank == 0)
+				pr_err("restore failed; the checkpoint is unchanged");
+			fabric_destroy(L->fab);
+			L->fab = NULL;
+			goto out_vm;
+		}
+		pr_info("VM state of epoch %llu loaded; %zu frames in the receive queue",
+			(unsigned long long)L->restore_epoch, rq_count(rq));
+		fabric_set_rq(L->fab, rq);
+	}
+	if (c->checkpoint_dir[0]) {
+		char kabs[PATH_MAX] = "", iabs[PATH_MAX] = "", net[40], mem[32], vcpus[16];
+		if (kernel[0] && !realpath(kernel, kabs))
+			snprintf(kabs, sizeof(kabs), "%s", kernel);
+		if (initrd[0] && !realpath(initrd, iabs))
+			snprintf(iabs, sizeof(iabs), "%s", initrd);
+		cfg_subnet_str(c, net, sizeof(net));
+		snprintf(mem, sizeof(mem), "%lluM", (unsigned long long)c->memory_mib);
+		snprintf(vcpus, sizeof(vcpus), "%d", c->vcpus);
+		json_t *conf = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "memory", mem,
+					 "vcpus", vcpus, "subnet", net, "guest-cmd", c->guest_cmd,
+					 "append", c->append, "kernel", kabs);
+		if (iabs[0])
+			json_object_set_new(conf, "initrd", json_string(iabs));
+		r = afile_mkdir_p(c->checkpoint_dir, 0700);
+		if (r < 0)
+			snprintf(why, sizeof(why), "checkpoint directory %s: %s", c->checkpoint_dir,
+				 strerror(-r));
+		if (!all_ok(L, r == 0, why)) {
+			json_decref(conf);
+			goto out_vm;
+		}
+		struct vccp_opts vo = { .dir = c->checkpoint_dir, .keep = c->keep,
+					.interval_s = c->checkpoint_interval_s, .config = conf };
+		L->vccp = vccp_create(MPI_COMM_WORLD, L->fab, &vo);
+		json_decref(conf);
+	}
+
 	MPI_Comm_dup(MPI_COMM_WORLD, &L->ctrl_comm);
 	L->ranks = calloc((size_t)L->size, sizeof(*L->ranks));
 	MPI_Irecv(&L->rx_msg, sizeof(L->rx_msg), MPI_BYTE, MPI_ANY_SOURCE, TAG_CTRL,
@@ -748,10 +926,21 @@ int main(int argc, char **argv)
 			pr_warn("%s (vcluster-ctl will not work)", why);
 	}
 	MPI_Barrier(MPI_COMM_WORLD);
-	if (L->rank == 0)
+	if (c->restore[0]) {
+		/* Resume together: the guests' clocks stay close. */
+		r = qmp_exec(vm_qmp(L->vm), "cont", NULL, NULL, 10000, why, sizeof(why));
+		if (r < 0)
+			pr_err("resuming the restored VM: %s", why);
+		if (L->rank == 0)
+			pr_info("all %d VMs resumed from epoch %llu", L->size,
+				(unsigned long long)L->restore_epoch);
+	} else if (L->rank == 0) {
 		pr_info("all %d VMs started; guests run: %s", L->size, c->guest_cmd);
+	}
 
 	code = run(L);
+	if (L->vccp && vccp_finish(L->vccp, QUIESCE_MS) < 0)
+		pr_err("the checkpoint protocol did not wind down within %d s", QUIESCE_MS / 1000);
 	if (fabric_quiesce(L->fab, QUIESCE_MS) < 0) {
 		pr_err("a peer rank did not finish within %d s; aborting the MPI job", QUIESCE_MS / 1000);
 		MPI_Abort(MPI_COMM_WORLD, 2);
@@ -763,11 +952,13 @@ int main(int argc, char **argv)
 	if (L->rank == 0)
 		print_summary(L, code);
 	ctl_close(L->ctl);
+	vccp_destroy(L->vccp);
 	fabric_destroy(L->fab);
 	MPI_Comm_free(&L->ctrl_comm);
 	free(L->ranks);
 out_vm:
 	vm_destroy(L->vm);
+	json_decref(L->restore_manifest);
 	pin_plan_destroy(L->pin);
 out_finalize:
 	MPI_Finalize();

@@ -1,7 +1,8 @@
 # vcluster-launch/: the MPI program (one rank per host) and vcluster-ctl.
 LAUNCH_SRCS := vcluster-launch/main.c vcluster-launch/config.c \
 	       vcluster-launch/fabric.c vcluster-launch/vm.c \
-	       vcluster-launch/accel.c vcluster-launch/pin.c vcluster-launch/ctl.c
+	       vcluster-launch/accel.c vcluster-launch/pin.c vcluster-launch/ctl.c \
+	       $(VCCP_SRCS)
 LAUNCH_LIBS := -lvdeplug -lhwloc $(LDLIBS_COMMON)
 
 $(BIN)/vcluster-launch: $(call objs,$(LAUNCH_SRCS)) $(COMMON_LIB)

@@ -203,6 +203,11 @@ struct vm *vm_start(const struct vm_spec *s, int *link_fd, char *why,
 		argv[argc++] = "-append";
 		argv[argc++] = append;
 	}
+	if (s->incoming) {
+		argv[argc++] = "-incoming";
+		argv[argc++] = "defer";
+		argv[argc++] = "-S";
+	}
 	argv[argc] = NULL;
 
 	/* The command line, for the log and for a human to rerun it. */

@@ -29,6 +29,7 @@ struct vm_spec {
 	bool kvm;
 	const char *kernel, *initrd;	/* resolved; kernel may be "" with a disk */
 	const struct pin_plan *pin;	/* NULL: no binding */
+	bool incoming;			/* restore: -incoming defer -S */
 };
 
 enum vm_state { VM_RUNNING, VM_STOPPING, VM_EXITED };

@@ -1,0 +1,353 @@
+#include "manifest.h"
+
+#include "afile.h"
+#include "vc_magic.h"
+#include "vcfmt.h"
+
+#include <dirent.h>
+#include <stdbool.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MANIFEST_MAX (16u << 20)
+
+void ckpt_epoch_dir(const char *dir, uint64_t epoch, char *out, size_t len)
+{
+	snprintf(out, len, "%s/epoch-%06llu", dir, (unsigned long long)epoch);
+}
+
+static int parse_epoch_name(const char *name, uint64_t *epoch)
+{
+	char *end;
+	if (strncmp(name, "epoch-", 6) != 0)
+		return -1;
+	unsigned long long e = strtoull(name + 6, &end, 10);
+	if (*end || end == name + 6)
+		return -1;
+	*epoch = e;
+	return 0;
+}
+
+uint64_t ckpt_next_epoch(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	uint64_t max = 0, e;
+
+	if (!d)
+		return 1;
+	while ((de = readdir(d)))
+		if (parse_epoch_name(de->d_name, &e) == 0 && e > max)
+			max = e;
+	closedir(d);
+	return max + 1;
+}
+
+int manifest_write(const char *epoch_dir, json_t *m)
+{
+	char path[PATH_MAX];
+	char *body = json_dumps(m, JSON_INDENT(1) | JSON_SORT_KEYS);
+	int r;
+
+	if (!body)
+		return -ENOMEM;
+	size_t blen = strlen(body), total = VCFMT_HDR_SIZE + blen + 4;
+	uint8_t *buf = malloc(total);
+	if (!buf) {
+		free(body);
+		return -ENOMEM;
+	}
+	struct vcfmt_hdr h = { .magic = VC_MAGIC_MANIFEST, .version = MANIFEST_VERSION,
+			       .body_len = blen };
+	vcfmt_hdr_encode(&h, buf);
+	memcpy(buf + VCFMT_HDR_SIZE, body, blen);
+	vcfmt_put_be32(buf + VCFMT_HDR_SIZE + blen, vcfmt_crc32c(0, body, blen));
+	snprintf(path, sizeof(path), "%s/manifest", epoch_dir);
+	r = afile_publish(path, buf, total, 0600);
+	free(buf);
+	free(body);
+	return r;
+}
+
+int manifest_read(const char *epoch_dir, json_t **out, char *why, size_t whylen)
+{
+	char path[PATH_MAX], inner[200];
+	char *text;
+	size_t len;
+	struct vcfmt_hdr h;
+	int r;
+
+	*out = NULL;
+	snprintf(path, sizeof(path), "%s/manifest", epoch_dir);
+	r = afile_read_all(path, MANIFEST_MAX, &text, &len);
+	if (r < 0) {
+		snprintf(why, whylen, "%s: %s", path, strerror(-r));
+		return r;
+	}
+	uint8_t *buf = (uint8_t *)text;
+	if (len < VCFMT_HDR_SIZE) {
+		snprintf(why, whylen, "%s: truncated (%zu bytes)", path, len);
+		r = -EBADMSG;
+		goto out;
+	}
+	r = vcfmt_hdr_decode(buf, VC_MAGIC_MANIFEST, MANIFEST_VERSION, MANIFEST_MAX, &h,
+			     inner, sizeof(inner));
+	if (r < 0) {
+		snprintf(why, whylen, "%s: %s", path, inner);
+		r = -EBADMSG;
+		goto out;
+	}
+	if (len != VCFMT_HDR_SIZE + h.body_len + 4) {
+		snprintf(why, whylen, "%s: %zu bytes, header says %llu (truncated or extended)",
+			 path, len, (unsigned long long)(VCFMT_HDR_SIZE + h.body_len + 4));
+		r = -EBADMSG;
+		goto out;
+	}
+	uint32_t crc = vcfmt_crc32c(0, buf + VCFMT_HDR_SIZE, h.body_len);
+	if (crc != vcfmt_get_be32(buf + VCFMT_HDR_SIZE + h.body_len)) {
+		snprintf(why, whylen, "%s: body CRC32C 0x%08x, computed 0x%08x", path,
+			 vcfmt_get_be32(buf + VCFMT_HDR_SIZE + h.body_len), crc);
+		r = -EBADMSG;
+		goto out;
+	}
+	json_error_t jerr;
+	json_t *m = json_loadb((char *)buf + VCFMT_HDR_SIZE, h.body_len, 0, &jerr);
+	if (!json_is_object(m) || !json_is_integer(json_object_get(m, "nranks")) ||
+	    !json_is_array(json_object_get(m, "ranks")) ||
+	    json_array_size(json_object_get(m, "ranks")) !=
+		    (size_t)json_integer_value(json_object_get(m, "nranks"))) {
+		snprintf(why, whylen, "%s: body is not a complete manifest", path);
+		json_decref(m);
+		r = -EBADMSG;
+		goto out;
+	}
+	*out = m;
+	r = 0;
+out:
+	free(text);
+	return r;
+}
+
+int ckpt_resolve(const char *dir, const char *which, char *epoch_dir,
+		 size_t len, uint64_t *epoch, json_t **manifest, char *why,
+		 size_t whylen)
+{
+	char path[PATH_MAX], target[PATH_MAX];
+	uint64_t e;
+
+	*manifest = NULL;
+	if (!strcmp(which, "latest")) {
+		snprintf(path, sizeof(path), "%s/latest", dir);
+		ssize_t n = readlink(path, target, sizeof(target) - 1);
+		if (n < 0) {
+			snprintf(why, whylen, "%s: %s (no complete checkpoint in %s)", path,
+				 strerror(errno), dir);
+			return -ENOENT;
+		}
+		target[n] = '\0';
+		if (parse_epoch_name(target, &e) < 0) {
+			snprintf(why, whylen, "%s points to '%s', not an epoch directory", path, target);
+			return -EINVAL;
+		}
+	} else {
+		char *end;
+		e = strtoull(which, &end, 10);
+		if (*end || end == which || e == 0) {
+			snprintf(why, whylen, "--restore '%s': not 'latest' or an epoch number", which);
+			return -EINVAL;
+		}
+	}
+	ckpt_epoch_dir(dir, e, epoch_dir, len);
+	struct stat st;
+	if (stat(epoch_dir, &st) < 0) {
+		snprintf(why, whylen, "%s: %s", epoch_dir, strerror(errno));
+		return -errno;
+	}
+	int r = manifest_read(epoch_dir, manifest, why, whylen);
+	if (r < 0)
+		return r;
+	if ((uint64_t)json_integer_value(json_object_get(*manifest, "epoch")) != e) {
+		snprintf(why, whylen, "%s/manifest: says epoch %lld", epoch_dir,
+			 json_integer_value(json_object_get(*manifest, "epoch")));
+		json_decref(*manifest);
+		*manifest = NULL;
+		return -EBADMSG;
+	}
+	*epoch = e;
+	return 0;
+}
+
+int ckpt_file_crc(const char *path, uint32_t *crc, uint64_t *size)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	static __thread uint8_t buf[1 << 20];
+	uint32_t c = 0;
+	uint64_t total = 0;
+
+	if (fd < 0)
+		return -errno;
+	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	for (;;) {
+		ssize_t n = read(fd, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			int r = -errno;
+			close(fd);
+			return r;
+		}
+		if (n == 0)
+			break;
+		c = vcfmt_crc32c(c, buf, (size_t)n);
+		total += (uint64_t)n;
+	}
+	close(fd);
+	*crc = c;
+	*size = total;
+	return 0;
+}
+
+static int verify_file(const char *epoch_dir, json_t *f, const char *what, int rank,
+		       char *why, size_t whylen)
+{
+	const char *name = json_string_value(json_object_get(f, "file"));
+	char path[PATH_MAX];
+	uint32_t crc;
+	uint64_t size;
+
+	if (!name || strchr(name, '/')) {
+		snprintf(why, whylen, "%s/manifest: rank %d has no valid %s file entry",
+			 epoch_dir, rank, what);
+		return -EBADMSG;
+	}
+	snprintf(path, sizeof(path), "%s/%s", epoch_dir, name);
+	int r = ckpt_file_crc(path, &crc, &size);
+	if (r < 0) {
+		snprintf(why, whylen, "%s: %s", path, strerror(-r));
+		return r;
+	}
+	uint64_t want_size = (uint64_t)json_integer_value(json_object_get(f, "size"));
+	uint32_t want_crc = (uint32_t)json_integer_value(json_object_get(f, "crc32c"));
+	if (size != want_size) {
+		snprintf(why, whylen, "%s: %llu bytes, manifest says %llu (%s)", path,
+			 (unsigned long long)size, (unsigned long long)want_size,
+			 size < want_size ? "truncated" : "extended");
+		return -EBADMSG;
+	}
+	if (crc != want_crc) {
+		snprintf(why, whylen, "%s: CRC32C 0x%08x, manifest says 0x%08x (corrupt)",
+			 path, crc, want_crc);
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+int ckpt_verify_rank(const char *epoch_dir, json_t *m, int rank, char *why,
+		     size_t whylen)
+{
+	json_t *ri = json_array_get(json_object_get(m, "ranks"), (size_t)rank);
+	int r;
+
+	if (!json_is_object(ri) || json_integer_value(json_object_get(ri, "rank")) != rank) {
+		snprintf(why, whylen, "%s/manifest: no entry for rank %d", epoch_dir, rank);
+		return -EBADMSG;
+	}
+	r = verify_file(epoch_dir, json_object_get(ri, "vmstate"), "vmstate", rank, why, whylen);
+	if (r == 0)
+		r = verify_file(epoch_dir, json_object_get(ri, "rq"), "receive queue", rank, why, whylen);
+	if (r == 0 && json_object_get(ri, "disk"))
+		r = verify_file(epoch_dir, json_object_get(ri, "disk"), "disk", rank, why, whylen);
+	return r;
+}
+
+int ckpt_set_latest(const char *dir, uint64_t epoch)
+{
+	char tmp[PATH_MAX], link[PATH_MAX], target[64];
+
+	snprintf(target, sizeof(target), "epoch-%06llu", (unsigned long long)epoch);
+	snprintf(tmp, sizeof(tmp), "%s/.latest.tmp.%d", dir, (int)getpid());
+	snprintf(link, sizeof(link), "%s/latest", dir);
+	unlink(tmp);
+	if (symlink(target, tmp) < 0)
+		return -errno;
+	if (rename(tmp, link) < 0) {
+		int r = -errno;
+		unlink(tmp);
+		return r;
+	}
+	return afile_sync_dir_of(link);
+}
+
+static int remove_cb_tree(const char *path)
+{
+	DIR *d = opendir(path);
+	struct dirent *de;
+	char child[PATH_MAX];
+	int r = 0;
+
+	if (!d)
+		return unlink(path) < 0 ? -errno : 0;
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		snprintf(child, sizeof(child), "%s/%s", path, de->d_name);
+		if (de->d_type == DT_DIR)
+			r = remove_cb_tree(child);
+		else if (unlink(child) < 0)
+			r = -errno;
+	}
+	closedir(d);
+	if (rmdir(path) < 0 && r == 0)
+		r = -errno;
+	return r;
+}
+
+int ckpt_remove_tree(const char *path)
+{
+	return remove_cb_tree(path);
+}
+
+static int cmp_u64_desc(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? 1 : x > y ? -1 : 0;
+}
+
+int ckpt_prune(const char *dir, int keep, uint64_t keep_epoch)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	uint64_t epochs[4096], e;
+	int n = 0, removed = 0, complete = 0;
+	char path[PATH_MAX], why[256];
+
+	if (!d)
+		return 0;
+	while ((de = readdir(d)) && n < 4096)
+		if (parse_epoch_name(de->d_name, &e) == 0)
+			epochs[n++] = e;
+	closedir(d);
+	qsort(epochs, (size_t)n, sizeof(uint64_t), cmp_u64_desc);
+	for (int i = 0; i < n; i++) {
+		json_t *m;
+		ckpt_epoch_dir(dir, epochs[i], path, sizeof(path));
+		bool ok = manifest_read(path, &m, why, sizeof(why)) == 0;
+		json_decref(m);
+		if (epochs[i] == keep_epoch) {
+			complete += ok;
+			continue;
+		}
+		/* Newer incomplete epochs may be in progress: leave them. */
+		if ((ok && ++complete > keep) || (!ok && complete > 0)) {
+			if (ckpt_remove_tree(path) == 0)
+				removed++;
+		}
+	}
+	return removed;
+}

@@ -1,0 +1,63 @@
+/* manifest: a checkpoint's table of contents, and the checkpoint directory.
+ *
+ *   DIR/epoch-000007/manifest     written last by the coordinator
+ *   DIR/epoch-000007/rankR.vmstate  QEMU's migration stream of rank R's VM
+ *   DIR/epoch-000007/rankR.rq       rank R's receive queue (rq.h)
+ *   DIR/latest -> epoch-000007      replaced atomically after the manifest
+ *
+ * The manifest file is a vcfmt header (magic "VCMF", version 1, body
+ * length), a JSON body, and a CRC32C of the body.  The JSON names every
+ * rank's files with their sizes and CRC32C, the number of ranks and the VM
+ * settings a restore must reuse.  An epoch directory without a valid
+ * manifest is not a checkpoint.
+ */
+#ifndef VC_MANIFEST_H
+#define VC_MANIFEST_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MANIFEST_VERSION 1
+
+/* DIR/epoch-%06llu */
+void ckpt_epoch_dir(const char *dir, uint64_t epoch, char *out, size_t len);
+
+/* The epoch after the newest one found in dir (1 when none). */
+uint64_t ckpt_next_epoch(const char *dir);
+
+/* Write the manifest of epoch_dir atomically (mode 0600).  0 or -errno. */
+int manifest_write(const char *epoch_dir, json_t *m);
+
+/* Read and check a manifest file.  0, or -errno/-EBADMSG with the reason
+ * in why (the message names the file). */
+int manifest_read(const char *epoch_dir, json_t **out, char *why, size_t whylen);
+
+/* Resolve "latest" or an epoch number to an epoch directory holding a
+ * valid manifest.  0 or -errno with the reason in why. */
+int ckpt_resolve(const char *dir, const char *which, char *epoch_dir,
+		 size_t len, uint64_t *epoch, json_t **manifest, char *why,
+		 size_t whylen);
+
+/* Check rank's files against the manifest: present, sizes, CRC32C (the
+ * whole file is read).  0 or -EBADMSG/-errno with the reason naming the
+ * file in why. */
+int ckpt_verify_rank(const char *epoch_dir, json_t *m, int rank, char *why,
+		     size_t whylen);
+
+/* CRC32C and size of a whole file.  0 or -errno. */
+int ckpt_file_crc(const char *path, uint32_t *crc, uint64_t *size);
+
+/* Point dir/latest at epoch (a new symlink renamed over the old).  0 or
+ * -errno. */
+int ckpt_set_latest(const char *dir, uint64_t epoch);
+
+/* Remove epoch directories beyond the newest keep complete ones (and
+ * incomplete ones older than the newest complete), never keep_epoch.
+ * Returns how many were removed. */
+int ckpt_prune(const char *dir, int keep, uint64_t keep_epoch);
+
+/* Remove a directory tree (an aborted epoch).  0 or -errno. */
+int ckpt_remove_tree(const char *path);
+
+#endif

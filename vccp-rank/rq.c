@@ -1,0 +1,215 @@
+#include "rq.h"
+
+#include "afile.h"
+#include "vc_magic.h"
+#include "vcfmt.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RQ_MAX_FILE (1ull << 32)
+
+struct rq_frame {
+	int from;
+	uint16_t len;
+	uint8_t *data;
+};
+
+struct rq {
+	struct rq_frame *v;	/* ring */
+	size_t head, count, cap;
+	size_t bytes;
+};
+
+struct rq *rq_create(void)
+{
+	struct rq *q = calloc(1, sizeof(*q));
+	if (!q)
+		errno = ENOMEM;
+	return q;
+}
+
+void rq_clear(struct rq *q)
+{
+	while (q->count)
+		rq_pop(q);
+}
+
+void rq_destroy(struct rq *q)
+{
+	if (!q)
+		return;
+	rq_clear(q);
+	free(q->v);
+	free(q);
+}
+
+int rq_push(struct rq *q, int from, const void *frame, uint16_t len)
+{
+	if (q->count == q->cap) {
+		size_t ncap = q->cap ? q->cap * 2 : 256;
+		struct rq_frame *nv = malloc(ncap * sizeof(*nv));
+		if (!nv)
+			return -ENOMEM;
+		for (size_t i = 0; i < q->count; i++)
+			nv[i] = q->v[(q->head + i) % q->cap];
+		free(q->v);
+		q->v = nv;
+		q->cap = ncap;
+		q->head = 0;
+	}
+	uint8_t *data = malloc(len ? len : 1);
+	if (!data)
+		return -ENOMEM;
+	memcpy(data, frame, len);
+	q->v[(q->head + q->count) % q->cap] = (struct rq_frame){ from, len, data };
+	q->count++;
+	q->bytes += len;
+	return 0;
+}
+
+int rq_peek(const struct rq *q, int *from, const uint8_t **frame, uint16_t *len)
+{
+	if (!q->count)
+		return -ENOENT;
+	const struct rq_frame *f = &q->v[q->head];
+	*from = f->from;
+	*frame = f->data;
+	*len = f->len;
+	return 0;
+}
+
+void rq_pop(struct rq *q)
+{
+	if (!q->count)
+		return;
+	struct rq_frame *f = &q->v[q->head];
+	q->bytes -= f->len;
+	free(f->data);
+	q->head = (q->head + 1) % q->cap;
+	q->count--;
+}
+
+size_t rq_count(const struct rq *q)
+{
+	return q->count;
+}
+
+size_t rq_bytes(const struct rq *q)
+{
+	return q->bytes;
+}
+
+int rq_save(const struct rq *q, const char *path, uint64_t epoch, int rank,
+	    uint32_t *crc)
+{
+	size_t body = 16 + q->count * 4 + q->bytes;
+	size_t total = VCFMT_HDR_SIZE + body + 4;
+	uint8_t *buf = malloc(total), *p;
+	int r;
+
+	if (!buf)
+		return -ENOMEM;
+	struct vcfmt_hdr h = { .magic = VC_MAGIC_RQ, .version = RQ_VERSION, .body_len = body };
+	vcfmt_hdr_encode(&h, buf);
+	p = buf + VCFMT_HDR_SIZE;
+	vcfmt_put_be64(p, epoch);
+	vcfmt_put_be32(p + 8, (uint32_t)rank);
+	vcfmt_put_be32(p + 12, (uint32_t)q->count);
+	p += 16;
+	for (size_t i = 0; i < q->count; i++) {
+		const struct rq_frame *f = &q->v[(q->head + i) % q->cap];
+		vcfmt_put_be16(p, (uint16_t)f->from);
+		vcfmt_put_be16(p + 2, f->len);
+		memcpy(p + 4, f->data, f->len);
+		p += 4 + f->len;
+	}
+	vcfmt_put_be32(p, vcfmt_crc32c(0, buf + VCFMT_HDR_SIZE, body));
+	r = afile_publish(path, buf, total, 0600);
+	if (r == 0 && crc)
+		*crc = vcfmt_crc32c(0, buf, total);
+	free(buf);
+	return r;
+}
+
+int rq_load(const char *path, uint64_t epoch, int rank, struct rq **out,
+	    char *why, size_t whylen)
+{
+	char *text;
+	size_t len;
+	struct vcfmt_hdr h;
+	int r = afile_read_all(path, RQ_MAX_FILE, &text, &len);
+
+	*out = NULL;
+	if (r < 0) {
+		snprintf(why, whylen, "%s", strerror(-r));
+		return r;
+	}
+	uint8_t *buf = (uint8_t *)text;
+	if (len < VCFMT_HDR_SIZE) {
+		snprintf(why, whylen, "truncated: %zu bytes, shorter than its header", len);
+		r = -EBADMSG;
+		goto out;
+	}
+	r = vcfmt_hdr_decode(buf, VC_MAGIC_RQ, RQ_VERSION, RQ_MAX_FILE, &h, why, whylen);
+	if (r < 0)
+		goto out;
+	if (len != VCFMT_HDR_SIZE + h.body_len + 4) {
+		snprintf(why, whylen, "%s: %zu bytes, header says %llu",
+			 len < VCFMT_HDR_SIZE + h.body_len + 4 ? "truncated" : "trailing data",
+			 len, (unsigned long long)(VCFMT_HDR_SIZE + h.body_len + 4));
+		r = -EBADMSG;
+		goto out;
+	}
+	uint8_t *p = buf + VCFMT_HDR_SIZE, *end = p + h.body_len;
+	uint32_t crc = vcfmt_crc32c(0, p, h.body_len);
+	if (crc != vcfmt_get_be32(end)) {
+		snprintf(why, whylen, "body CRC32C 0x%08x, computed 0x%08x",
+			 vcfmt_get_be32(end), crc);
+		r = -EBADMSG;
+		goto out;
+	}
+	if (h.body_len < 16 || vcfmt_get_be64(p) != epoch || vcfmt_get_be32(p + 8) != (uint32_t)rank) {
+		snprintf(why, whylen, "belongs to epoch %llu rank %u, expected epoch %llu rank %d",
+			 h.body_len < 16 ? 0ull : (unsigned long long)vcfmt_get_be64(p),
+			 h.body_len < 16 ? 0u : vcfmt_get_be32(p + 8),
+			 (unsigned long long)epoch, rank);
+		r = -EBADMSG;
+		goto out;
+	}
+	uint32_t n = vcfmt_get_be32(p + 12);
+	struct rq *q = rq_create();
+	if (!q) {
+		r = -ENOMEM;
+		goto out;
+	}
+	p += 16;
+	for (uint32_t i = 0; i < n; i++) {
+		if (end - p < 4 || end - p - 4 < vcfmt_get_be16(p + 2)) {
+			snprintf(why, whylen, "frame %u overruns the body", i);
+			rq_destroy(q);
+			r = -EBADMSG;
+			goto out;
+		}
+		uint16_t flen = vcfmt_get_be16(p + 2);
+		r = rq_push(q, vcfmt_get_be16(p), p + 4, flen);
+		if (r < 0) {
+			rq_destroy(q);
+			goto out;
+		}
+		p += 4 + flen;
+	}
+	if (p != end) {
+		snprintf(why, whylen, "%td bytes after the last of %u frames", end - p, n);
+		rq_destroy(q);
+		r = -EBADMSG;
+		goto out;
+	}
+	*out = q;
+	r = 0;
+out:
+	free(text);
+	return r;
+}
