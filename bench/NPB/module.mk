@@ -16,3 +16,16 @@ endef
 $(foreach k,$(NPB_KERNELS),$(eval $(call npb_kernel,$(k))))
 
 all: $(NPB_BINS)
+
+# The NPB guest (bench/NPB/guest/): the test guest's initramfs plus the Open
+# MPI runtime, dropbear and these kernels, so that MPI jobs run across the
+# VMs of a virtual cluster.  Built with the test guest (`make guest`).
+NPB_GUEST_DIR  := $(BUILD)/npb-guest
+NPB_GUEST_SRCS := $(addprefix bench/NPB/guest/,build-npb-guest.sh npb-guest-run npb-rsh openmpi-mca-params.conf)
+
+$(NPB_GUEST_DIR)/initrd.img: $(BUILD)/guest/initrd.img $(NPB_BINS) $(NPB_GUEST_SRCS)
+	bench/NPB/guest/build-npb-guest.sh $(NPB_GUEST_DIR) $(BUILD)/guest/initrd.img $(NPB_BINS)
+
+.PHONY: npb-guest
+npb-guest: $(NPB_GUEST_DIR)/initrd.img
+guest: $(NPB_GUEST_DIR)/initrd.img
