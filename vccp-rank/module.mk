@@ -1,3 +1,12 @@
 # vccp-rank/: the checkpoint protocol, receive queue, manifest and the
 # vcluster-ckpt inspector.  Linked into vcluster-launch.
 VCCP_SRCS := vccp-rank/vccp.c vccp-rank/rq.c vccp-rank/manifest.c
+
+$(BIN)/vcluster-ckpt: $(call objs,vccp-rank/vcluster-ckpt.c vccp-rank/manifest.c vccp-rank/rq.c) $(COMMON_LIB)
+	@mkdir -p $(@D)
+	$(CC) -o $@ $^ $(LDLIBS_COMMON)
+
+all: $(BIN)/vcluster-ckpt
+
+$(eval $(call unit_test,test_rq,tests/unit/test_rq.c vccp-rank/rq.c common/vcfmt.c common/afile.c,-lisal))
+$(eval $(call unit_test,test_manifest,tests/unit/test_manifest.c vccp-rank/manifest.c vccp-rank/rq.c common/vcfmt.c common/afile.c,-lisal -ljansson))

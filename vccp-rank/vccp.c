@@ -29,6 +29,7 @@
 
 enum vstate {
 	V_IDLE,
+	V_PREPAUSE,	/* test knob: pausing later than the others */
 	V_DRAIN,	/* paused; reading what the VM had written */
 	V_MARKED,	/* markers sent; waiting for everyone's */
 	V_SAVING,	/* QEMU writes the VM state */
@@ -63,7 +64,9 @@ struct vccp {
 	struct fabric *fab;
 	struct qmp *qmp;
 	char dir[PATH_MAX];
-	int keep, interval_s;
+	int keep, interval_s, bandwidth_mibs;
+	int test_delay_ms;		/* VC_TEST_PAUSE_DELAY_MS for this rank */
+	double pause_at;
 	json_t *config;
 
 	enum vstate state;
@@ -132,9 +135,15 @@ struct vccp *vccp_create(MPI_Comm comm, struct fabric *f, const struct vccp_opts
 	MPI_Comm_rank(v->comm, &v->rank);
 	MPI_Comm_size(v->comm, &v->size);
 	v->fab = f;
+	{
+		const char *td = getenv("VC_TEST_PAUSE_DELAY_MS"), *tr = getenv("VC_TEST_PAUSE_RANK");
+		if (td && tr && atoi(tr) == v->rank)
+			v->test_delay_ms = atoi(td);
+	}
 	snprintf(v->dir, sizeof(v->dir), "%s", o->dir);
 	v->keep = o->keep;
 	v->interval_s = o->interval_s;
+	v->bandwidth_mibs = o->bandwidth_mibs;
 	v->config = json_incref(o->config);
 	v->marker_epoch = calloc((size_t)v->size, sizeof(uint64_t));
 	v->all = calloc((size_t)v->size, sizeof(struct report));
@@ -200,10 +209,10 @@ static void fail(struct vccp *v, int err, const char *fmt, ...)
 
 /* ---- the epoch, step by step ---------------------------------------- */
 
+static void pause_vm(struct vccp *v);
+
 static void begin_epoch(struct vccp *v)
 {
-	char why[256];
-
 	v->epoch = v->req.epoch;
 	memset(&v->me, 0, sizeof(v->me));
 	v->me.rank = v->rank;
@@ -213,6 +222,17 @@ static void begin_epoch(struct vccp *v)
 	snprintf(v->vm_path, sizeof(v->vm_path), "%s/rank%d.vmstate", v->epoch_dir, v->rank);
 	snprintf(v->vm_tmp, sizeof(v->vm_tmp), "%s.tmp", v->vm_path);
 	snprintf(v->rq_path, sizeof(v->rq_path), "%s/rank%d.rq", v->epoch_dir, v->rank);
+	if (v->test_delay_ms) {
+		v->pause_at = mono() + v->test_delay_ms / 1000.0;
+		v->state = V_PREPAUSE;
+		return;
+	}
+	pause_vm(v);
+}
+
+static void pause_vm(struct vccp *v)
+{
+	char why[256];
 
 	/* Hold first: from now on frames for this VM are part of the
 	 * checkpoint's receive queue, not of a VM that no longer runs. */
@@ -248,8 +268,9 @@ static void start_save(struct vccp *v)
 		fail(v, -errno, "rank %d: %s: %s", v->rank, v->vm_tmp, strerror(errno));
 		return;
 	}
-	r = qmp_exec(v->qmp, "migrate-set-parameters",
-		     json_pack("{s:I}", "max-bandwidth", (json_int_t)strtoll(SAVE_BANDWIDTH, NULL, 10)),
+	json_int_t bw = v->bandwidth_mibs ? (json_int_t)v->bandwidth_mibs << 20 :
+			(json_int_t)strtoll(SAVE_BANDWIDTH, NULL, 10);
+	r = qmp_exec(v->qmp, "migrate-set-parameters", json_pack("{s:I}", "max-bandwidth", bw),
 		     NULL, QMP_TIMEOUT_MS, why, sizeof(why));
 	if (r == 0)
 		r = qmp_getfd(v->qmp, "vccp-save", fd, QMP_TIMEOUT_MS, why, sizeof(why));
@@ -525,6 +546,12 @@ int vccp_progress(struct vccp *v, bool *busy)
 			vccp_request(v, "--checkpoint-interval");
 			*busy = true;
 		}
+		return 0;
+	case V_PREPAUSE:
+		if (mono() < v->pause_at)
+			return 0;
+		pause_vm(v);
+		*busy = true;
 		return 0;
 	case V_DRAIN:
 		/* The VM is paused: what it wrote before is on the link. */

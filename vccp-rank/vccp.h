@@ -39,7 +39,13 @@ struct vccp_opts {
 	int keep;		/* newest complete checkpoints to keep; 0 = all */
 	int interval_s;		/* rank 0 checkpoints this often; 0 = on request */
 	json_t *config;		/* VM settings a restore needs (borrowed) */
+	int bandwidth_mibs;	/* cap on the VM state save; 0 = none */
 };
+
+/* For tests only: VC_TEST_PAUSE_DELAY_MS=N with VC_TEST_PAUSE_RANK=R makes
+ * rank R pause its VM N ms after the others, so that frames are certainly
+ * in flight at the cut (its VM keeps sending while the others are paused).
+ * The protocol is correct with any delay; this only widens the window. */
 
 /* Collective over comm.  NULL with errno. */
 struct vccp *vccp_create(MPI_Comm comm, struct fabric *f,

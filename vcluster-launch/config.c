@@ -63,6 +63,7 @@ INT_SETTER(set_probe, kvm_probe_ms, 100, 600000, "--kvm-probe-ms")
 INT_SETTER(set_spin, fabric_spin_us, 0, 1000000, "--fabric-spin-us")
 INT_SETTER(set_interval, checkpoint_interval_s, 1, 365L * 24 * 3600, "--checkpoint-interval")
 INT_SETTER(set_keep, keep, 0, 1000000, "--keep")
+INT_SETTER(set_ckbw, checkpoint_bandwidth, 1, 1000000, "--checkpoint-bandwidth")
 
 static int set_ckpt_dir(struct vc_config *c, const char *v, char *w, size_t l)
 {
@@ -238,6 +239,7 @@ static const struct cfg_opt opts[] = {
 	{ "checkpoint-dir", "DIR", set_ckpt_dir, "where checkpoints go (one epoch-N directory each, and 'latest'); enables checkpointing" },
 	{ "checkpoint-interval", "SECONDS", set_interval, "take a checkpoint this often (also: SIGUSR1 to mpirun, vcluster-ctl checkpoint)" },
 	{ "keep", "K", set_keep, "keep only the newest K checkpoints (default: all)" },
+	{ "checkpoint-bandwidth", "MIB/S", set_ckbw, "cap the rate a VM's state is written at (default: as fast as the disk goes)" },
 	{ "restore", "EPOCH|latest", set_restore, "restart from a checkpoint of --checkpoint-dir (VM settings come from it)" },
 	{ "console", "yes|no", set_console, "echo guest console lines on stdout, prefixed [nodeR] (default yes)" },
 	{ NULL, NULL, NULL, NULL }

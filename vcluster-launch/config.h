@@ -40,6 +40,7 @@ struct vc_config {
 	char checkpoint_dir[PATH_MAX];	/* empty: no checkpoints */
 	int checkpoint_interval_s;	/* 0: only on request */
 	int keep;			/* 0: keep all */
+	int checkpoint_bandwidth;	/* MiB/s; 0: unlimited */
 	char restore[32];		/* "latest", an epoch, or empty */
 	int verbose;
 };

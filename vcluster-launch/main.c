@@ -909,7 +909,8 @@ int main(int argc, char **argv)
 			goto out_vm;
 		}
 		struct vccp_opts vo = { .dir = c->checkpoint_dir, .keep = c->keep,
-					.interval_s = c->checkpoint_interval_s, .config = conf };
+					.interval_s = c->checkpoint_interval_s, .config = conf,
+					.bandwidth_mibs = c->checkpoint_bandwidth };
 		L->vccp = vccp_create(MPI_COMM_WORLD, L->fab, &vo);
 		json_decref(conf);
 	}
@@ -939,6 +940,15 @@ int main(int argc, char **argv)
 	}
 
 	code = run(L);
+	{
+		struct fabric_stats fs;
+		fabric_get_stats(L->fab, &fs);
+		pr_info("fabric totals: frames_from_vm=%llu frames_to_vm=%llu frames_from_rq=%llu "
+			"discarded=%llu stalls=%llu spill_reads=%llu",
+			(unsigned long long)fs.frames_from_vm, (unsigned long long)fs.frames_to_vm,
+			(unsigned long long)fs.frames_from_rq, (unsigned long long)fs.frames_discarded,
+			(unsigned long long)fs.backpressure_stalls, (unsigned long long)fs.spill_reads);
+	}
 	if (L->vccp && vccp_finish(L->vccp, QUIESCE_MS) < 0)
 		pr_err("the checkpoint protocol did not wind down within %d s", QUIESCE_MS / 1000);
 	if (fabric_quiesce(L->fab, QUIESCE_MS) < 0) {

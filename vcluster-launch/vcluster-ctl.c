@@ -23,6 +23,8 @@ static void usage(FILE *out)
 		"Commands:\n"
 		"  status     per-rank VM state, frames and bytes forwarded, queue depths\n"
 		"  shutdown   power every VM down (grace period as the launcher's --grace)\n"
+		"  checkpoint checkpoint the whole cluster now and wait for the outcome\n"
+		"             (exit 0 committed, 1 aborted); --no-wait returns at once\n"
 		"--run-dir defaults to the newest run: /tmp/vcluster-UID/latest.\n"
 		"--json prints the launcher's reply as it came.\n");
 }
@@ -61,19 +63,101 @@ static void print_status(json_t *rep)
 	}
 }
 
+/* One request on a fresh connection; the reply or NULL (reported). */
+static json_t *request(const char *path, const char *cmd)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		fprintf(stderr, "vcluster-ctl: socket path too long: %s\n", path);
+		return NULL;
+	}
+	strcpy(sa.sun_path, path);
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		fprintf(stderr, "vcluster-ctl: %s: %s (is the virtual cluster running?)\n",
+			path, strerror(errno));
+		close(fd);
+		return NULL;
+	}
+	struct timeval tv = { 10, 0 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	char req[128];
+	int n = snprintf(req, sizeof(req), "{\"vcluster-ctl\": %d, \"command\": \"%s\"}\n",
+			 CTL_PROTO_VERSION, cmd);
+	if (write(fd, req, (size_t)n) != n) {
+		fprintf(stderr, "vcluster-ctl: sending to %s: %s\n", path, strerror(errno));
+		close(fd);
+		return NULL;
+	}
+	static char buf[1 << 20];
+	size_t len = 0;
+	ssize_t k;
+	while (len < sizeof(buf) - 1 && (k = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0)
+		len += (size_t)k;
+	buf[len] = '\0';
+	close(fd);
+	json_error_t jerr;
+	json_t *rep = json_loads(buf, JSON_DISABLE_EOF_CHECK, &jerr);
+	if (!rep)
+		fprintf(stderr, "vcluster-ctl: no valid reply from %s\n", path);
+	return rep;
+}
+
+/* Poll status until the requested epoch has ended; print its outcome. */
+static int wait_checkpoint(const char *path, json_t *started, int json_out)
+{
+	json_int_t after = json_integer_value(json_object_get(started, "after_epoch"));
+	json_decref(started);
+	for (int i = 0; i < 4 * 3600; i++) {
+		usleep(250 * 1000);
+		json_t *st = request(path, "status");
+		if (!st)
+			return 1;
+		json_t *last = json_object_get(st, "last_checkpoint");
+		if (last && json_integer_value(json_object_get(last, "epoch")) > after &&
+		    !json_is_true(json_object_get(st, "checkpointing"))) {
+			const char *status = json_string_value(json_object_get(last, "status"));
+			int ok = status && !strcmp(status, "ok");
+			if (json_out) {
+				char *t = json_dumps(last, JSON_COMPACT);
+				printf("%s\n", t);
+				free(t);
+			} else {
+				printf("checkpoint epoch %lld %s: %s, %.1f MiB in %.2f s "
+				       "(save %.2f s, flush %.3f s, wait %.3f s, resume skew %.1f ms)\n",
+				       json_integer_value(json_object_get(last, "epoch")),
+				       ok ? "committed" : "aborted",
+				       json_string_value(json_object_get(last, "dir")),
+				       json_integer_value(json_object_get(last, "bytes")) / 1048576.0,
+				       json_number_value(json_object_get(last, "total_s")),
+				       json_number_value(json_object_get(last, "save_max_s")),
+				       json_number_value(json_object_get(last, "flush_max_s")),
+				       json_number_value(json_object_get(last, "wait_max_s")),
+				       json_number_value(json_object_get(last, "resume_skew_ms")));
+			}
+			json_decref(st);
+			return ok ? 0 : 1;
+		}
+		json_decref(st);
+	}
+	fprintf(stderr, "vcluster-ctl: the checkpoint did not finish within an hour\n");
+	return 1;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "run-dir", required_argument, 0, 'd' }, { "json", no_argument, 0, 'j' },
-		{ "help", no_argument, 0, 'h' }, { 0 }
+		{ "help", no_argument, 0, 'h' }, { "no-wait", no_argument, 0, 'n' }, { 0 }
 	};
 	char dir[PATH_MAX] = "", path[PATH_MAX + 16];
-	int json_out = 0, ch;
+	int json_out = 0, no_wait = 0, ch;
 
 	while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'd': snprintf(dir, sizeof(dir), "%s", optarg); break;
 		case 'j': json_out = 1; break;
+		case 'n': no_wait = 1; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -83,59 +167,33 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	const char *cmd = argv[optind];
-	if (strcmp(cmd, "status") && strcmp(cmd, "shutdown")) {
-		fprintf(stderr, "vcluster-ctl: unknown command '%s' (status, shutdown)\n", cmd);
+	if (strcmp(cmd, "status") && strcmp(cmd, "shutdown") && strcmp(cmd, "checkpoint")) {
+		fprintf(stderr, "vcluster-ctl: unknown command '%s' (status, shutdown, checkpoint)\n", cmd);
 		return 2;
 	}
 	if (!dir[0])
 		snprintf(dir, sizeof(dir), "/tmp/vcluster-%u/latest", (unsigned)getuid());
 	snprintf(path, sizeof(path), "%s/ctl.sock", dir);
 
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		fprintf(stderr, "vcluster-ctl: socket path too long: %s\n", path);
-		return 2;
-	}
-	strcpy(sa.sun_path, path);
-	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		fprintf(stderr, "vcluster-ctl: %s: %s (is the virtual cluster running?)\n",
-			path, strerror(errno));
+	json_t *rep = request(path, cmd);
+	if (!rep)
 		return 1;
-	}
-	struct timeval tv = { 10, 0 };
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	char req[128];
-	int n = snprintf(req, sizeof(req), "{\"vcluster-ctl\": %d, \"command\": \"%s\"}\n",
-			 CTL_PROTO_VERSION, cmd);
-	if (write(fd, req, (size_t)n) != n) {
-		fprintf(stderr, "vcluster-ctl: sending to %s: %s\n", path, strerror(errno));
-		return 1;
-	}
-	char buf[1 << 16];
-	size_t len = 0;
-	ssize_t k;
-	while (len < sizeof(buf) - 1 && (k = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0)
-		len += (size_t)k;
-	buf[len] = '\0';
-	close(fd);
-	json_error_t jerr;
-	json_t *rep = json_loads(buf, JSON_DISABLE_EOF_CHECK, &jerr);
-	if (!rep) {
-		fprintf(stderr, "vcluster-ctl: no valid reply from %s\n", path);
-		return 1;
-	}
 	if (!json_is_true(json_object_get(rep, "ok"))) {
 		fprintf(stderr, "vcluster-ctl: %s\n",
 			json_string_value(json_object_get(rep, "error")));
 		return 1;
 	}
-	if (json_out)
-		printf("%s", buf);
-	else if (!strcmp(cmd, "status"))
+	if (!strcmp(cmd, "checkpoint") && !no_wait)
+		return wait_checkpoint(path, rep, json_out);
+	if (json_out) {
+		char *t = json_dumps(rep, JSON_COMPACT);
+		printf("%s\n", t);
+		free(t);
+	} else if (!strcmp(cmd, "status")) {
 		print_status(rep);
-	else
+	} else {
 		printf("%s\n", json_string_value(json_object_get(rep, "message")));
+	}
 	json_decref(rep);
 	return 0;
 }
