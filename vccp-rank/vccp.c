@@ -68,6 +68,8 @@ struct vccp {
 	int test_delay_ms;		/* VC_TEST_PAUSE_DELAY_MS for this rank */
 	double pause_at;
 	json_t *config;
+	void (*on_resume)(void *ctx);
+	void *ctx;
 
 	enum vstate state;
 	struct request req;		/* the request being received/sent */
@@ -144,6 +146,8 @@ struct vccp *vccp_create(MPI_Comm comm, struct fabric *f, const struct vccp_opts
 	v->keep = o->keep;
 	v->interval_s = o->interval_s;
 	v->bandwidth_mibs = o->bandwidth_mibs;
+	v->on_resume = o->on_resume;
+	v->ctx = o->ctx;
 	v->config = json_incref(o->config);
 	v->marker_epoch = calloc((size_t)v->size, sizeof(uint64_t));
 	v->all = calloc((size_t)v->size, sizeof(struct report));
@@ -443,6 +447,8 @@ static void resume(struct vccp *v)
 	if (v->qmp && qmp_exec(v->qmp, "cont", NULL, NULL, QMP_TIMEOUT_MS, why, sizeof(why)) < 0)
 		pr_err("epoch %llu: resuming the VM: %s", (unsigned long long)v->epoch, why);
 	v->t_resume = wall();
+	if (v->on_resume && v->qmp)
+		v->on_resume(v->ctx);
 	pr_info("epoch %llu %s; VM resumed; %zu frames from the receive queue go first",
 		(unsigned long long)v->epoch,
 		v->decision == DECIDE_COMMIT ? "committed" : "aborted",

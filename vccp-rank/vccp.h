@@ -40,6 +40,8 @@ struct vccp_opts {
 	int interval_s;		/* rank 0 checkpoints this often; 0 = on request */
 	json_t *config;		/* VM settings a restore needs (borrowed) */
 	int bandwidth_mibs;	/* cap on the VM state save; 0 = none */
+	void (*on_resume)(void *ctx);	/* after every cont (may be NULL) */
+	void *ctx;
 };
 
 /* For tests only: VC_TEST_PAUSE_DELAY_MS=N with VC_TEST_PAUSE_RANK=R makes

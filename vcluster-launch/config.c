@@ -189,6 +189,11 @@ static int set_console(struct vc_config *c, const char *v, char *w, size_t l)
 	return set_bool(&c->console, v, "--console", w, l);
 }
 
+static int set_clock(struct vc_config *c, const char *v, char *w, size_t l)
+{
+	return set_bool(&c->clock_sync, v, "--clock-sync", w, l);
+}
+
 static int set_subnet(struct vc_config *c, const char *v, char *why, size_t whylen)
 {
 	char buf[40];
@@ -241,6 +246,7 @@ static const struct cfg_opt opts[] = {
 	{ "keep", "K", set_keep, "keep only the newest K checkpoints (default: all)" },
 	{ "checkpoint-bandwidth", "MIB/S", set_ckbw, "cap the rate a VM's state is written at (default: as fast as the disk goes)" },
 	{ "restore", "EPOCH|latest", set_restore, "restart from a checkpoint of --checkpoint-dir (VM settings come from it)" },
+	{ "clock-sync", "yes|no", set_clock, "after a resume or restore, send each guest the host time; the test guest's vc-clockd steps its clock (default no)" },
 	{ "console", "yes|no", set_console, "echo guest console lines on stdout, prefixed [nodeR] (default yes)" },
 	{ NULL, NULL, NULL, NULL }
 };

@@ -36,6 +36,7 @@ struct vc_config {
 	char qemu[PATH_MAX];		/* empty: patched if built, else stock */
 	enum cfg_pin pin;
 	bool console;			/* echo guest console lines */
+	bool clock_sync;		/* set guest clocks after resume/restore */
 	int fabric_spin_us;		/* busy-poll window after traffic */
 	char checkpoint_dir[PATH_MAX];	/* empty: no checkpoints */
 	int checkpoint_interval_s;	/* 0: only on request */

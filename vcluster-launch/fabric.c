@@ -709,6 +709,13 @@ struct rq *fabric_rq(struct fabric *f)
 	return f->rq;
 }
 
+int fabric_inject(struct fabric *f, const void *frame, uint16_t len)
+{
+	if (!f->vm_attached)
+		return -ENODEV;
+	return rq_push(f->rq, f->rank, frame, len);
+}
+
 void fabric_set_rq(struct fabric *f, struct rq *q)
 {
 	rq_destroy(f->rq);

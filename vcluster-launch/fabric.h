@@ -111,6 +111,8 @@ void fabric_hold(struct fabric *f, bool hold);
 void fabric_drain_vm(struct fabric *f, bool drain);
 bool fabric_vm_link_empty(const struct fabric *f);
 struct rq *fabric_rq(struct fabric *f);
+/* Queue a frame of the rank's own for its VM (behind the receive queue). */
+int fabric_inject(struct fabric *f, const void *frame, uint16_t len);
 /* Replace the receive queue (restore); the fabric takes ownership. */
 void fabric_set_rq(struct fabric *f, struct rq *q);
 

@@ -269,6 +269,29 @@ static void fill_stats(struct launch *L, struct ctrl_msg *m)
 	ctrl_seal(m, L, CTRL_STATS);
 }
 
+/* --clock-sync: hand the VM the host's time (see tests/guest/vc-clockd.c). */
+static void send_clock(void *ctx)
+{
+	struct launch *L = ctx;
+	uint8_t f[14 + 16];
+	struct timespec ts;
+
+	if (!L->cfg.clock_sync || !L->fab)
+		return;
+	uint8_t dst[6] = { 0x52, 0x54, 0x00, 0x56, (uint8_t)(L->rank >> 8), (uint8_t)L->rank };
+	uint8_t src[6] = { 0x52, 0x54, 0x00, 0x56, 0xff, 0xfe };
+	memcpy(f, dst, 6);
+	memcpy(f + 6, src, 6);
+	f[12] = 0x88;
+	f[13] = 0xb5;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	vcfmt_put_be32(f + 14, 0x5643544du);	/* "VCTM" */
+	vcfmt_put_be32(f + 18, 1);
+	vcfmt_put_be64(f + 22, (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
+	if (fabric_inject(L->fab, f, sizeof(f)) == 0)
+		pr_debug("clock frame sent to the VM");
+}
+
 /* ---- vcluster-ctl ------------------------------------------------------ */
 
 static json_t *ctl_handle(void *ctx, const char *command, json_t *req)
@@ -910,7 +933,8 @@ int main(int argc, char **argv)
 		}
 		struct vccp_opts vo = { .dir = c->checkpoint_dir, .keep = c->keep,
 					.interval_s = c->checkpoint_interval_s, .config = conf,
-					.bandwidth_mibs = c->checkpoint_bandwidth };
+					.bandwidth_mibs = c->checkpoint_bandwidth,
+					.on_resume = send_clock, .ctx = L };
 		L->vccp = vccp_create(MPI_COMM_WORLD, L->fab, &vo);
 		json_decref(conf);
 	}
@@ -932,6 +956,7 @@ int main(int argc, char **argv)
 		r = qmp_exec(vm_qmp(L->vm), "cont", NULL, NULL, 10000, why, sizeof(why));
 		if (r < 0)
 			pr_err("resuming the restored VM: %s", why);
+		send_clock(L);
 		if (L->rank == 0)
 			pr_info("all %d VMs resumed from epoch %llu", L->size,
 				(unsigned long long)L->restore_epoch);

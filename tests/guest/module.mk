@@ -1,6 +1,6 @@
 # tests/guest/: the test guest (kernel + initramfs) and its static tools.
 GUEST_DIR   := $(BUILD)/guest
-GUEST_TOOLS := vc-guestcfg vcluster-traffic vc-dirtier
+GUEST_TOOLS := vc-guestcfg vcluster-traffic vc-dirtier vc-clockd
 GUEST_BINS  := $(addprefix $(GUEST_DIR)/tools/,$(GUEST_TOOLS))
 GUEST_CC    := gcc
 GUEST_CFLAGS := -static -O2 -std=gnu11 -Wall -Wextra -Wno-unused-parameter -pthread
