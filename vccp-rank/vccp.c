@@ -30,6 +30,7 @@
 enum vstate {
 	V_IDLE,
 	V_PREPAUSE,	/* test knob: pausing later than the others */
+	V_LATEHOLD,	/* test knob: delivering to the paused VM a while */
 	V_DRAIN,	/* paused; reading what the VM had written */
 	V_MARKED,	/* markers sent; waiting for everyone's */
 	V_SAVING,	/* QEMU writes the VM state */
@@ -66,7 +67,8 @@ struct vccp {
 	char dir[PATH_MAX];
 	int keep, interval_s, bandwidth_mibs;
 	int test_delay_ms;		/* VC_TEST_PAUSE_DELAY_MS for this rank */
-	double pause_at;
+	int test_late_hold_ms;		/* VC_TEST_LATE_HOLD_MS for this rank */
+	double pause_at, hold_at;
 	json_t *config;
 	void (*on_resume)(void *ctx);
 	void *ctx;
@@ -141,6 +143,9 @@ struct vccp *vccp_create(MPI_Comm comm, struct fabric *f, const struct vccp_opts
 		const char *td = getenv("VC_TEST_PAUSE_DELAY_MS"), *tr = getenv("VC_TEST_PAUSE_RANK");
 		if (td && tr && atoi(tr) == v->rank)
 			v->test_delay_ms = atoi(td);
+		const char *lh = getenv("VC_TEST_LATE_HOLD_MS"), *lr = getenv("VC_TEST_LATE_HOLD_RANK");
+		if (lh && lr && atoi(lr) == v->rank)
+			v->test_late_hold_ms = atoi(lh);
 	}
 	snprintf(v->dir, sizeof(v->dir), "%s", o->dir);
 	v->keep = o->keep;
@@ -240,13 +245,19 @@ static void pause_vm(struct vccp *v)
 
 	/* Hold first: from now on frames for this VM are part of the
 	 * checkpoint's receive queue, not of a VM that no longer runs. */
-	fabric_hold(v->fab, true);
+	if (!v->test_late_hold_ms)
+		fabric_hold(v->fab, true);
 	if (!v->qmp) {
 		fail(v, -ECHILD, "rank %d: the VM is not running", v->rank);
 	} else if (qmp_exec(v->qmp, "stop", NULL, NULL, QMP_TIMEOUT_MS, why, sizeof(why)) < 0) {
 		fail(v, -EIO, "rank %d: pausing the VM: %s", v->rank, why);
 	}
 	v->me.t_pause = wall();
+	if (v->test_late_hold_ms) {
+		v->hold_at = mono() + v->test_late_hold_ms / 1000.0;
+		v->state = V_LATEHOLD;
+		return;
+	}
 	fabric_drain_vm(v->fab, true);
 	v->state = V_DRAIN;
 	pr_info("epoch %llu: VM paused (%s)", (unsigned long long)v->epoch,
@@ -557,6 +568,14 @@ int vccp_progress(struct vccp *v, bool *busy)
 		if (mono() < v->pause_at)
 			return 0;
 		pause_vm(v);
+		*busy = true;
+		return 0;
+	case V_LATEHOLD:
+		if (mono() < v->hold_at)
+			return 0;
+		fabric_hold(v->fab, true);
+		fabric_drain_vm(v->fab, true);
+		v->state = V_DRAIN;
 		*busy = true;
 		return 0;
 	case V_DRAIN:

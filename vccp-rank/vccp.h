@@ -47,7 +47,10 @@ struct vccp_opts {
 /* For tests only: VC_TEST_PAUSE_DELAY_MS=N with VC_TEST_PAUSE_RANK=R makes
  * rank R pause its VM N ms after the others, so that frames are certainly
  * in flight at the cut (its VM keeps sending while the others are paused).
- * The protocol is correct with any delay; this only widens the window. */
+ * The protocol is correct with any delay; this only widens the window.
+ * VC_TEST_LATE_HOLD_MS=N with VC_TEST_LATE_HOLD_RANK=R makes rank R go on
+ * writing frames to its VM's link for N ms after pausing it, so that frames
+ * certainly sit inside QEMU at the cut (the case qemu-patches/ covers). */
 
 /* Collective over comm.  NULL with errno. */
 struct vccp *vccp_create(MPI_Comm comm, struct fabric *f,
