@@ -4,6 +4,8 @@
 #include <isa-l/crc.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 uint32_t vcfmt_crc32c(uint32_t crc, const void *buf, size_t len)
 {
@@ -69,5 +71,52 @@ int vcfmt_hdr_decode(const uint8_t *in, uint32_t magic, uint16_t max_version,
 			 (unsigned long long)max_body);
 		return -E2BIG;
 	}
+	return 0;
+}
+
+uint8_t *vcfmt_wrap(uint32_t magic, uint16_t version, const void *body,
+		    size_t blen, size_t *outlen)
+{
+	size_t total = VCFMT_HDR_SIZE + blen + 4;
+	uint8_t *buf = malloc(total);
+	struct vcfmt_hdr h = { .magic = magic, .version = version, .body_len = blen };
+
+	if (!buf)
+		return NULL;
+	vcfmt_hdr_encode(&h, buf);
+	memcpy(buf + VCFMT_HDR_SIZE, body, blen);
+	vcfmt_put_be32(buf + VCFMT_HDR_SIZE + blen, vcfmt_crc32c(0, body, blen));
+	*outlen = total;
+	return buf;
+}
+
+int vcfmt_unwrap(const uint8_t *buf, size_t len, uint32_t magic,
+		 uint16_t max_version, uint64_t max_body, const uint8_t **body,
+		 uint64_t *blen, char *why, size_t whylen)
+{
+	struct vcfmt_hdr h;
+	int r;
+
+	if (len < VCFMT_HDR_SIZE) {
+		snprintf(why, whylen, "truncated: %zu bytes, shorter than its header", len);
+		return -EBADMSG;
+	}
+	r = vcfmt_hdr_decode(buf, magic, max_version, max_body, &h, why, whylen);
+	if (r < 0)
+		return r;
+	if (len != VCFMT_HDR_SIZE + h.body_len + 4) {
+		snprintf(why, whylen, "%s: %zu bytes, header says %llu",
+			 len < VCFMT_HDR_SIZE + h.body_len + 4 ? "truncated" : "trailing data",
+			 len, (unsigned long long)(VCFMT_HDR_SIZE + h.body_len + 4));
+		return -EBADMSG;
+	}
+	uint32_t crc = vcfmt_crc32c(0, buf + VCFMT_HDR_SIZE, h.body_len);
+	uint32_t want = vcfmt_get_be32(buf + VCFMT_HDR_SIZE + h.body_len);
+	if (crc != want) {
+		snprintf(why, whylen, "body CRC32C 0x%08x, computed 0x%08x", want, crc);
+		return -EBADMSG;
+	}
+	*body = buf + VCFMT_HDR_SIZE;
+	*blen = h.body_len;
 	return 0;
 }

@@ -72,4 +72,15 @@ int vcfmt_hdr_decode(const uint8_t *in, uint32_t magic, uint16_t max_version,
 		     uint64_t max_body, struct vcfmt_hdr *h,
 		     char *why, size_t whylen);
 
+/* The whole-file envelope used by vcluster's files: header, body, and the
+ * CRC32C of the body (4 bytes, big-endian).  vcfmt_wrap() returns a malloc'd
+ * buffer of *outlen bytes (NULL on ENOMEM).  vcfmt_unwrap() checks the
+ * header, the exact length (truncated / trailing data) and the body CRC, and
+ * points *body into buf; 0 or -EBADMSG/-E2BIG with the reason in why. */
+uint8_t *vcfmt_wrap(uint32_t magic, uint16_t version, const void *body,
+		    size_t blen, size_t *outlen);
+int vcfmt_unwrap(const uint8_t *buf, size_t len, uint32_t magic,
+		 uint16_t max_version, uint64_t max_body, const uint8_t **body,
+		 uint64_t *blen, char *why, size_t whylen);
+
 #endif

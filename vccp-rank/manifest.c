@@ -57,21 +57,14 @@ int manifest_write(const char *epoch_dir, json_t *m)
 
 	if (!body)
 		return -ENOMEM;
-	size_t blen = strlen(body), total = VCFMT_HDR_SIZE + blen + 4;
-	uint8_t *buf = malloc(total);
-	if (!buf) {
-		free(body);
+	size_t total;
+	uint8_t *buf = vcfmt_wrap(VC_MAGIC_MANIFEST, MANIFEST_VERSION, body, strlen(body), &total);
+	free(body);
+	if (!buf)
 		return -ENOMEM;
-	}
-	struct vcfmt_hdr h = { .magic = VC_MAGIC_MANIFEST, .version = MANIFEST_VERSION,
-			       .body_len = blen };
-	vcfmt_hdr_encode(&h, buf);
-	memcpy(buf + VCFMT_HDR_SIZE, body, blen);
-	vcfmt_put_be32(buf + VCFMT_HDR_SIZE + blen, vcfmt_crc32c(0, body, blen));
 	snprintf(path, sizeof(path), "%s/manifest", epoch_dir);
 	r = afile_publish(path, buf, total, 0600);
 	free(buf);
-	free(body);
 	return r;
 }
 
@@ -80,7 +73,6 @@ int manifest_read(const char *epoch_dir, json_t **out, char *why, size_t whylen)
 	char path[PATH_MAX], inner[200];
 	char *text;
 	size_t len;
-	struct vcfmt_hdr h;
 	int r;
 
 	*out = NULL;
@@ -90,34 +82,17 @@ int manifest_read(const char *epoch_dir, json_t **out, char *why, size_t whylen)
 		snprintf(why, whylen, "%s: %s", path, strerror(-r));
 		return r;
 	}
-	uint8_t *buf = (uint8_t *)text;
-	if (len < VCFMT_HDR_SIZE) {
-		snprintf(why, whylen, "%s: truncated (%zu bytes)", path, len);
-		r = -EBADMSG;
-		goto out;
-	}
-	r = vcfmt_hdr_decode(buf, VC_MAGIC_MANIFEST, MANIFEST_VERSION, MANIFEST_MAX, &h,
-			     inner, sizeof(inner));
+	const uint8_t *body;
+	uint64_t blen;
+	r = vcfmt_unwrap((uint8_t *)text, len, VC_MAGIC_MANIFEST, MANIFEST_VERSION, MANIFEST_MAX,
+			 &body, &blen, inner, sizeof(inner));
 	if (r < 0) {
 		snprintf(why, whylen, "%s: %s", path, inner);
 		r = -EBADMSG;
 		goto out;
 	}
-	if (len != VCFMT_HDR_SIZE + h.body_len + 4) {
-		snprintf(why, whylen, "%s: %zu bytes, header says %llu (truncated or extended)",
-			 path, len, (unsigned long long)(VCFMT_HDR_SIZE + h.body_len + 4));
-		r = -EBADMSG;
-		goto out;
-	}
-	uint32_t crc = vcfmt_crc32c(0, buf + VCFMT_HDR_SIZE, h.body_len);
-	if (crc != vcfmt_get_be32(buf + VCFMT_HDR_SIZE + h.body_len)) {
-		snprintf(why, whylen, "%s: body CRC32C 0x%08x, computed 0x%08x", path,
-			 vcfmt_get_be32(buf + VCFMT_HDR_SIZE + h.body_len), crc);
-		r = -EBADMSG;
-		goto out;
-	}
 	json_error_t jerr;
-	json_t *m = json_loadb((char *)buf + VCFMT_HDR_SIZE, h.body_len, 0, &jerr);
+	json_t *m = json_loadb((const char *)body, blen, 0, &jerr);
 	if (!json_is_object(m) || !json_is_integer(json_object_get(m, "nranks")) ||
 	    !json_is_array(json_object_get(m, "ranks")) ||
 	    json_array_size(json_object_get(m, "ranks")) !=

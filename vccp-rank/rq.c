@@ -105,16 +105,12 @@ size_t rq_bytes(const struct rq *q)
 int rq_save(const struct rq *q, const char *path, uint64_t epoch, int rank,
 	    uint32_t *crc)
 {
-	size_t body = 16 + q->count * 4 + q->bytes;
-	size_t total = VCFMT_HDR_SIZE + body + 4;
-	uint8_t *buf = malloc(total), *p;
+	size_t blen = 16 + q->count * 4 + q->bytes, total;
+	uint8_t *body = malloc(blen), *p = body;
 	int r;
 
-	if (!buf)
+	if (!body)
 		return -ENOMEM;
-	struct vcfmt_hdr h = { .magic = VC_MAGIC_RQ, .version = RQ_VERSION, .body_len = body };
-	vcfmt_hdr_encode(&h, buf);
-	p = buf + VCFMT_HDR_SIZE;
 	vcfmt_put_be64(p, epoch);
 	vcfmt_put_be32(p + 8, (uint32_t)rank);
 	vcfmt_put_be32(p + 12, (uint32_t)q->count);
@@ -126,11 +122,14 @@ int rq_save(const struct rq *q, const char *path, uint64_t epoch, int rank,
 		memcpy(p + 4, f->data, f->len);
 		p += 4 + f->len;
 	}
-	vcfmt_put_be32(p, vcfmt_crc32c(0, buf + VCFMT_HDR_SIZE, body));
-	r = afile_publish(path, buf, total, 0600);
+	uint8_t *file = vcfmt_wrap(VC_MAGIC_RQ, RQ_VERSION, body, blen, &total);
+	free(body);
+	if (!file)
+		return -ENOMEM;
+	r = afile_publish(path, file, total, 0600);
 	if (r == 0 && crc)
-		*crc = vcfmt_crc32c(0, buf, total);
-	free(buf);
+		*crc = vcfmt_crc32c(0, file, total);
+	free(file);
 	return r;
 }
 
@@ -139,7 +138,6 @@ int rq_load(const char *path, uint64_t epoch, int rank, struct rq **out,
 {
 	char *text;
 	size_t len;
-	struct vcfmt_hdr h;
 	int r = afile_read_all(path, RQ_MAX_FILE, &text, &len);
 
 	*out = NULL;
@@ -147,30 +145,14 @@ int rq_load(const char *path, uint64_t epoch, int rank, struct rq **out,
 		snprintf(why, whylen, "%s", strerror(-r));
 		return r;
 	}
-	uint8_t *buf = (uint8_t *)text;
-	if (len < VCFMT_HDR_SIZE) {
-		snprintf(why, whylen, "truncated: %zu bytes, shorter than its header", len);
-		r = -EBADMSG;
-		goto out;
-	}
-	r = vcfmt_hdr_decode(buf, VC_MAGIC_RQ, RQ_VERSION, RQ_MAX_FILE, &h, why, whylen);
+	const uint8_t *p;
+	uint64_t blen;
+	r = vcfmt_unwrap((uint8_t *)text, len, VC_MAGIC_RQ, RQ_VERSION, RQ_MAX_FILE, &p, &blen,
+			 why, whylen);
 	if (r < 0)
 		goto out;
-	if (len != VCFMT_HDR_SIZE + h.body_len + 4) {
-		snprintf(why, whylen, "%s: %zu bytes, header says %llu",
-			 len < VCFMT_HDR_SIZE + h.body_len + 4 ? "truncated" : "trailing data",
-			 len, (unsigned long long)(VCFMT_HDR_SIZE + h.body_len + 4));
-		r = -EBADMSG;
-		goto out;
-	}
-	uint8_t *p = buf + VCFMT_HDR_SIZE, *end = p + h.body_len;
-	uint32_t crc = vcfmt_crc32c(0, p, h.body_len);
-	if (crc != vcfmt_get_be32(end)) {
-		snprintf(why, whylen, "body CRC32C 0x%08x, computed 0x%08x",
-			 vcfmt_get_be32(end), crc);
-		r = -EBADMSG;
-		goto out;
-	}
+	const uint8_t *end = p + blen;
+	struct vcfmt_hdr h = { .body_len = blen };
 	if (h.body_len < 16 || vcfmt_get_be64(p) != epoch || vcfmt_get_be32(p + 8) != (uint32_t)rank) {
 		snprintf(why, whylen, "belongs to epoch %llu rank %u, expected epoch %llu rank %d",
 			 h.body_len < 16 ? 0ull : (unsigned long long)vcfmt_get_be64(p),

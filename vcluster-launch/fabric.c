@@ -402,6 +402,32 @@ static int check_batch(struct fabric *f, struct peer *p, struct rx_slot *s)
 	return 0;
 }
 
+/* Write one frame to the VM.  1 written (or dropped because QEMU has gone:
+ * its exit is handled by the launcher), 0 the link is full, -errno. */
+static int vm_write(struct fabric *f, const uint8_t *frame, uint16_t len)
+{
+	for (;;) {
+		ssize_t n = vde_send(f->vde, frame, len, MSG_DONTWAIT);
+		if (n >= 0) {
+			f->st.frames_to_vm++;
+			f->st.bytes_to_vm += len;
+			return 1;
+		}
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
+			f->vm_blocked = true;
+			return 0;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno == EPIPE || errno == ECONNRESET) {
+			f->st.frames_discarded++;
+			return 1;
+		}
+		pr_errno(errno, "writing to the VM link");
+		return -errno;
+	}
+}
+
 /* Deliver what the slot holds.  Returns 1 when the slot is finished, 0 when
  * the VM cannot take more now, or -errno. */
 static int deliver_slot(struct fabric *f, struct peer *p, struct rx_slot *s)
@@ -432,25 +458,9 @@ static int deliver_slot(struct fabric *f, struct peer *p, struct rx_slot *s)
 				if (rq_push(f->rq, p->rank, r + REC_HDR, len) < 0)
 					return -ENOMEM;
 			} else {
-				ssize_t n = vde_send(f->vde, r + REC_HDR, len, MSG_DONTWAIT);
-				if (n < 0) {
-					if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
-						f->vm_blocked = true;
-						return 0;
-					}
-					if (errno == EINTR)
-						continue;
-					if (errno == EPIPE || errno == ECONNRESET) {
-						/* QEMU is gone; its exit is handled elsewhere */
-						f->st.frames_discarded++;
-					} else {
-						pr_errno(errno, "writing to the VM link");
-						return -errno;
-					}
-				} else {
-					f->st.frames_to_vm++;
-					f->st.bytes_to_vm += len;
-				}
+				int w = vm_write(f, r + REC_HDR, len);
+				if (w <= 0)
+					return w;
 			}
 			p->st.frames_rx++;
 			p->st.bytes_rx += len;
@@ -619,24 +629,11 @@ static int deliver_rq(struct fabric *f, bool *busy)
 	uint16_t len;
 
 	while (rq_peek(f->rq, &from, &frame, &len) == 0) {
-		ssize_t n = vde_send(f->vde, frame, len, MSG_DONTWAIT);
-		if (n < 0) {
-			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
-				f->vm_blocked = true;
-				return 0;
-			}
-			if (errno == EINTR)
-				continue;
-			if (errno != EPIPE && errno != ECONNRESET) {
-				pr_errno(errno, "writing to the VM link");
-				return -errno;
-			}
-			f->st.frames_discarded++;
-		} else {
-			f->st.frames_to_vm++;
-			f->st.bytes_to_vm += len;
+		int w = vm_write(f, frame, len);
+		if (w <= 0)
+			return w;
+		if (from != f->rank)	/* not one of our own (clock) frames */
 			f->st.frames_from_rq++;
-		}
 		rq_pop(f->rq);
 		*busy = true;
 	}

@@ -6,7 +6,6 @@
 . "$(dirname "$0")/../lib/vc-test.sh"
 
 ck=$VC_T/ckpt
-ctl() { "$VC_BIN/vcluster-ctl" --run-dir "$VC_T/run" "$@"; }
 stamp() { while IFS= read -r l; do printf '%s %s\n' "$(date +%s)" "$l"; done; }
 
 # launch N OUT ARGS...: in the background, every output line stamped with
@@ -16,13 +15,6 @@ launch() {
 	rm -rf "$VC_T/run"
 	(mpirun -np 2 "$VC_BIN/vcluster-launch" --run-dir "$VC_T/run" "$@" 2>&1 | stamp > "$out") &
 	job=$!
-}
-wait_for() {	# PATTERN FILE [N]
-	for i in $(seq 1 480); do
-		[[ $(grep -cE -- "$1" "$2" 2>/dev/null) -ge ${3:-1} ]] && return 0
-		sleep 0.25
-	done
-	fail "timed out waiting for '$1' in $2"
 }
 # Largest |host - guest| over the GTIME lines after the line matching $2.
 lag() {

@@ -14,15 +14,7 @@ mnt=$VC_T/small
 cleanup_mount() { mountpoint -q "$mnt" && umount "$mnt"; vc_cleanup; }
 trap cleanup_mount EXIT
 
-wait_for() {	# PATTERN FILE [N]
-	for i in $(seq 1 480); do
-		[[ $(grep -cE -- "$1" "$2" 2>/dev/null) -ge ${3:-1} ]] && return 0
-		sleep 0.25
-	done
-	fail "timed out waiting for '$1' in $2"
-}
 
-ctl() { "$VC_BIN/vcluster-ctl" --run-dir "$VC_T/run" "$@"; }
 
 # ---- 1. QEMU killed during a checkpoint --------------------------------
 ck=$VC_T/ck1

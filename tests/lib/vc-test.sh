@@ -55,3 +55,16 @@ assert_nothing_running() {
 		[[ $(ps -o stat= -p "$p" 2>/dev/null) == Z* ]] || echo "$p"; done)
 	[[ -z "$pids" ]] || { ps -o pid,args -p $pids; fail "processes still running after the launcher exited"; }
 }
+
+# wait_for PATTERN FILE [N]: until FILE has N (default 1) lines matching the
+# extended regex, at most 2 minutes.
+wait_for() {
+	for i in $(seq 1 480); do
+		[[ $(grep -cE -- "$1" "$2" 2>/dev/null) -ge ${3:-1} ]] && return 0
+		sleep 0.25
+	done
+	fail "timed out waiting for '$1' in $2"
+}
+
+# vcluster-ctl against this test's run directory.
+ctl() { "$VC_BIN/vcluster-ctl" --run-dir "$VC_T/run" "$@"; }
