@@ -464,6 +464,12 @@ static void resume(struct vccp *v)
 		(unsigned long long)v->epoch,
 		v->decision == DECIDE_COMMIT ? "committed" : "aborted",
 		rq_count(fabric_rq(v->fab)));
+	pr_info("VCCP-RANK epoch=%llu rank=%d pause_unix=%.6f resume_unix=%.6f flush_s=%.3f "
+		"save_s=%.3f wait_s=%.3f bytes=%llu rq_frames=%u",
+		(unsigned long long)v->epoch, v->rank, v->me.t_pause, v->t_resume,
+		v->me.t_marked - v->me.t_pause, v->me.t_saved - v->me.t_marked,
+		v->t_resume - v->me.t_saved, (unsigned long long)(v->me.vm_size + v->me.rq_size),
+		v->me.rq_frames);
 	MPI_Igather(&v->t_resume, 1, MPI_DOUBLE, v->resume_times, 1, MPI_DOUBLE, 0, v->comm,
 		    &v->coll);
 	v->state = V_TIMES;
