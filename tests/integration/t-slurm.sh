@@ -1,0 +1,242 @@
+#!/usr/bin/env bash
+# timeout: 480
+# slurm/vcluster.job under real Slurm daemons (munged, slurmctld, slurmd from
+# Debian's packages), started here on this host with a temporary config and
+# stopped at the end.  A 2-task job (2 VMs, oversubscribed) runs
+# jobs/slurm-traffic.job, a fixed amount of traffic:
+#   A: `scancel --signal=USR1 --batch` -> checkpoint, the job goes on;
+#      `scontrol requeue` kills it; the requeued job restores the checkpoint.
+#   B: SIGUSR1 when the time limit is near (VC_STOP_WITHIN above the time
+#      left) -> checkpoint, shut down, the job requeues itself and restores.
+# Both must log the restore and end with exit 0 and the digests of a plain
+# run of the same job spec without Slurm or checkpoints.
+. "$(dirname "$0")/../lib/vc-test.sh"
+
+if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
+	if [[ $(id -u) -ne 0 ]]; then
+		echo "skip: Slurm and munge are not installed (as root: mk/deps.sh slurm)"
+		exit 77
+	fi
+	"$VC_ROOT/mk/deps.sh" slurm || fail "mk/deps.sh slurm failed"
+fi
+[[ $(id -u) -eq 0 ]] || { echo "skip: the Slurm daemons of this test run as root"; exit 77; }
+
+S=$VC_T/slurm
+mkdir -p "$S/state" "$S/spool"
+# munged wants every folder above its socket searchable by all.
+chmod 711 "$VC_T"
+chmod 755 "$S"
+export SLURM_CONF=$S/slurm.conf
+munged_pid= ctld_pid= slurmd_pid=
+
+# Processes of this test's Slurm: its daemons' children carry SLURM_CONF.
+our_stepds() {
+	local p
+	for p in $(pgrep -x slurmstepd); do
+		grep -qz "^SLURM_CONF=$SLURM_CONF\$" "/proc/$p/environ" 2>/dev/null && echo "$p"
+	done
+}
+
+# Stop everything this test started, in order: jobs, then (once no
+# slurmstepd of ours is left) slurmd, slurmctld, munged, each by its PID.
+slurm_stop() {
+	local i p jobs
+	if [[ -n $ctld_pid ]]; then
+		jobs=$(squeue -h -o %i 2>/dev/null)
+		[[ -n $jobs ]] && scancel --quiet $jobs 2>/dev/null
+		for i in $(seq 1 150); do [[ -z $(our_stepds) ]] && break; sleep 0.2; done
+		[[ -z $(our_stepds) ]] || { echo "slurmstepd still running:"; ps -o pid,args -p $(our_stepds); }
+	fi
+	for p in $slurmd_pid $ctld_pid $munged_pid; do
+		kill -TERM "$p" 2>/dev/null
+		for i in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$p" 2>/dev/null
+		wait "$p" 2>/dev/null
+	done
+	slurmd_pid= ctld_pid= munged_pid=
+}
+
+on_exit() {
+	local rc=$? f
+	slurm_stop
+	if [[ $rc -ne 0 ]]; then
+		for f in "$S"/slurmctld.log "$S"/slurmd.log "$S"/munged.log "$VC_T"/job-*.out; do
+			[[ -e $f ]] || continue
+			echo "==== $f (last 60 lines)"
+			tail -n 60 "$f"
+		done
+	fi
+	vc_cleanup
+}
+trap on_exit EXIT
+
+# Two free TCP ports for slurmctld and slurmd.
+ports=()
+for p in $(shuf -i 20000-60000 -n 40); do
+	ss -Htln "sport = :$p" | grep -q . || ports+=("$p")
+	[[ ${#ports[@]} -eq 2 ]] && break
+done
+
+mungekey --create --keyfile="$S/munge.key" || fail "mungekey failed"
+munged -F --socket="$S/munge.sock" --key-file="$S/munge.key" --pid-file="$S/munged.pid" \
+	--seed-file="$S/munge.seed" --log-file="$S/munged.log" > "$S/munged.out" 2>&1 &
+munged_pid=$!
+for i in $(seq 1 50); do [[ -S $S/munge.sock ]] && break; sleep 0.1; done
+[[ -S $S/munge.sock ]] || fail "munged did not come up"
+
+cat > "$SLURM_CONF" <<EOF
+ClusterName=vctest
+SlurmctldHost=localhost
+SlurmctldPort=${ports[0]}
+SlurmdPort=${ports[1]}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+AuthInfo=socket=$S/munge.sock,cred_expire=5
+CredType=cred/munge
+StateSaveLocation=$S/state
+SlurmdSpoolDir=$S/spool
+SlurmctldPidFile=$S/slurmctld.pid
+SlurmdPidFile=$S/slurmd.pid
+SlurmctldLogFile=$S/slurmctld.log
+SlurmdLogFile=$S/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+SchedulerParameters=sched_interval=1,bf_interval=1
+SlurmdParameters=config_overrides
+JobRequeue=1
+KillWait=10
+MailProg=/bin/true
+ReturnToService=2
+MpiDefault=none
+JobCompType=jobcomp/none
+AccountingStorageType=accounting_storage/none
+NodeName=node1 NodeAddr=127.0.0.1 CPUs=8 State=UNKNOWN
+PartitionName=vc Nodes=node1 Default=YES MaxTime=INFINITE State=UP
+EOF
+slurmctld -D -i > "$S/slurmctld.out" 2>&1 &
+ctld_pid=$!
+slurmd -D -N node1 > "$S/slurmd.out" 2>&1 &
+slurmd_pid=$!
+
+# The reference: the same job spec without Slurm or checkpoints, while the
+# daemons come up.
+ref=$VC_T/ref
+vc_launch 2 "$ref" --job "$VC_ROOT/jobs/slurm-traffic.job" --timeout 300 ||
+	fail "reference run failed: $(tail -n 5 "$ref")"
+rm -rf "$VC_T/run"
+for r in 0 1; do
+	d=$(grep -oE "VCTRAFFIC rank=$r .*digest=[0-9a-f]+ result=PASS" "$ref" | grep -oE 'digest=[0-9a-f]+')
+	[[ -n $d ]] || fail "reference run: no digest of node$r"
+	want[$r]=$d
+done
+grep -oE 'VCTRAFFIC rank=0 .*seconds=[0-9.]+' "$ref"
+
+for i in $(seq 1 150); do
+	[[ $(sinfo -h -n node1 -o %t 2>/dev/null) == idle ]] && break
+	sleep 0.2
+done
+[[ $(sinfo -h -n node1 -o %t 2>/dev/null) == idle ]] ||
+	fail "node1 did not become idle: $(sinfo -N 2>&1)"
+
+job_field() {	# JOB FIELD: one field of scontrol show job
+	scontrol -o show job "$1" 2>/dev/null | grep -oE "(^| )$2=[^ ]*" | cut -d= -f2
+}
+
+wait_for() {	# SECONDS WHAT COMMAND...: poll COMMAND every 0.25 s
+	local n=$(( $1 * 4 )) what=$2 i
+	shift 2
+	for (( i = 0; i < n; i++ )); do "$@" && return 0; sleep 0.25; done
+	fail "waited $(( n / 4 )) s in vain for $what"
+}
+
+# submit NAME [ENV=VALUE...]: sbatch the template with 2 tasks on node1.
+submit() {
+	local name=$1 id
+	shift
+	id=$(env VC_JOB="$VC_ROOT/jobs/slurm-traffic.job" VC_CKPT_ROOT="$VC_T/ckpt" \
+		VC_RUN_ROOT="$VC_T/run" VC_CKPT_INTERVAL=0 "$@" \
+		sbatch --parsable --nodes=1 --ntasks=2 --ntasks-per-node=2 --time=10 \
+		--job-name="vc-$name" --output="$VC_T/job-$name.out" "$VC_ROOT/slurm/vcluster.job") ||
+		fail "sbatch failed"
+	echo "${id%%;*}"
+}
+
+traffic_started() { grep -q 'vcluster-traffic\[1\]: 1 peers' "$1" 2>/dev/null; }
+# The template's line once vcluster-ctl saw the checkpoint commit.
+checkpointed() { grep -qE 'vcluster.job.*: SIGUSR1.*: (checkpoint epoch|no checkpoint)' "$1" 2>/dev/null; }
+job_state_is() { [[ $(job_field "$1" JobState) == "$2" ]]; }
+gone() { ! pgrep -f "$1" >/dev/null; }
+restarted() { [[ $(job_field "$1" Restarts) -ge 1 ]]; }
+finished() { [[ $(job_field "$1" JobState) =~ ^(COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL)$ ]]; }
+
+# check_restored NAME JOB: restart 1 restored epoch 1 and ended with the
+# reference's digests and exit 0.
+check_restored() {
+	local name=$1 job=$2 out=$VC_T/job-$1.out after r got
+	wait_for 200 "job $job ($name) to finish" finished "$job"
+	grep -E 'vcluster.job|VCTRAFFIC|VCCP-|restor|resumed' "$out"
+	[[ $(job_field "$job" JobState) == COMPLETED && $(job_field "$job" ExitCode) == 0:0 ]] ||
+		fail "$name: job $job ended $(job_field "$job" JobState) $(job_field "$job" ExitCode)"
+	[[ $(job_field "$job" Restarts) -eq 1 ]] || fail "$name: $(job_field "$job" Restarts) restarts, expected 1"
+	assert_grep "vcluster.job.*: job $job start 1 on " "$out" 1
+	assert_grep 'vcluster.job.*: restoring from checkpoint latest of ' "$out" 1
+	assert_grep 'restoring epoch 1 from .*/epoch-0*1$' "$out" 1
+	assert_grep 'all 2 VMs resumed from epoch 1' "$out" 1
+	after=$VC_T/$name.after
+	sed -n '/restoring epoch 1 from/,$p' "$out" > "$after"
+	assert_grep 'VCTRAFFIC' "$after" 2
+	for r in 0 1; do
+		got=$(grep -oE "VCTRAFFIC rank=$r .*digest=[0-9a-f]+ result=PASS" "$after" | grep -oE 'digest=[0-9a-f]+')
+		[[ "$got" == "${want[$r]}" ]] ||
+			fail "$name: node$r of the restored job gave '$got', the plain run '${want[$r]}'"
+	done
+	assert_grep 'vcluster.job.*: vcluster-launch exited with status 0$' "$after" 1
+	assert_grep 'vcluster.job.*: job ends with exit status 0$' "$after" 1
+}
+
+# A: checkpoint on USR1, requeue from outside, restore.
+t0=$(date +%s)
+out=$VC_T/job-A.out
+job=$(submit A)
+wait_for 120 "the workload of job $job to start" traffic_started "$out"
+sleep 2
+scancel --signal=USR1 --batch "$job" || fail "scancel --signal=USR1 --batch $job failed"
+wait_for 60 "the checkpoint of job $job" checkpointed "$out"
+assert_grep 'VCCP-CHECKPOINT epoch=1 status=ok' "$out" 1
+assert_grep 'vcluster.job.*: SIGUSR1 \([0-9]+ s left\): checkpoint epoch 1 committed' "$out" 1
+grep -q VCTRAFFIC "$out" && fail "A: the workload ended before the requeue; the test proves nothing"
+scontrol requeue "$job" || fail "scontrol requeue $job failed"
+wait_for 60 "the first run of job $job to stop" gone "$VC_T/run/slurm-$job-r0( |/|\$)"
+assert_grep 'vcluster.job.*: SIGTERM: stopping the virtual cluster; a restart restores: latest' "$out" 1
+assert_no_grep 'VCTRAFFIC' "$out"
+wait_for 60 "job $job to start again" restarted "$job"
+check_restored A "$job"
+assert_no_grep 'VCLUSTER-EXIT rank=[01] status=[1-9]' "$VC_T/A.after"
+echo "ok A: USR1 checkpoint, scontrol requeue, restored and equal to the plain run ($(( $(date +%s) - t0 )) s)"
+
+# B: USR1 near the time limit: checkpoint, shut down, requeue itself.
+t0=$(date +%s)
+out=$VC_T/job-B.out
+job=$(submit B VC_STOP_WITHIN=3600 VC_ARGS="--grace 2")
+wait_for 120 "the workload of job $job to start" traffic_started "$out"
+sleep 2
+scancel --signal=USR1 --batch "$job" || fail "scancel --signal=USR1 --batch $job failed"
+wait_for 60 "the checkpoint of job $job" checkpointed "$out"
+assert_grep 'VCCP-CHECKPOINT epoch=1 status=ok' "$out" 1
+assert_grep 'vcluster.job.*: SIGUSR1, [0-9]+ s before the time limit: checkpoint epoch 1 committed' "$out" 1
+wait_for 60 "the first run of job $job to stop" gone "$VC_T/run/slurm-$job-r0( |/|\$)"
+grep -q VCTRAFFIC.*result=PASS "$out" && fail "B: the workload ended before the shutdown; the test proves nothing"
+assert_grep 'vcluster.job.*: shutting the virtual cluster down to requeue the job' "$out" 1
+assert_grep 'vcluster.job.*: vcluster-launch exited with status 3$' "$out" 1
+assert_grep "vcluster.job.*: stopped after a checkpoint .*; requeueing job $job" "$out" 1
+wait_for 60 "job $job to start again" restarted "$job"
+check_restored B "$job"
+echo "ok B: USR1 near the limit, checkpoint, shutdown, self-requeue, restored and equal ($(( $(date +%s) - t0 )) s)"
+
+[[ -z $(squeue -h 2>/dev/null) ]] || fail "jobs left in the queue: $(squeue)"
+slurm_stop
+assert_nothing_running
+echo "ok: Slurm daemons stopped, nothing left running"
