@@ -7,6 +7,7 @@
 #include "manifest.h"
 #include "qmp.h"
 #include "rq.h"
+#include "vcfmt.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -24,6 +25,8 @@
 #define DECIDE_ABORT	2
 #define QMP_TIMEOUT_MS	10000
 #define POLL_MIGRATE_S	0.02
+/* How long a held VM may take to read what is already on its link. */
+#define SETTLE_MAX_S	0.2
 /* QEMU's default max-bandwidth (128 MiB/s) would cap a paused save. */
 #define SAVE_BANDWIDTH	"1099511627776"
 
@@ -31,6 +34,7 @@ enum vstate {
 	V_IDLE,
 	V_PREPAUSE,	/* test knob: pausing later than the others */
 	V_LATEHOLD,	/* test knob: delivering to the paused VM a while */
+	V_SETTLE,	/* held; the running VM takes what is on its link */
 	V_DRAIN,	/* paused; reading what the VM had written */
 	V_MARKED,	/* markers sent; waiting for everyone's */
 	V_SAVING,	/* QEMU writes the VM state */
@@ -68,7 +72,7 @@ struct vccp {
 	int keep, interval_s, bandwidth_mibs;
 	int test_delay_ms;		/* VC_TEST_PAUSE_DELAY_MS for this rank */
 	int test_late_hold_ms;		/* VC_TEST_LATE_HOLD_MS for this rank */
-	double pause_at, hold_at;
+	double pause_at, hold_at, settle_until;
 	json_t *config;
 	void (*on_resume)(void *ctx);
 	void *ctx;
@@ -91,6 +95,9 @@ struct vccp {
 	double last_end;		/* monotonic, for the interval */
 	double last_progress_log;
 	uint64_t bytes_saved, bytes_total;
+	int save_fd;			/* our read/sync view of the file QEMU writes */
+	uint64_t crc_off;		/* bytes of it already in crc */
+	uint32_t crc;
 	char reason[64];
 	json_t *last;
 	bool ended;
@@ -159,6 +166,7 @@ struct vccp *vccp_create(MPI_Comm comm, struct fabric *f, const struct vccp_opts
 	v->resume_times = calloc((size_t)v->size, sizeof(double));
 	v->req_r = MPI_REQUEST_NULL;
 	v->coll = MPI_REQUEST_NULL;
+	v->save_fd = -1;
 	v->last_end = mono();
 	if (v->rank == 0)
 		v->next_epoch = ckpt_next_epoch(v->dir);
@@ -219,6 +227,7 @@ static void fail(struct vccp *v, int err, const char *fmt, ...)
 /* ---- the epoch, step by step ---------------------------------------- */
 
 static void pause_vm(struct vccp *v);
+static void settle_vm(struct vccp *v);
 
 static void begin_epoch(struct vccp *v)
 {
@@ -236,6 +245,22 @@ static void begin_epoch(struct vccp *v)
 		v->state = V_PREPAUSE;
 		return;
 	}
+	settle_vm(v);
+}
+
+/* Hold first: from now on frames for this VM are part of the checkpoint's
+ * receive queue.  Then let the still running VM read what is already on its
+ * link: a frame there at the cut would be read by QEMU into its own net
+ * queue, which the VM state does not include (see qemu-patches/).  Frames
+ * the VM sends meanwhile are before its cut; its marker follows them. */
+static void settle_vm(struct vccp *v)
+{
+	if (!v->test_late_hold_ms) {
+		fabric_hold(v->fab, true);
+		v->settle_until = mono() + SETTLE_MAX_S;
+		v->state = V_SETTLE;
+		return;
+	}
 	pause_vm(v);
 }
 
@@ -243,10 +268,6 @@ static void pause_vm(struct vccp *v)
 {
 	char why[256];
 
-	/* Hold first: from now on frames for this VM are part of the
-	 * checkpoint's receive queue, not of a VM that no longer runs. */
-	if (!v->test_late_hold_ms)
-		fabric_hold(v->fab, true);
 	if (!v->qmp) {
 		fail(v, -ECHILD, "rank %d: the VM is not running", v->rank);
 	} else if (qmp_exec(v->qmp, "stop", NULL, NULL, QMP_TIMEOUT_MS, why, sizeof(why)) < 0) {
@@ -283,6 +304,9 @@ static void start_save(struct vccp *v)
 		fail(v, -errno, "rank %d: %s: %s", v->rank, v->vm_tmp, strerror(errno));
 		return;
 	}
+	v->save_fd = open(v->vm_tmp, O_RDONLY | O_CLOEXEC);
+	v->crc_off = 0;
+	v->crc = 0;
 	json_int_t bw = v->bandwidth_mibs ? (json_int_t)v->bandwidth_mibs << 20 :
 			(json_int_t)strtoll(SAVE_BANDWIDTH, NULL, 10);
 	r = qmp_exec(v->qmp, "migrate-set-parameters", json_pack("{s:I}", "max-bandwidth", bw),
@@ -297,6 +321,32 @@ static void start_save(struct vccp *v)
 		fail(v, r, "rank %d: starting the VM state save: %s", v->rank, why);
 }
 
+/* Overlap the tail work with QEMU's writing: start writeback of what it has
+ * written (so the final fsync finds little left) and fold into the CRC what
+ * it has finished with.  QEMU writes the stream sequentially in buffers of
+ * tens of KiB and never rewrites, so everything more than `lag` bytes below
+ * the end is final.  At most `budget` bytes per call keep the loop lively. */
+static int crc_catch_up(struct vccp *v, uint64_t lag, uint64_t budget)
+{
+	static uint8_t buf[1 << 20];
+	struct stat st;
+
+	if (v->save_fd < 0 || fstat(v->save_fd, &st) < 0)
+		return -EIO;
+	sync_file_range(v->save_fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+	uint64_t upto = (uint64_t)st.st_size > lag ? (uint64_t)st.st_size - lag : 0;
+	while (v->crc_off < upto && budget) {
+		size_t want = upto - v->crc_off < sizeof(buf) ? upto - v->crc_off : sizeof(buf);
+		ssize_t n = pread(v->save_fd, buf, want, (off_t)v->crc_off);
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		v->crc = vcfmt_crc32c(v->crc, buf, (size_t)n);
+		v->crc_off += (uint64_t)n;
+		budget = budget > (uint64_t)n ? budget - (uint64_t)n : 0;
+	}
+	return 0;
+}
+
 /* 1: finished (ok or failed), 0: still running. */
 static int poll_save(struct vccp *v)
 {
@@ -308,6 +358,7 @@ static int poll_save(struct vccp *v)
 	if (mono() - v->last_poll < POLL_MIGRATE_S)
 		return 0;
 	v->last_poll = mono();
+	crc_catch_up(v, 1 << 20, 64 << 20);
 	if (qmp_exec(v->qmp, "query-migrate", NULL, &st, QMP_TIMEOUT_MS, why, sizeof(why)) < 0) {
 		fail(v, -EIO, "rank %d: query-migrate: %s", v->rank, why);
 		return 1;
@@ -343,18 +394,18 @@ static void finish_save(struct vccp *v)
 
 	if (v->me.status)
 		goto out;
-	/* Durable before it is named: fsync, rename, fsync the directory. */
-	fd = open(v->vm_tmp, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || fsync(fd) < 0) {
-		fail(v, -errno, "rank %d: fsync %s: %s", v->rank, v->vm_tmp, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		goto out;
-	}
-	close(fd);
-	r = ckpt_file_crc(v->vm_tmp, &crc, &size);
+	/* QEMU is done: the rest of the CRC, then durable before it is
+	 * named: fsync, rename, fsync the directory. */
+	r = crc_catch_up(v, 0, UINT64_MAX);
 	if (r < 0) {
 		fail(v, r, "rank %d: reading back %s: %s", v->rank, v->vm_tmp, strerror(-r));
+		goto out;
+	}
+	crc = v->crc;
+	size = v->crc_off;
+	fd = v->save_fd;
+	if (fsync(fd) < 0) {
+		fail(v, -errno, "rank %d: fsync %s: %s", v->rank, v->vm_tmp, strerror(errno));
 		goto out;
 	}
 	if (rename(v->vm_tmp, v->vm_path) < 0) {
@@ -375,6 +426,9 @@ static void finish_save(struct vccp *v)
 	v->me.rq_frames = (uint32_t)rq_count(q);
 	afile_sync_dir_of(v->vm_path);
 out:
+	if (v->save_fd >= 0)
+		close(v->save_fd);
+	v->save_fd = -1;
 	v->me.t_saved = wall();
 	MPI_Igather(&v->me, sizeof(v->me), MPI_BYTE, v->all, sizeof(v->me), MPI_BYTE, 0,
 		    v->comm, &v->coll);
@@ -573,6 +627,15 @@ int vccp_progress(struct vccp *v, bool *busy)
 	case V_PREPAUSE:
 		if (mono() < v->pause_at)
 			return 0;
+		settle_vm(v);
+		*busy = true;
+		return 0;
+	case V_SETTLE:
+		if (fabric_vm_unread(v->fab) > 0 && mono() < v->settle_until)
+			return 0;
+		if (fabric_vm_unread(v->fab) > 0)
+			pr_info("epoch %llu: %d bytes still unread by QEMU at the pause",
+				(unsigned long long)v->epoch, fabric_vm_unread(v->fab));
 		pause_vm(v);
 		*busy = true;
 		return 0;

@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <linux/sockios.h>
 #include <unistd.h>
 
 #define FABRIC_VERSION	1
@@ -699,6 +701,15 @@ void fabric_drain_vm(struct fabric *f, bool drain)
 bool fabric_vm_link_empty(const struct fabric *f)
 {
 	return f->link_empty || f->vm_eof || !f->vm_attached;
+}
+
+int fabric_vm_unread(const struct fabric *f)
+{
+	int n = 0;
+
+	if (!f->vm_attached || f->vm_eof || ioctl(f->vm_fd, SIOCOUTQ, &n) < 0)
+		return 0;
+	return n;
 }
 
 struct rq *fabric_rq(struct fabric *f)

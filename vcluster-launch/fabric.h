@@ -110,6 +110,8 @@ void fabric_detach_vm(struct fabric *f);
 void fabric_hold(struct fabric *f, bool hold);
 void fabric_drain_vm(struct fabric *f, bool drain);
 bool fabric_vm_link_empty(const struct fabric *f);
+/* Bytes written to the VM link that QEMU has not read yet (SIOCOUTQ). */
+int fabric_vm_unread(const struct fabric *f);
 struct rq *fabric_rq(struct fabric *f);
 /* Queue a frame of the rank's own for its VM (behind the receive queue). */
 int fabric_inject(struct fabric *f, const void *frame, uint16_t len);
