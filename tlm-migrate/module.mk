@@ -15,3 +15,12 @@ MSTREAM_TEST_DEPS := tlm-migrate/mstream.c common/vcfmt.c common/log.c
 MSTREAM_TEST_LIBS := -lisal -lpthread
 $(foreach t,addr tcp wire file,$(eval $(call unit_test,test_mstream_$(t),tests/unit/test_mstream_$(t).c $(MSTREAM_TEST_DEPS),$(MSTREAM_TEST_LIBS))))
 $(ASANDIR)/tests/unit/test_mstream_%.o: ALL_CFLAGS += -Itlm-migrate
+
+# The TLM engine: dirty log (patched QEMU), CHK/PS threads, receiver.
+TLM_SRCS := tlm-migrate/main.c tlm-migrate/tlm.c tlm-migrate/dirty.c
+$(BIN)/tlm-migrate: $(call objs,$(TLM_SRCS)) $(MSTREAM_LIB) $(COMMON_LIB)
+	@mkdir -p $(@D)
+	$(CC) -o $@ $^ $(LDLIBS_COMMON)
+
+all: $(BIN)/tlm-migrate
+$(OBJDIR)/tlm-migrate/%.o: ALL_CFLAGS += -Itlm-migrate

@@ -2,9 +2,11 @@
  * that no page ever goes back in time.
  *
  * Every 4 KiB page holds its own index and the number of the pass that last
- * wrote it.  Pass p writes p into every page, then reads every page back:
- * each must hold its index and exactly p.  A page that a migration or a
- * restore brought back stale holds an older pass number and is reported.
+ * wrote it.  Pass p first checks that a page still holds pass p-1 (the
+ * generation can only grow, and nothing else writes it) and writes p into
+ * it, then reads every page back: each must hold its index and exactly p.
+ * A page that a migration or a restore brought back stale holds an older
+ * pass number and is reported, whichever moment the VM was moved at.
  *
  *   VCDIRTY mib=M passes=P pages=N stale=0 bad_index=0 result=PASS
  */
@@ -65,11 +67,25 @@ int main(int argc, char **argv)
 	uint64_t stale = 0, bad_index = 0, pass = 0;
 	double start = vcg_now(), next_report = start + 5;
 
+	printf("VCDIRTY-START mib=%ld pages=%zu\n", mib, npages);
+	fflush(stdout);
+
 	while (!stop && (seconds <= 0 || vcg_now() - start < seconds)) {
 		pass++;
 		double pass_start = vcg_now();
 		for (size_t i = 0; i < npages; i++) {
 			uint64_t *pg = mem + i * (PAGE / 8);
+			if (pass > 1 && (pg[0] != i || pg[1] != pass - 1 ||
+					 pg[PAGE / 8 - 1] != ((pass - 1) ^ i))) {
+				if (pg[0] != i) {
+					if (bad_index++ < 5)
+						printf("vc-dirtier: page %zu holds index %llu before pass %llu\n",
+						       i, (unsigned long long)pg[0], (unsigned long long)pass);
+				} else if (stale++ < 5) {
+					printf("vc-dirtier: page %zu holds pass %llu before pass %llu\n", i,
+					       (unsigned long long)pg[1], (unsigned long long)pass);
+				}
+			}
 			pg[0] = i;
 			pg[1] = pass;
 			pg[PAGE / 8 - 1] = pass ^ i;

@@ -1,0 +1,74 @@
+/* dirty: QEMU's per-epoch dirty log, shared through a file (qemu-patches 0002).
+ *
+ * dirty_start() asks the patched QEMU to track its shared RAM blocks
+ * (x-vc-dirty-log-start), maps the region QEMU fills, and maps each tracked
+ * block's memory read-only through /proc/QEMU_PID/fd/FD, so the engine reads
+ * guest RAM directly.  dirty_sync() closes an epoch (x-vc-dirty-log-sync,
+ * merge mode: QEMU ORs the epoch's pages into the bitmaps and the engine
+ * clears what it consumed with dirty_take_word()).  dirty_stop() ends the
+ * logging; dirty_destroy() unmaps and removes the region file.
+ *
+ * Threads: the QMP handle belongs to whoever calls start/sync/stop, one at a
+ * time; dirty_take_word() may run concurrently with nothing but reads.
+ */
+#ifndef VC_DIRTY_H
+#define VC_DIRTY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct qmp;
+
+#define DIRTY_PAGE_SIZE	4096u
+#define DIRTY_NAME_MAX	64
+
+/* One tracked RAM block. */
+struct dirty_block {
+	char name[DIRTY_NAME_MAX];	/* RAMBlock id, e.g. "mem" */
+	uint64_t length;		/* bytes of guest RAM in the block */
+	uint64_t nr_pages;		/* length / DIRTY_PAGE_SIZE */
+	const uint8_t *mem;		/* read-only mapping of the block */
+	uint64_t *bitmap;		/* in the shared region, nr_words words */
+	uint64_t nr_words;
+};
+
+struct dirty;
+
+/*
+ * Start the dirty log of the QEMU behind q (pid: its process id, for
+ * /proc/PID/fd) with its region at region_path.  Returns a handle, or NULL
+ * with errno set and a reason in why: ENOSYS when QEMU has no
+ * x-vc-dirty-log-start (not the patched build), EIO for another QMP error
+ * (QEMU's text), or the mapping error.
+ */
+struct dirty *dirty_start(struct qmp *q, int pid, const char *region_path,
+			  char *why, size_t whylen);
+
+/* Close an epoch: QEMU ORs the pages written since the last sync into the
+ * bitmaps.  On success returns 0 and the epoch's count of dirty pages in
+ * *pages (may be NULL).  -errno and why on failure. */
+int dirty_sync(struct dirty *d, uint64_t *pages, char *why, size_t whylen);
+
+/* Stop the logging (QMP).  0 or -errno and why.  Idempotent. */
+int dirty_stop(struct dirty *d, char *why, size_t whylen);
+
+/* Unmap everything and remove the region file; NULL is fine.  Does not talk
+ * to QEMU: call dirty_stop() first. */
+void dirty_destroy(struct dirty *d);
+
+int dirty_nr_blocks(const struct dirty *d);
+const struct dirty_block *dirty_block(const struct dirty *d, int i);
+
+/* Take word w of block b's bitmap (64 pages from page w * 64), clearing it. */
+static inline uint64_t dirty_take_word(const struct dirty_block *b, uint64_t w)
+{
+	if (!__atomic_load_n(&b->bitmap[w], __ATOMIC_RELAXED))
+		return 0;
+	return __atomic_exchange_n(&b->bitmap[w], 0, __ATOMIC_ACQ_REL);
+}
+
+/* Count the set bits of every block (pages waiting). */
+uint64_t dirty_count(const struct dirty *d);
+
+#endif

@@ -1,0 +1,250 @@
+/* tlm-migrate: live-migrate a QEMU VM with TLM (source side), or receive
+ * one (--recv).  Usage in --help and tlm-migrate/README.md. */
+#define LOG_PREFIX "tlm-migrate"
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "mstream.h"
+#include "tlm.h"
+
+static const char usage[] =
+"usage: tlm-migrate --qmp SRC.sock --to HOST:PORT[,HOST:PORT...] [options]\n"
+"       tlm-migrate --recv --listen HOST:PORT[,...] --ram FILE --ram-size SIZE\n"
+"                   [--qmp DST.sock] [options]\n"
+"\n"
+"Thread-based live migration (TLM) of a QEMU VM whose RAM is a shared memory\n"
+"backend (memory-backend-memfd or -file, share=on, -machine memory-backend=ID),\n"
+"run by the patched QEMU (make qemu: build/qemu/bin/qemu-system-x86_64).\n"
+"A checkpoint thread sends all guest RAM once while a page-saver thread\n"
+"resends, every epoch, the pages the guest dirtied; then the VM is stopped,\n"
+"the last dirty pages are sent, and QEMU's own migration (x-ignore-shared)\n"
+"moves the device state to the destination QEMU.\n"
+"\n"
+"Source (default):\n"
+"  --qmp PATH         QMP socket of the running source QEMU\n"
+"  --to LIST          receiver address(es); stream i goes to entry i %% count\n"
+"  --streams N        parallel TCP streams, 1..64 (default 4)\n"
+"  --epoch-ms MS      page-saver period (default 100)\n"
+"  --chunk-pages N    pages per chunk, 1..1024 (default 64)\n"
+"  --qemu-port P      port of the destination QEMU's migrate-incoming, on the\n"
+"                     host of the first --to entry (default: its port + 100)\n"
+"  --no-zero-skip     send all-zero pages in the full pass too\n"
+"  --timeout S        bound for connecting and for QEMU's migration (default 60)\n"
+"  --quiet            no progress lines\n"
+"Receiver (--recv):\n"
+"  --listen LIST      addresses to listen on (HOST:PORT[,...]; port 0 ephemeral)\n"
+"  --streams N        must equal the source's (default 4)\n"
+"  --ram FILE         the destination QEMU's RAM file (mem-path of its\n"
+"                     memory-backend-file, share=on): created fresh here, so\n"
+"                     start the destination QEMU after this prints 'listening'\n"
+"  --ram-size SIZE    guest RAM size (bytes, or with K/M/G suffix)\n"
+"  --qmp PATH         destination QEMU (started with -incoming defer); it gets\n"
+"                     x-ignore-shared, migrate-incoming tcp:HOST:QEMU_PORT, and\n"
+"                     cont once everything arrived\n"
+"  --qemu-port P      as on the source (default: first listen port + 100)\n"
+"  --no-resume        leave the destination paused\n"
+"  --timeout S        bound for accepting and for QEMU's migration (default 60)\n"
+"\n"
+"Output: progress lines on stderr; last, one line on stdout:\n"
+"  TLM-SUMMARY result=ok total_s=.. downtime_s=.. qemu_downtime_ms=.. bytes=..\n"
+"    epochs=.. pages_chk=.. pages_zero=.. pages_resent=.. pages_final=..\n"
+"    streams=N ram_bytes=.. crc32c=0x.. rate_mbps=..\n"
+"  TLM-RECV-SUMMARY result=ok downtime_s=.. bytes=.. pages_applied=..\n"
+"    pages_older=.. streams=N crc32c=0x..\n"
+"or result=fail with reason=\"...\" (exit status 1; the source VM keeps\n"
+"running).  Exit status 2: bad arguments.\n";
+
+static int parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return -EINVAL;
+	switch (*end) {
+	case 'k': case 'K': v <<= 10; end++; break;
+	case 'm': case 'M': v <<= 20; end++; break;
+	case 'g': case 'G': v <<= 30; end++; break;
+	default: break;
+	}
+	if (*end || !v || v % 4096)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+static int parse_int(const char *s, int lo, int hi, int *out)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < lo || v > hi)
+		return -EINVAL;
+	*out = (int)v;
+	return 0;
+}
+
+static void say_ready(void *arg)
+{
+	const char *what = arg;
+	printf("tlm-recv: listening on %s\n", what);
+	fflush(stdout);
+}
+
+static void fail_line(const char *summary, const char *why)
+{
+	printf("%s result=fail reason=\"%s\"\n", summary, why);
+	fflush(stdout);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option lopts[] = {
+		{ "qmp", required_argument, 0, 'q' }, { "to", required_argument, 0, 't' },
+		{ "streams", required_argument, 0, 'n' }, { "epoch-ms", required_argument, 0, 'e' },
+		{ "chunk-pages", required_argument, 0, 'c' }, { "qemu-port", required_argument, 0, 'p' },
+		{ "no-zero-skip", no_argument, 0, 'z' }, { "timeout", required_argument, 0, 'T' },
+		{ "quiet", no_argument, 0, 'Q' }, { "recv", no_argument, 0, 'R' },
+		{ "listen", required_argument, 0, 'l' }, { "ram", required_argument, 0, 'r' },
+		{ "ram-size", required_argument, 0, 's' }, { "no-resume", no_argument, 0, 'N' },
+		{ "help", no_argument, 0, 'h' }, { "version", no_argument, 0, 'V' }, { 0 }
+	};
+	const char *qmp = NULL, *to = NULL, *listen = NULL, *ram = NULL;
+	int streams = 4, epoch_ms = 100, chunk = 64, qport = -1, timeout = 60;
+	bool recv = false, zero_skip = true, quiet = false, no_resume = false;
+	uint64_t ram_size = 0;
+	char err[512], uri[300];
+	int c;
+
+	log_init("tlm-migrate", -1);
+	while ((c = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
+		int bad = 0;
+		switch (c) {
+		case 'q': qmp = optarg; break;
+		case 't': to = optarg; break;
+		case 'n': bad = parse_int(optarg, 1, MSTREAM_MAX_STREAMS, &streams); break;
+		case 'e': bad = parse_int(optarg, 1, 60000, &epoch_ms); break;
+		case 'c': bad = parse_int(optarg, 1, 1024, &chunk); break;
+		case 'p': bad = parse_int(optarg, 1, 65535, &qport); break;
+		case 'T': bad = parse_int(optarg, 1, 86400, &timeout); break;
+		case 'z': zero_skip = false; break;
+		case 'Q': quiet = true; break;
+		case 'R': recv = true; break;
+		case 'l': listen = optarg; break;
+		case 'r': ram = optarg; break;
+		case 's': bad = parse_size(optarg, &ram_size); break;
+		case 'N': no_resume = true; break;
+		case 'h': fputs(usage, stdout); return 0;
+		case 'V': printf("tlm-migrate %s (TLM wire %d, mstream wire %d)\n", VC_VERSION,
+				 TLM_WIRE_VERSION, MSTREAM_WIRE_VERSION); return 0;
+		default: fputs("tlm-migrate: see --help\n", stderr); return 2;
+		}
+		if (bad) {
+			const char *name = "?";
+			for (const struct option *o = lopts; o->name; o++)
+				if (o->val == c)
+					name = o->name;
+			fprintf(stderr, "tlm-migrate: bad value \"%s\" for --%s (expected %s)\n",
+				optarg, name, c == 's' ? "a multiple of 4096 bytes, e.g. 256M" :
+				"a number in range, see --help");
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "tlm-migrate: unexpected argument \"%s\" (see --help)\n", argv[optind]);
+		return 2;
+	}
+
+	struct mstream_addr *addrs = NULL;
+	int naddrs = 0;
+	if (!recv) {
+		if (!qmp || !to) {
+			fprintf(stderr, "tlm-migrate: --qmp and --to are required (see --help)\n");
+			return 2;
+		}
+		if (mstream_addrs_parse(to, &addrs, &naddrs, err, sizeof(err))) {
+			fprintf(stderr, "tlm-migrate: --to: %s\n", err);
+			return 2;
+		}
+		if (naddrs > streams) {
+			fprintf(stderr, "tlm-migrate: --to has %d addresses for %d streams\n", naddrs, streams);
+			return 2;
+		}
+		int p = qport > 0 ? qport : addrs[0].port + 100;
+		if (p > 65535) {
+			fprintf(stderr, "tlm-migrate: no default --qemu-port above %u; give one\n", addrs[0].port);
+			return 2;
+		}
+		snprintf(uri, sizeof(uri), strchr(addrs[0].host, ':') ? "tcp:[%s]:%d" : "tcp:%s:%d",
+			 addrs[0].host, p);
+		struct tlm_src_opts o = {
+			.qmp_path = qmp, .to = addrs, .nto = naddrs, .nstreams = streams,
+			.epoch_ms = epoch_ms, .chunk_pages = chunk, .qemu_uri = uri,
+			.zero_skip = zero_skip, .quiet = quiet, .timeout_ms = timeout * 1000,
+		};
+		struct tlm_src_result r;
+		int rc = tlm_migrate(&o, &r, err, sizeof(err));
+		free(addrs);
+		if (rc) {
+			fprintf(stderr, "tlm-migrate: %s; the source VM keeps running\n", err);
+			fail_line("TLM-SUMMARY", err);
+			return 1;
+		}
+		printf("TLM-SUMMARY result=ok total_s=%.3f downtime_s=%.3f qemu_downtime_ms=%" PRId64
+		       " stage2_s=%.3f bytes=%" PRIu64 " epochs=%" PRIu64 " pages_chk=%" PRIu64
+		       " pages_zero=%" PRIu64 " pages_resent=%" PRIu64 " pages_final=%" PRIu64
+		       " streams=%d ram_bytes=%" PRIu64 " crc32c=0x%08x rate_mbps=%.1f\n",
+		       r.total_s, r.downtime_s, r.qemu_downtime_ms, r.stage2_s, r.bytes, r.epochs,
+		       r.pages_chk, r.pages_zero, r.pages_resent, r.pages_final, r.streams,
+		       r.ram_bytes, r.crc, (double)r.bytes * 8 / 1e6 / r.total_s);
+		return 0;
+	}
+
+	if (!listen || !ram || !ram_size) {
+		fprintf(stderr, "tlm-migrate: --recv needs --listen, --ram and --ram-size (see --help)\n");
+		return 2;
+	}
+	if (mstream_addrs_parse(listen, &addrs, &naddrs, err, sizeof(err))) {
+		fprintf(stderr, "tlm-migrate: --listen: %s\n", err);
+		return 2;
+	}
+	if (naddrs > streams) {
+		fprintf(stderr, "tlm-migrate: --listen has %d addresses for %d streams\n", naddrs, streams);
+		return 2;
+	}
+	int p = qport > 0 ? qport : addrs[0].port + 100;
+	if (qmp && (qport <= 0 && (addrs[0].port == 0 || p > 65535))) {
+		fprintf(stderr, "tlm-migrate: give --qemu-port (no default from port %u)\n", addrs[0].port);
+		return 2;
+	}
+	snprintf(uri, sizeof(uri), strchr(addrs[0].host, ':') ? "tcp:[%s]:%d" : "tcp:%s:%d",
+		 addrs[0].host, p);
+	if (tlm_ram_file_create(ram, ram_size, err, sizeof(err))) {
+		fprintf(stderr, "tlm-migrate: %s\n", err);
+		free(addrs);
+		return 1;
+	}
+	struct tlm_dst_opts o = {
+		.listen = addrs, .nlisten = naddrs, .nstreams = streams, .ram_path = ram,
+		.ram_size = ram_size, .qmp_path = qmp, .qemu_uri = uri,
+		.timeout_ms = timeout * 1000, .no_resume = no_resume,
+	};
+	struct tlm_dst_result r;
+	int rc = tlm_receive(&o, &r, say_ready, (void *)listen, err, sizeof(err));
+	free(addrs);
+	if (rc) {
+		fprintf(stderr, "tlm-migrate --recv: %s\n", err);
+		fail_line("TLM-RECV-SUMMARY", err);
+		return 1;
+	}
+	printf("TLM-RECV-SUMMARY result=ok downtime_s=%.3f bytes=%" PRIu64 " pages_applied=%" PRIu64
+	       " pages_older=%" PRIu64 " streams=%d crc32c=0x%08x\n", r.downtime_s, r.bytes,
+	       r.pages_applied, r.pages_older, r.streams, r.crc);
+	return 0;
+}

@@ -1,0 +1,892 @@
+/* tlm: the TLM source engine (CHK and PS threads, stage 3) and the
+ * destination receiver.  See tlm.h and README.md. */
+#define LOG_PREFIX "tlm"
+#include "tlm.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dirty.h"
+#include "log.h"
+#include "qmp.h"
+#include "vcfmt.h"
+
+#define PAGE		DIRTY_PAGE_SIZE
+#define QMP_MS		30000
+#define NLOCKS		1024
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static uint64_t realtime_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* CRC32C of a RAM image, in pieces (the CRC takes an int length). */
+static uint32_t ram_crc(const uint8_t *p, uint64_t len)
+{
+	uint32_t crc = 0;
+
+	for (uint64_t off = 0; off < len; off += 64u << 20) {
+		uint64_t n = len - off < (64u << 20) ? len - off : (64u << 20);
+		crc = vcfmt_crc32c(crc, p + off, n);
+	}
+	return crc;
+}
+
+static bool page_is_zero(const uint8_t *p)
+{
+	const uint64_t *w = (const uint64_t *)p;
+
+	for (size_t i = 0; i < PAGE / 8; i += 4)
+		if (w[i] | w[i + 1] | w[i + 2] | w[i + 3])
+			return false;
+	return true;
+}
+
+/* ---- source ------------------------------------------------------------ */
+
+struct tlm_src {
+	/* set at creation */
+	const struct tlm_src_opts *o;
+	struct qmp *q;			/* PS owns it during stage 2, main after */
+	struct dirty *d;
+	const struct dirty_block *b;
+	struct mstream *ms;
+	/* shared, atomic */
+	atomic_uint_fast64_t version;	/* last version handed out */
+	atomic_uint_fast64_t chk_pos;	/* end of the chunk CHK has started */
+	atomic_int ps_quit;
+	atomic_int failed;
+	atomic_uint_fast64_t pages_chk, pages_zero, pages_resent, pages_final;
+	atomic_uint_fast64_t epochs, last_epoch_dirty, last_epoch_resent;
+	/* first error, under lock */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;		/* PS sleeps on it; ps_quit wakes it */
+	int err;
+	char why[512];
+};
+
+/* Keep the first error and stop the streams (one stop path). */
+static void src_fail(struct tlm_src *s, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void src_fail(struct tlm_src *s, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	pthread_mutex_lock(&s->lock);
+	if (!s->err) {
+		s->err = err;
+		va_start(ap, fmt);
+		vsnprintf(s->why, sizeof(s->why), fmt, ap);
+		va_end(ap);
+	}
+	atomic_store(&s->failed, 1);
+	atomic_store(&s->ps_quit, 1);
+	pthread_cond_broadcast(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+	mstream_stop(s->ms);
+}
+
+/* The streams' error, as one phrase. */
+static void src_stream_fail(struct tlm_src *s, int err)
+{
+	char txt[400];
+
+	if (mstream_error(s->ms, txt, sizeof(txt)) == 0 || !txt[0])
+		snprintf(txt, sizeof(txt), "%s", strerror(-err));
+	src_fail(s, err, "lost the destination: %s", txt);
+}
+
+/* A batch of pages being gathered by one thread. */
+struct batch {
+	uint32_t idx[1024];
+	int n;
+};
+
+/* Take a fresh version, then read and send the pages of the batch.  The
+ * version is taken before the contents are read: that is what makes the
+ * highest version the newest content. */
+static int src_send_batch(struct tlm_src *s, struct batch *bt)
+{
+	if (!bt->n)
+		return 0;
+	size_t len = TLM_PAGES_HDR + (size_t)bt->n * 4 + (size_t)bt->n * PAGE;
+	uint8_t *buf = malloc(len);
+	if (!buf) {
+		src_fail(s, -ENOMEM, "out of memory for a %zu-byte chunk", len);
+		return -ENOMEM;
+	}
+	uint64_t ver = atomic_fetch_add(&s->version, 1) + 1;
+	vcfmt_put_be32(buf, 0);
+	vcfmt_put_be32(buf + 4, (uint32_t)bt->n);
+	vcfmt_put_be64(buf + 8, ver);
+	vcfmt_put_be64(buf + 16, 0);
+	uint8_t *data = buf + TLM_PAGES_HDR + (size_t)bt->n * 4;
+	for (int i = 0; i < bt->n; i++) {
+		vcfmt_put_be32(buf + TLM_PAGES_HDR + i * 4, bt->idx[i]);
+		memcpy(data + (size_t)i * PAGE, s->b->mem + (uint64_t)bt->idx[i] * PAGE, PAGE);
+	}
+	bt->n = 0;
+	int err = mstream_send_buf(s->ms, TLM_T_PAGES, ver, buf, len);
+	if (err)
+		src_stream_fail(s, err);
+	return err;
+}
+
+/* CHK: every page once, in chunks.  chk_pos moves to the end of a chunk
+ * before its version is taken and its pages read, so PS treats the pages of
+ * the chunk being read as sent (duplicates are harmless). */
+static void *src_chk_thread(void *arg)
+{
+	struct tlm_src *s = arg;
+	uint64_t nr = s->b->nr_pages, step = (uint64_t)s->o->chunk_pages;
+
+	for (uint64_t p = 0; p < nr && !atomic_load(&s->failed); p += step) {
+		uint64_t end = p + step < nr ? p + step : nr;
+		atomic_store(&s->chk_pos, end);
+		size_t len = TLM_PAGES_HDR + (size_t)(end - p) * (4 + PAGE);
+		uint8_t *buf = malloc(len);
+		if (!buf) {
+			src_fail(s, -ENOMEM, "out of memory for a %zu-byte chunk", len);
+			break;
+		}
+		uint64_t ver = atomic_fetch_add(&s->version, 1) + 1;
+		int n = 0;
+		uint8_t *data = buf + TLM_PAGES_HDR + (size_t)(end - p) * 4;
+		for (uint64_t pg = p; pg < end; pg++) {
+			const uint8_t *src = s->b->mem + pg * PAGE;
+			if (s->o->zero_skip && page_is_zero(src)) {
+				atomic_fetch_add(&s->pages_zero, 1);
+				continue;
+			}
+			vcfmt_put_be32(buf + TLM_PAGES_HDR + n * 4, (uint32_t)pg);
+			memcpy(data + (size_t)n * PAGE, src, PAGE);
+			n++;
+		}
+		if (!n) {
+			free(buf);
+			continue;
+		}
+		/* Close the gap left by skipped pages between index list and data. */
+		if ((uint64_t)n < end - p)
+			memmove(buf + TLM_PAGES_HDR + n * 4, data, (size_t)n * PAGE);
+		vcfmt_put_be32(buf, 0);
+		vcfmt_put_be32(buf + 4, (uint32_t)n);
+		vcfmt_put_be64(buf + 8, ver);
+		vcfmt_put_be64(buf + 16, 0);
+		len = TLM_PAGES_HDR + (size_t)n * (4 + PAGE);
+		int err = mstream_send_buf(s->ms, TLM_T_PAGES, ver, buf, len);
+		if (err) {
+			src_stream_fail(s, err);
+			break;
+		}
+		atomic_fetch_add(&s->pages_chk, (uint64_t)n);
+	}
+	return NULL;
+}
+
+/* Send the dirty pages of the bitmap below limit (pages at or above it are
+ * still ahead of CHK, which will read them after this sync: dropped).
+ * Stops between words when *quit is set; bits not taken stay for the next
+ * sync.  Returns the pages sent, or -errno. */
+static int64_t src_send_dirty(struct tlm_src *s, uint64_t limit, atomic_int *quit)
+{
+	const struct dirty_block *b = s->b;
+	struct batch bt = { .n = 0 };
+	int64_t sent = 0;
+	int cap = s->o->chunk_pages;
+
+	for (uint64_t w = 0; w < b->nr_words; w++) {
+		if (quit && atomic_load(quit))
+			break;
+		uint64_t x = dirty_take_word(b, w);
+		while (x) {
+			uint64_t pg = w * 64 + (uint64_t)__builtin_ctzll(x);
+			x &= x - 1;
+			if (pg >= limit || pg >= b->nr_pages)
+				continue;
+			bt.idx[bt.n++] = (uint32_t)pg;
+			sent++;
+			if (bt.n == cap && src_send_batch(s, &bt))
+				return -1;
+		}
+	}
+	if (src_send_batch(s, &bt))
+		return -1;
+	return sent;
+}
+
+/* PS: wake every epoch, sync, resend what CHK has already passed. */
+static void *src_ps_thread(void *arg)
+{
+	struct tlm_src *s = arg;
+	double next = now_s() + s->o->epoch_ms / 1000.0;
+	char why[512];
+
+	while (!atomic_load(&s->ps_quit)) {
+		pthread_mutex_lock(&s->lock);
+		while (!atomic_load(&s->ps_quit) && now_s() < next) {
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			double wait = next - now_s();
+			ts.tv_sec += (time_t)wait;
+			ts.tv_nsec += (long)((wait - (double)(time_t)wait) * 1e9);
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			pthread_cond_timedwait(&s->cond, &s->lock, &ts);
+		}
+		pthread_mutex_unlock(&s->lock);
+		if (atomic_load(&s->ps_quit))
+			break;
+		double t = now_s();
+		next = next + s->o->epoch_ms / 1000.0 > t ? next + s->o->epoch_ms / 1000.0
+							   : t + s->o->epoch_ms / 1000.0;
+		uint64_t dirty;
+		int err = dirty_sync(s->d, &dirty, why, sizeof(why));
+		if (err) {
+			src_fail(s, err, "%s", why);
+			break;
+		}
+		uint64_t limit = atomic_load(&s->chk_pos);
+		int64_t sent = src_send_dirty(s, limit, &s->ps_quit);
+		if (sent < 0)
+			break;
+		atomic_fetch_add(&s->epochs, 1);
+		atomic_fetch_add(&s->pages_resent, (uint64_t)sent);
+		atomic_store(&s->last_epoch_dirty, dirty);
+		atomic_store(&s->last_epoch_resent, (uint64_t)sent);
+	}
+	return NULL;
+}
+
+static uint64_t src_bytes(struct tlm_src *s)
+{
+	uint64_t n = 0;
+	struct mstream_stats st;
+
+	for (int i = 0; i < s->o->nstreams; i++)
+		if (mstream_stats(s->ms, i, &st) == 0)
+			n += st.bytes;
+	return n;
+}
+
+/* The pid of the QEMU at the other end of the QMP socket. */
+static int qmp_peer_pid(struct qmp *q)
+{
+	struct ucred cr;
+	socklen_t len = sizeof(cr);
+
+	if (getsockopt(qmp_fd(q), SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
+		return -errno;
+	return cr.pid;
+}
+
+static int qmp_simple(struct qmp *q, const char *cmd, json_t *args, char *why, size_t whylen)
+{
+	char qwhy[400];
+	int err = qmp_exec(q, cmd, args, NULL, QMP_MS, qwhy, sizeof(qwhy));
+
+	if (err)
+		snprintf(why, whylen, "%s: %s", cmd, err == -EIO ? qwhy : strerror(-err));
+	return err;
+}
+
+static int qmp_ignore_shared(struct qmp *q, char *why, size_t whylen)
+{
+	int err = qmp_simple(q, "migrate-set-capabilities",
+			     json_pack("{s:[{s:s,s:b}]}", "capabilities", "capability",
+				       "x-ignore-shared", "state", 1), why, whylen);
+	if (err)
+		return err;
+	/* The non-shared blocks and device state are small; do not let the
+	 * default 32 MiB/s cap stretch the downtime. */
+	return qmp_simple(q, "migrate-set-parameters",
+			  json_pack("{s:I}", "max-bandwidth", (json_int_t)1 << 40), why, whylen);
+}
+
+/* The run state of a QEMU ("running", "paused", "inmigrate", ...). */
+static int qmp_status(struct qmp *q, char *status, size_t len, char *why, size_t whylen)
+{
+	json_t *reply = NULL;
+	char qwhy[400];
+	int err = qmp_exec(q, "query-status", NULL, &reply, QMP_MS, qwhy, sizeof(qwhy));
+
+	if (err) {
+		snprintf(why, whylen, "query-status: %s", err == -EIO ? qwhy : strerror(-err));
+		return err;
+	}
+	const char *st = json_string_value(json_object_get(reply, "status"));
+	snprintf(status, len, "%s", st ? st : "?");
+	json_decref(reply);
+	return 0;
+}
+
+/* Poll query-migrate until completed or failed.  Returns 0 when completed,
+ * with QEMU's downtime figure in *downtime_ms (may be NULL). */
+static int qmp_wait_migration(struct qmp *q, int timeout_ms, int64_t *downtime_ms,
+			      char *why, size_t whylen)
+{
+	double end = now_s() + timeout_ms / 1000.0;
+	char qwhy[400];
+
+	for (;;) {
+		json_t *reply = NULL;
+		int err = qmp_exec(q, "query-migrate", NULL, &reply, QMP_MS, qwhy, sizeof(qwhy));
+		if (err) {
+			snprintf(why, whylen, "query-migrate: %s", err == -EIO ? qwhy : strerror(-err));
+			return err;
+		}
+		const char *st = json_string_value(json_object_get(reply, "status"));
+		if (st && !strcmp(st, "completed")) {
+			if (downtime_ms)
+				*downtime_ms = json_integer_value(json_object_get(reply, "downtime"));
+			json_decref(reply);
+			return 0;
+		}
+		if (st && (!strcmp(st, "failed") || !strcmp(st, "cancelled"))) {
+			const char *e = json_string_value(json_object_get(reply, "error-desc"));
+			snprintf(why, whylen, "QEMU migration %s%s%s", st, e ? ": " : "", e ? e : "");
+			json_decref(reply);
+			return -EIO;
+		}
+		json_decref(reply);
+		if (now_s() > end) {
+			snprintf(why, whylen, "QEMU migration not completed within %d ms (status %s)",
+				 timeout_ms, st ? st : "none");
+			return -ETIMEDOUT;
+		}
+		usleep(2000);
+	}
+}
+
+static void src_progress(struct tlm_src *s, double t0, double *last_t, uint64_t *last_b)
+{
+	double t = now_s();
+	uint64_t bytes = src_bytes(s);
+	double rate = (double)(bytes - *last_b) / (t - *last_t) / 1e6;
+
+	fprintf(stderr, "tlm: %6.1f s  chk %3.0f%%  sent %8.1f MiB  %7.1f MB/s  epoch %llu: %llu dirty, %llu resent\n",
+		t - t0, 100.0 * (double)atomic_load(&s->chk_pos) / (double)s->b->nr_pages,
+		(double)bytes / 1048576.0, rate, (unsigned long long)atomic_load(&s->epochs),
+		(unsigned long long)atomic_load(&s->last_epoch_dirty),
+		(unsigned long long)atomic_load(&s->last_epoch_resent));
+	*last_t = t;
+	*last_b = bytes;
+}
+
+int tlm_migrate(const struct tlm_src_opts *o, struct tlm_src_result *r, char *why,
+		size_t whylen)
+{
+	struct tlm_src s = { .o = o };
+	struct mstream_opts mo = {
+		.nstreams = o->nstreams,
+		.timeout_ms = o->timeout_ms,
+		.max_chunk = (uint32_t)(TLM_PAGES_HDR + o->chunk_pages * (4 + PAGE)),
+	};
+	pthread_t chk, ps;
+	bool chk_started = false, ps_started = false, vm_stopped = false, migrating = false;
+	char path[128], qwhy[512];
+	double t0 = now_s(), t_stop = 0;
+	int err;
+
+	memset(r, 0, sizeof(*r));
+	pthread_mutex_init(&s.lock, NULL);
+	pthread_cond_init(&s.cond, NULL);
+	s.q = qmp_connect(o->qmp_path, 5000, qwhy, sizeof(qwhy));
+	if (!s.q) {
+		snprintf(why, whylen, "%s: %s", o->qmp_path, qwhy);
+		return -errno;
+	}
+	char status[32];
+	err = qmp_status(s.q, status, sizeof(status), why, whylen);
+	if (err)
+		goto out_qmp;
+	if (strcmp(status, "running")) {
+		snprintf(why, whylen, "the source VM is %s, not running", status);
+		err = -EINVAL;
+		goto out_qmp;
+	}
+	int pid = qmp_peer_pid(s.q);
+	if (pid < 0) {
+		err = pid;
+		snprintf(why, whylen, "cannot find QEMU's pid: %s", strerror(-pid));
+		goto out_qmp;
+	}
+
+	/* Stage 1: streams, capability, dirty log (before CHK reads anything). */
+	s.ms = mstream_create(&mo);
+	if (!s.ms) {
+		err = -errno;
+		snprintf(why, whylen, "mstream: %s", strerror(errno));
+		goto out_qmp;
+	}
+	err = mstream_connect(s.ms, o->to, o->nto);
+	if (err) {
+		mstream_error(s.ms, qwhy, sizeof(qwhy));
+		snprintf(why, whylen, "cannot open %d streams to %s:%u: %s", o->nstreams,
+			 o->to[0].host, o->to[0].port, qwhy[0] ? qwhy : strerror(-err));
+		goto out_ms;
+	}
+	err = qmp_ignore_shared(s.q, why, whylen);
+	if (err)
+		goto out_ms;
+	snprintf(path, sizeof(path), "/dev/shm/tlm-dirty-%d-%d", (int)getpid(), pid);
+	s.d = dirty_start(s.q, pid, path, why, whylen);
+	if (!s.d) {
+		err = -errno;
+		goto out_ms;
+	}
+	if (dirty_nr_blocks(s.d) != 1) {
+		snprintf(why, whylen, "%d shared RAM blocks; tlm-migrate handles exactly one (-machine memory-backend=ID)",
+			 dirty_nr_blocks(s.d));
+		err = -ENOTSUP;
+		goto out_dirty;
+	}
+	s.b = dirty_block(s.d, 0);
+	r->ram_bytes = s.b->length;
+	r->streams = o->nstreams;
+
+	uint8_t setup[TLM_SETUP_LEN] = { 0 };
+	vcfmt_put_be32(setup, TLM_WIRE_VERSION);
+	vcfmt_put_be32(setup + 4, 1);
+	vcfmt_put_be32(setup + 8, PAGE);
+	vcfmt_put_be64(setup + 16, s.b->length);
+	memcpy(setup + 32, s.b->name, strnlen(s.b->name, 63));
+	err = mstream_send_all(s.ms, TLM_T_SETUP, 0, setup, sizeof(setup));
+	if (err) {
+		src_stream_fail(&s, err);
+		goto out_fail;
+	}
+
+	/* Stage 2: CHK and PS. */
+	if (!o->quiet)
+		fprintf(stderr, "tlm: %s (%llu MiB) to %s:%u over %d stream%s, epoch %d ms\n",
+			s.b->name, (unsigned long long)(s.b->length >> 20), o->to[0].host,
+			o->to[0].port, o->nstreams, o->nstreams > 1 ? "s" : "", o->epoch_ms);
+	if (pthread_create(&ps, NULL, src_ps_thread, &s)) {
+		src_fail(&s, -EAGAIN, "cannot start the page-saver thread");
+		goto out_fail;
+	}
+	ps_started = true;
+	if (pthread_create(&chk, NULL, src_chk_thread, &s)) {
+		src_fail(&s, -EAGAIN, "cannot start the checkpoint thread");
+		goto out_fail;
+	}
+	chk_started = true;
+	double last_t = now_s(), t_print = last_t + 1;
+	uint64_t last_b = 0;
+	for (;;) {
+		struct timespec ts = { 0, 50 * 1000000 };
+		nanosleep(&ts, NULL);
+		if (pthread_tryjoin_np(chk, NULL) == 0) {
+			chk_started = false;
+			break;
+		}
+		if (!o->quiet && now_s() >= t_print) {
+			src_progress(&s, t0, &last_t, &last_b);
+			t_print += 1;
+		}
+	}
+	atomic_store(&s.ps_quit, 1);
+	pthread_mutex_lock(&s.lock);
+	pthread_cond_broadcast(&s.cond);
+	pthread_mutex_unlock(&s.lock);
+	pthread_join(ps, NULL);
+	ps_started = false;
+	if (atomic_load(&s.failed))
+		goto out_fail;
+	r->stage2_s = now_s() - t0;
+
+	/* Stage 3: stop, last sync, what is still dirty, end of streams. */
+	t_stop = now_s();
+	uint64_t stop_ns = realtime_ns();
+	err = qmp_simple(s.q, "stop", NULL, qwhy, sizeof(qwhy));
+	if (err) {
+		src_fail(&s, err, "%s", qwhy);
+		goto out_fail;
+	}
+	vm_stopped = true;
+	err = dirty_sync(s.d, NULL, qwhy, sizeof(qwhy));
+	if (err) {
+		src_fail(&s, err, "%s", qwhy);
+		goto out_fail;
+	}
+	int64_t fin = src_send_dirty(&s, UINT64_MAX, NULL);
+	if (fin < 0)
+		goto out_fail;
+	atomic_store(&s.pages_final, (uint64_t)fin);
+	uint8_t stopmsg[TLM_STOP_LEN] = { 0 };
+	vcfmt_put_be64(stopmsg, stop_ns);
+	vcfmt_put_be64(stopmsg + 8, (uint64_t)fin);
+	err = mstream_send_all(s.ms, TLM_T_STOP, 1, stopmsg, sizeof(stopmsg));
+	if (err) {
+		src_stream_fail(&s, err);
+		goto out_fail;
+	}
+	err = mstream_finish(s.ms);
+	if (err) {
+		src_stream_fail(&s, err);
+		goto out_fail;
+	}
+	r->bytes = src_bytes(&s);
+
+	/* Device state and the small non-shared blocks: QEMU's migration. */
+	migrating = true;
+	err = qmp_simple(s.q, "migrate", json_pack("{s:s}", "uri", o->qemu_uri), qwhy, sizeof(qwhy));
+	if (!err)
+		err = qmp_wait_migration(s.q, o->timeout_ms, &r->qemu_downtime_ms, qwhy, sizeof(qwhy));
+	if (err) {
+		src_fail(&s, err, "device state to %s: %s", o->qemu_uri, qwhy);
+		goto out_fail;
+	}
+	double t_done = now_s();
+	r->downtime_s = t_done - t_stop;
+	/* Guest RAM at the stop: the source stays stopped after migrating, so
+	 * the checksum is taken off the downtime path. */
+	r->crc = ram_crc(s.b->mem, s.b->length);
+	r->total_s = t_done - t0;
+	r->epochs = atomic_load(&s.epochs);
+	r->pages_chk = atomic_load(&s.pages_chk);
+	r->pages_zero = atomic_load(&s.pages_zero);
+	r->pages_resent = atomic_load(&s.pages_resent);
+	r->pages_final = atomic_load(&s.pages_final);
+	dirty_stop(s.d, qwhy, sizeof(qwhy));
+	dirty_destroy(s.d);
+	mstream_destroy(s.ms);
+	qmp_close(s.q);
+	return 0;
+
+out_fail:
+	if (!s.err)
+		src_fail(&s, -EIO, "failed");
+	atomic_store(&s.ps_quit, 1);
+	pthread_mutex_lock(&s.lock);
+	pthread_cond_broadcast(&s.cond);
+	pthread_mutex_unlock(&s.lock);
+	mstream_stop(s.ms);
+	if (chk_started)
+		pthread_join(chk, NULL);
+	if (ps_started)
+		pthread_join(ps, NULL);
+	err = s.err;
+	snprintf(why, whylen, "%s", s.why);
+	if (migrating)
+		qmp_simple(s.q, "migrate_cancel", NULL, qwhy, sizeof(qwhy));
+out_dirty:
+	dirty_stop(s.d, qwhy, sizeof(qwhy));
+	dirty_destroy(s.d);
+out_ms:
+	mstream_destroy(s.ms);
+	if (vm_stopped) {
+		/* The source VM keeps running whatever happened. */
+		if (qmp_simple(s.q, "cont", NULL, qwhy, sizeof(qwhy)))
+			pr_err("cannot resume the source VM: %s", qwhy);
+	}
+out_qmp:
+	qmp_close(s.q);
+	return err ? err : -EIO;
+}
+
+/* ---- destination --------------------------------------------------------- */
+
+struct tlm_dst {
+	/* set at creation */
+	uint8_t *ram;
+	uint64_t ram_size, nr_pages;
+	uint64_t *ver;			/* per page, under locks[page % NLOCKS] */
+	pthread_mutex_t locks[NLOCKS];
+	/* atomic */
+	atomic_uint_fast64_t applied, older, stop_ns;
+	atomic_int setups;
+	/* first callback error, under err_lock */
+	pthread_mutex_t err_lock;
+	char why[400];
+};
+
+static int dst_fail(struct tlm_dst *d, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int dst_fail(struct tlm_dst *d, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	pthread_mutex_lock(&d->err_lock);
+	if (!d->why[0]) {
+		va_start(ap, fmt);
+		vsnprintf(d->why, sizeof(d->why), fmt, ap);
+		va_end(ap);
+	}
+	pthread_mutex_unlock(&d->err_lock);
+	return err;
+}
+
+/* Apply each page whose version is newer than the one stored; compare and
+ * copy are atomic per page under its stripe lock. */
+static int dst_pages(struct tlm_dst *d, const struct mstream_chunk *c)
+{
+	const uint8_t *p = c->data;
+
+	if (c->len < TLM_PAGES_HDR)
+		return dst_fail(d, -EBADMSG, "stream %d: pages chunk of %zu bytes", c->stream, c->len);
+	uint32_t block = vcfmt_get_be32(p), n = vcfmt_get_be32(p + 4);
+	uint64_t ver = vcfmt_get_be64(p + 8);
+	if (block != 0)
+		return dst_fail(d, -EBADMSG, "stream %d: block %u, expected 0", c->stream, block);
+	if (c->len != TLM_PAGES_HDR + (size_t)n * (4 + PAGE))
+		return dst_fail(d, -EBADMSG, "stream %d: %u pages in a %zu-byte chunk",
+				c->stream, n, c->len);
+	if (!ver)
+		return dst_fail(d, -EBADMSG, "stream %d: version 0", c->stream);
+	const uint8_t *data = p + TLM_PAGES_HDR + (size_t)n * 4;
+	uint64_t applied = 0, older = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t pg = vcfmt_get_be32(p + TLM_PAGES_HDR + i * 4);
+		if (pg >= d->nr_pages)
+			return dst_fail(d, -EBADMSG, "stream %d: page %u beyond %llu pages",
+					c->stream, pg, (unsigned long long)d->nr_pages);
+		pthread_mutex_t *l = &d->locks[pg % NLOCKS];
+		pthread_mutex_lock(l);
+		if (ver > d->ver[pg]) {
+			memcpy(d->ram + (uint64_t)pg * PAGE, data + (size_t)i * PAGE, PAGE);
+			d->ver[pg] = ver;
+			applied++;
+		} else {
+			older++;
+		}
+		pthread_mutex_unlock(l);
+	}
+	atomic_fetch_add(&d->applied, applied);
+	atomic_fetch_add(&d->older, older);
+	return 0;
+}
+
+static int dst_recv(void *arg, const struct mstream_chunk *c)
+{
+	struct tlm_dst *d = arg;
+	const uint8_t *p = c->data;
+
+	switch (c->type) {
+	case TLM_T_PAGES:
+		return dst_pages(d, c);
+	case TLM_T_SETUP:
+		if (c->len != TLM_SETUP_LEN)
+			return dst_fail(d, -EBADMSG, "stream %d: setup of %zu bytes, expected %d",
+					c->stream, c->len, TLM_SETUP_LEN);
+		if (vcfmt_get_be32(p) != TLM_WIRE_VERSION)
+			return dst_fail(d, -EPROTO, "stream %d: TLM version %u, expected %u",
+					c->stream, vcfmt_get_be32(p), TLM_WIRE_VERSION);
+		if (vcfmt_get_be32(p + 4) != 1 || vcfmt_get_be32(p + 8) != PAGE)
+			return dst_fail(d, -EPROTO, "stream %d: %u blocks of %u-byte pages, expected 1 of %u",
+					c->stream, vcfmt_get_be32(p + 4), vcfmt_get_be32(p + 8), PAGE);
+		if (vcfmt_get_be64(p + 16) != d->ram_size)
+			return dst_fail(d, -EPROTO, "source RAM is %llu bytes, the destination's RAM file %llu",
+					(unsigned long long)vcfmt_get_be64(p + 16),
+					(unsigned long long)d->ram_size);
+		atomic_fetch_add(&d->setups, 1);
+		return 0;
+	case TLM_T_STOP:
+		if (c->len != TLM_STOP_LEN)
+			return dst_fail(d, -EBADMSG, "stream %d: stop marker of %zu bytes", c->stream, c->len);
+		atomic_store(&d->stop_ns, vcfmt_get_be64(p));
+		return 0;
+	default:
+		return dst_fail(d, -EBADMSG, "stream %d: unknown chunk type 0x%08x", c->stream, c->type);
+	}
+}
+
+struct dst_crc_job {
+	struct tlm_dst *d;
+	pthread_t thread;
+	uint32_t crc;
+};
+
+static void *dst_crc_thread(void *arg)
+{
+	struct dst_crc_job *j = arg;
+
+	j->crc = ram_crc(j->d->ram, j->d->ram_size);
+	return NULL;
+}
+
+int tlm_ram_file_create(const char *path, uint64_t size, char *why, size_t whylen)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+	if (fd < 0) {
+		snprintf(why, whylen, "%s: %s", path, strerror(errno));
+		return -errno;
+	}
+	if (ftruncate(fd, (off_t)size) < 0) {
+		int err = errno;
+		snprintf(why, whylen, "%s: ftruncate to %llu: %s", path, (unsigned long long)size,
+			 strerror(err));
+		close(fd);
+		return -err;
+	}
+	close(fd);
+	return 0;
+}
+
+int tlm_receive(const struct tlm_dst_opts *o, struct tlm_dst_result *r,
+		void (*ready)(void *arg), void *arg, char *why, size_t whylen)
+{
+	struct tlm_dst *d = calloc(1, sizeof(*d));
+	struct qmp *q = NULL;
+	struct mstream *ms = NULL;
+	char qwhy[512];
+	int err, fd;
+
+	memset(r, 0, sizeof(*r));
+	r->downtime_s = -1;
+	if (!d) {
+		snprintf(why, whylen, "out of memory");
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&d->err_lock, NULL);
+	for (int i = 0; i < NLOCKS; i++)
+		pthread_mutex_init(&d->locks[i], NULL);
+	d->ram_size = o->ram_size;
+	d->nr_pages = o->ram_size / PAGE;
+	fd = open(o->ram_path, O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		err = -errno;
+		snprintf(why, whylen, "%s: %s", o->ram_path, strerror(errno));
+		goto out_free;
+	}
+	d->ram = mmap(NULL, o->ram_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	err = -errno;
+	close(fd);
+	if (d->ram == MAP_FAILED) {
+		d->ram = NULL;
+		snprintf(why, whylen, "%s: mmap: %s", o->ram_path, strerror(-err));
+		goto out_free;
+	}
+	d->ver = calloc(d->nr_pages, sizeof(*d->ver));
+	if (!d->ver) {
+		err = -ENOMEM;
+		snprintf(why, whylen, "out of memory for %llu page versions",
+			 (unsigned long long)d->nr_pages);
+		goto out_free;
+	}
+
+	struct mstream_opts mo = {
+		.nstreams = o->nstreams,
+		.timeout_ms = o->timeout_ms,
+		.max_chunk = 64u << 20,
+		.recv_cb = dst_recv,
+		.recv_arg = d,
+	};
+	ms = mstream_create(&mo);
+	if (!ms) {
+		err = -errno;
+		snprintf(why, whylen, "mstream: %s", strerror(errno));
+		goto out_free;
+	}
+	err = mstream_listen(ms, o->listen, o->nlisten);
+	if (err) {
+		mstream_error(ms, qwhy, sizeof(qwhy));
+		snprintf(why, whylen, "listen: %s", qwhy[0] ? qwhy : strerror(-err));
+		goto out_ms;
+	}
+	if (ready)
+		ready(arg);
+	if (o->qmp_path) {
+		q = qmp_connect(o->qmp_path, o->timeout_ms, qwhy, sizeof(qwhy));
+		if (!q) {
+			err = -errno;
+			snprintf(why, whylen, "%s: %s", o->qmp_path, qwhy);
+			goto out_ms;
+		}
+		err = qmp_ignore_shared(q, why, whylen);
+		if (!err)
+			err = qmp_simple(q, "migrate-incoming", json_pack("{s:s}", "uri", o->qemu_uri),
+					 why, whylen);
+		if (err)
+			goto out_qmp;
+	}
+	err = mstream_accept(ms);
+	if (!err)
+		err = mstream_wait(ms, -1);
+	if (err) {
+		char txt[400];
+		mstream_error(ms, txt, sizeof(txt));
+		pthread_mutex_lock(&d->err_lock);
+		snprintf(why, whylen, "%s%s%s", txt[0] ? txt : strerror(-err),
+			 d->why[0] ? ": " : "", d->why);
+		pthread_mutex_unlock(&d->err_lock);
+		goto out_qmp;
+	}
+	if (atomic_load(&d->setups) != o->nstreams || !atomic_load(&d->stop_ns)) {
+		err = -EPROTO;
+		snprintf(why, whylen, "the source ended without %s",
+			 atomic_load(&d->stop_ns) ? "a setup on every stream" : "its stage 3 marker");
+		goto out_qmp;
+	}
+	uint64_t s0 = atomic_load(&d->stop_ns);
+	r->pages_applied = atomic_load(&d->applied);
+	r->pages_older = atomic_load(&d->older);
+	r->streams = o->nstreams;
+	for (int i = 0; i < o->nstreams; i++) {
+		struct mstream_stats st;
+		if (mstream_stats(ms, i, &st) == 0)
+			r->bytes += st.bytes;
+	}
+	fprintf(stderr, "tlm-recv: +%.3f s after the source stopped: all pages applied\n",
+		(double)(realtime_ns() - s0) / 1e9);
+	/* The checksum runs while QEMU moves the device state: nothing writes
+	 * the RAM file until the destination resumes. */
+	struct dst_crc_job job = { .d = d };
+	bool crc_thread = pthread_create(&job.thread, NULL, dst_crc_thread, &job) == 0;
+	if (!crc_thread)
+		dst_crc_thread(&job);
+	if (q)
+		err = qmp_wait_migration(q, o->timeout_ms, NULL, why, whylen);
+	if (crc_thread)
+		pthread_join(job.thread, NULL);
+	r->crc = job.crc;
+	fprintf(stderr, "tlm-recv: +%.3f s: %s, crc32c=0x%08x\n",
+		(double)(realtime_ns() - s0) / 1e9, q ? "device state loaded" : "done", r->crc);
+	if (err)
+		goto out_qmp;
+	if (q && !o->no_resume) {
+		err = qmp_simple(q, "cont", NULL, why, whylen);
+		if (err)
+			goto out_qmp;
+		uint64_t t = realtime_ns();
+		r->downtime_s = t > s0 ? (double)(t - s0) / 1e9 : 0;
+		fprintf(stderr, "tlm-recv: +%.3f s: destination running\n", r->downtime_s);
+	}
+	err = 0;
+out_qmp:
+	qmp_close(q);
+out_ms:
+	mstream_destroy(ms);
+out_free:
+	if (d->ram)
+		munmap(d->ram, d->ram_size);
+	free(d->ver);
+	for (int i = 0; i < NLOCKS; i++)
+		pthread_mutex_destroy(&d->locks[i]);
+	free(d);
+	return err;
+}
