@@ -325,6 +325,30 @@ static int qmp_ignore_shared(struct qmp *q, char *why, size_t whylen)
 			  json_pack("{s:I}", "max-bandwidth", (json_int_t)1 << 40), why, whylen);
 }
 
+/* Whether QEMU is the patched build (qemu-patches 0002): -ENOSYS if not. */
+static int qmp_has_dirty_log(struct qmp *q, char *why, size_t whylen)
+{
+	json_t *reply = NULL, *c;
+	char qwhy[400];
+	size_t i;
+	int err = qmp_exec(q, "query-commands", NULL, &reply, QMP_MS, qwhy, sizeof(qwhy));
+
+	if (err) {
+		snprintf(why, whylen, "query-commands: %s", err == -EIO ? qwhy : strerror(-err));
+		return err;
+	}
+	err = -ENOSYS;
+	json_array_foreach(reply, i, c) {
+		const char *name = json_string_value(json_object_get(c, "name"));
+		if (name && !strcmp(name, "x-vc-dirty-log-start"))
+			err = 0;
+	}
+	json_decref(reply);
+	if (err)
+		snprintf(why, whylen, "the source QEMU has no x-vc-dirty-log-start: run it with the patched QEMU (make qemu builds build/qemu/bin/qemu-system-x86_64)");
+	return err;
+}
+
 /* The run state of a QEMU ("running", "paused", "inmigrate", ...). */
 static int qmp_status(struct qmp *q, char *status, size_t len, char *why, size_t whylen)
 {
@@ -418,6 +442,9 @@ int tlm_migrate(const struct tlm_src_opts *o, struct tlm_src_result *r, char *wh
 		snprintf(why, whylen, "%s: %s", o->qmp_path, qwhy);
 		return -errno;
 	}
+	err = qmp_has_dirty_log(s.q, why, whylen);
+	if (err)
+		goto out_qmp;
 	char status[32];
 	err = qmp_status(s.q, status, sizeof(status), why, whylen);
 	if (err)

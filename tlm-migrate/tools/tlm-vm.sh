@@ -26,7 +26,8 @@ tlm_vm_start() {
 		-nodefaults -no-user-config -display none -no-reboot \
 		-object "$mem" \
 		-qmp "unix:$TLM_DIR/$name.qmp,server=on,wait=off" \
-		-serial "file:$TLM_DIR/$name.serial" \
+		-chardev "socket,id=con0,path=$TLM_DIR/$name.con,server=on,wait=off,logfile=$TLM_DIR/$name.serial" \
+		-serial chardev:con0 \
 		-netdev user,id=n0 -device "virtio-net-pci,netdev=n0,mac=$TLM_MAC,romfile=" \
 		-kernel "$TLM_ROOT/build/guest/vmlinuz" -initrd "$TLM_ROOT/build/guest/initrd.img" \
 		-append "console=ttyS0 quiet panic=-1 vc.rank=0 vc.n=1 vc.mac=$TLM_MAC vc.head=0 vc.cmd=$(tlm_hex "$cmd")" \
@@ -40,6 +41,11 @@ tlm_vm_start() {
 	done
 	echo "tlm_vm_start: QEMU $name did not start:"; cat "$TLM_DIR/$name.qemu.log"
 	return 1
+}
+
+# tlm_vm_type NAME TEXT: type a line on the VM's serial console.
+tlm_vm_type() {
+	python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall((sys.argv[2]+"\n").encode()); s.close()' "$TLM_DIR/$1.con" "$2"
 }
 
 tlm_qmp() { "$TLM_QMPCMD" "$TLM_DIR/$1.qmp" "${@:2}"; }
