@@ -269,7 +269,9 @@ static void *src_ps_thread(void *arg)
 			break;
 		}
 		uint64_t limit = atomic_load(&s->chk_pos);
-		int64_t sent = src_send_dirty(s, limit, &s->ps_quit);
+		/* The epoch's pages are all sent even when CHK ends meanwhile:
+		 * stage 3 then starts right after a sync. */
+		int64_t sent = src_send_dirty(s, limit, &s->failed);
 		if (sent < 0)
 			break;
 		atomic_fetch_add(&s->epochs, 1);
