@@ -12,7 +12,8 @@ tlm_hex() { printf '%s' "$1" | od -An -tx1 -v | tr -d ' \n'; }
 # tlm_vm_start NAME MIB GUEST_CMD [RAMFILE]: start VM NAME (QMP
 # $TLM_DIR/NAME.qmp, serial $TLM_DIR/NAME.serial, pid in $TLM_DIR/NAME.pid).
 # Without RAMFILE its RAM is a memfd; with it, that file and -incoming defer.
-# TLM_QEMU_EXTRA: more QEMU arguments (both sides must match).
+# TLM_QEMU_EXTRA: more QEMU arguments (both sides must match); TLM_NETNS:
+# run QEMU in that network namespace.
 tlm_vm_start() {
 	local name=$1 mib=$2 cmd=$3 ramfile=${4:-} mem in=()
 	if [[ -n "$ramfile" ]]; then
@@ -21,7 +22,9 @@ tlm_vm_start() {
 	else
 		mem="memory-backend-memfd,id=mem,size=${mib}M,share=on"
 	fi
-	"$TLM_QEMU" -L /usr/share/qemu -name "tlm-$name" \
+	local ns=()
+	[[ -n "${TLM_NETNS:-}" ]] && ns=(ip netns exec "$TLM_NETNS")
+	"${ns[@]}" "$TLM_QEMU" -L /usr/share/qemu -name "tlm-$name" \
 		-machine q35,accel=tcg,memory-backend=mem -cpu max -m "${mib}M" -smp 1 \
 		-nodefaults -no-user-config -display none -no-reboot \
 		-object "$mem" \
