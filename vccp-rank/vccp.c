@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -55,6 +56,9 @@ struct report {
 	int32_t status;		/* 0 or -errno */
 	uint64_t vm_size;
 	uint64_t rq_size;
+	uint64_t disk_size;	/* 0: no disk */
+	uint32_t disk_crc;
+	uint32_t pad2;
 	uint32_t vm_crc;
 	uint32_t rq_crc;
 	uint32_t rq_frames;
@@ -95,9 +99,14 @@ struct vccp {
 	double last_end;		/* monotonic, for the interval */
 	double last_progress_log;
 	uint64_t bytes_saved, bytes_total;
+	char disk_device[64];		/* "" when the VM has no disk */
+	char disk_active[PATH_MAX];	/* the overlay QEMU writes now */
+	char disk_tmp[PATH_MAX], disk_path[PATH_MAX];
+	pid_t convert_pid;		/* qemu-img flattening the frozen chain */
 	int save_fd;			/* our read/sync view of the file QEMU writes */
 	uint64_t crc_off;		/* bytes of it already in crc */
 	uint32_t crc;
+	bool migration_done;
 	char reason[64];
 	json_t *last;
 	bool ended;
@@ -167,6 +176,10 @@ struct vccp *vccp_create(MPI_Comm comm, struct fabric *f, const struct vccp_opts
 	v->req_r = MPI_REQUEST_NULL;
 	v->coll = MPI_REQUEST_NULL;
 	v->save_fd = -1;
+	if (o->disk_device) {
+		snprintf(v->disk_device, sizeof(v->disk_device), "%s", o->disk_device);
+		snprintf(v->disk_active, sizeof(v->disk_active), "%s", o->disk_active);
+	}
 	v->last_end = mono();
 	if (v->rank == 0)
 		v->next_epoch = ckpt_next_epoch(v->dir);
@@ -285,6 +298,58 @@ static void pause_vm(struct vccp *v)
 		v->rank == 0 ? v->reason : "coordinator's request");
 }
 
+/* The disk at the cut: freeze the active overlay (new writes go to a fresh
+ * one) and flatten the frozen chain into a standalone image in the epoch
+ * directory while the VM state is being saved. */
+static void start_disk(struct vccp *v)
+{
+	char why[256], next[PATH_MAX];
+
+	snprintf(next, sizeof(next), "%.*s.%llu", (int)(sizeof(next) - 24), v->disk_active,
+		 (unsigned long long)v->epoch);
+	snprintf(v->disk_path, sizeof(v->disk_path), "%s/rank%d.disk.qcow2", v->epoch_dir, v->rank);
+	snprintf(v->disk_tmp, sizeof(v->disk_tmp), "%s.tmp", v->disk_path);
+	int r = qmp_exec(v->qmp, "blockdev-snapshot-sync",
+			 json_pack("{s:s, s:s, s:s}", "device", v->disk_device,
+				   "snapshot-file", next, "format", "qcow2"),
+			 NULL, QMP_TIMEOUT_MS, why, sizeof(why));
+	if (r < 0) {
+		fail(v, r, "rank %d: freezing the disk %s: %s", v->rank, v->disk_active, why);
+		return;
+	}
+	char frozen[PATH_MAX];
+	snprintf(frozen, sizeof(frozen), "%s", v->disk_active);
+	snprintf(v->disk_active, sizeof(v->disk_active), "%s", next);
+	v->convert_pid = fork();
+	if (v->convert_pid == 0) {
+		int devnull = open("/dev/null", O_RDWR);
+		dup2(devnull, 0);
+		dup2(devnull, 1);
+		execlp("qemu-img", "qemu-img", "convert", "-q", "-O", "qcow2", frozen,
+		       v->disk_tmp, (char *)NULL);
+		_exit(127);
+	}
+	if (v->convert_pid < 0)
+		fail(v, -errno, "rank %d: fork for qemu-img: %s", v->rank, strerror(errno));
+}
+
+/* 1 when the disk copy is finished (or there is none), 0 while it runs. */
+static int poll_disk(struct vccp *v)
+{
+	int st;
+
+	if (v->convert_pid <= 0)
+		return 1;
+	pid_t r = waitpid(v->convert_pid, &st, WNOHANG);
+	if (r == 0)
+		return 0;
+	v->convert_pid = 0;
+	if (r < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		fail(v, -EIO, "rank %d: qemu-img could not copy the disk to %s (disk full?)",
+		     v->rank, v->disk_tmp);
+	return 1;
+}
+
 static void start_save(struct vccp *v)
 {
 	char why[256];
@@ -305,6 +370,7 @@ static void start_save(struct vccp *v)
 		return;
 	}
 	v->save_fd = open(v->vm_tmp, O_RDONLY | O_CLOEXEC);
+	v->migration_done = false;
 	v->crc_off = 0;
 	v->crc = 0;
 	json_int_t bw = v->bandwidth_mibs ? (json_int_t)v->bandwidth_mibs << 20 :
@@ -317,8 +383,12 @@ static void start_save(struct vccp *v)
 	if (r == 0)
 		r = qmp_exec(v->qmp, "migrate", json_pack("{s:s}", "uri", "fd:vccp-save"), NULL,
 			     QMP_TIMEOUT_MS, why, sizeof(why));
-	if (r < 0)
+	if (r < 0) {
 		fail(v, r, "rank %d: starting the VM state save: %s", v->rank, why);
+		return;
+	}
+	if (v->disk_device[0])
+		start_disk(v);
 }
 
 /* Overlap the tail work with QEMU's writing: start writeback of what it has
@@ -353,12 +423,21 @@ static int poll_save(struct vccp *v)
 	char why[256];
 	json_t *st;
 
-	if (v->me.status || !v->qmp)
+	if (v->me.status || !v->qmp) {
+		/* a failed epoch still waits for its disk copy to end */
+		if (v->convert_pid > 0) {
+			kill(v->convert_pid, SIGKILL);
+			waitpid(v->convert_pid, NULL, 0);
+			v->convert_pid = 0;
+		}
 		return 1;
+	}
 	if (mono() - v->last_poll < POLL_MIGRATE_S)
 		return 0;
 	v->last_poll = mono();
 	crc_catch_up(v, 1 << 20, 64 << 20);
+	if (v->migration_done)
+		return poll_disk(v);
 	if (qmp_exec(v->qmp, "query-migrate", NULL, &st, QMP_TIMEOUT_MS, why, sizeof(why)) < 0) {
 		fail(v, -EIO, "rank %d: query-migrate: %s", v->rank, why);
 		return 1;
@@ -371,7 +450,8 @@ static int poll_save(struct vccp *v)
 	}
 	int done = 0;
 	if (status && !strcmp(status, "completed")) {
-		done = 1;
+		v->migration_done = true;
+		done = poll_disk(v);
 	} else if (status && (!strcmp(status, "failed") || !strcmp(status, "cancelled"))) {
 		const char *desc = json_string_value(json_object_get(st, "error-desc"));
 		fail(v, -EIO, "rank %d: saving the VM state to %s failed: %s", v->rank,
@@ -424,6 +504,23 @@ static void finish_save(struct vccp *v)
 	stat(v->rq_path, &st);
 	v->me.rq_size = (uint64_t)st.st_size;
 	v->me.rq_frames = (uint32_t)rq_count(q);
+	if (v->disk_device[0]) {
+		int dfd = open(v->disk_tmp, O_RDONLY | O_CLOEXEC);
+		if (dfd < 0 || fsync(dfd) < 0) {
+			fail(v, -errno, "rank %d: fsync %s: %s", v->rank, v->disk_tmp, strerror(errno));
+			if (dfd >= 0)
+				close(dfd);
+			goto out;
+		}
+		close(dfd);
+		r = ckpt_file_crc(v->disk_tmp, &v->me.disk_crc, &v->me.disk_size);
+		if (r == 0 && rename(v->disk_tmp, v->disk_path) < 0)
+			r = -errno;
+		if (r < 0) {
+			fail(v, r, "rank %d: %s: %s", v->rank, v->disk_tmp, strerror(-r));
+			goto out;
+		}
+	}
 	afile_sync_dir_of(v->vm_path);
 out:
 	if (v->save_fd >= 0)
@@ -465,10 +562,16 @@ static void decide(struct vccp *v)
 		snprintf(rqn, sizeof(rqn), "rank%d.rq", r);
 		json_t *rq = file_entry(rqn, p->rq_size, p->rq_crc);
 		json_object_set_new(rq, "frames", json_integer(p->rq_frames));
-		json_array_append_new(ranks, json_pack("{s:i, s:o, s:o, s:{s:f, s:f, s:f}}",
+		json_t *ri = json_pack("{s:i, s:o, s:o, s:{s:f, s:f, s:f}}",
 			"rank", r, "vmstate", file_entry(vmn, p->vm_size, p->vm_crc), "rq", rq,
 			"timing", "pause_unix", p->t_pause, "flush_s", p->t_marked - p->t_pause,
-			"save_s", p->t_saved - p->t_marked));
+			"save_s", p->t_saved - p->t_marked);
+		if (p->disk_size) {
+			char dn[64];
+			snprintf(dn, sizeof(dn), "rank%d.disk.qcow2", r);
+			json_object_set_new(ri, "disk", file_entry(dn, p->disk_size, p->disk_crc));
+		}
+		json_array_append_new(ranks, ri);
 	}
 	time_t now = time(NULL);
 	char stamp[40];
@@ -507,6 +610,10 @@ static void resume(struct vccp *v)
 		unlink(v->vm_tmp);
 		unlink(v->vm_path);
 		unlink(v->rq_path);
+		if (v->disk_device[0]) {
+			unlink(v->disk_tmp);
+			unlink(v->disk_path);
+		}
 	}
 	fabric_hold(v->fab, false);
 	if (v->qmp && qmp_exec(v->qmp, "cont", NULL, NULL, QMP_TIMEOUT_MS, why, sizeof(why)) < 0)
@@ -546,7 +653,7 @@ static void report_times(struct vccp *v)
 		pmax = p->t_pause > pmax ? p->t_pause : pmax;
 		rmin = v->resume_times[r] < rmin ? v->resume_times[r] : rmin;
 		rmax = v->resume_times[r] > rmax ? v->resume_times[r] : rmax;
-		bytes += p->vm_size + p->rq_size;
+		bytes += p->vm_size + p->rq_size + p->disk_size;
 		frames += p->rq_frames;
 	}
 	bool ok = v->decision == DECIDE_COMMIT;

@@ -40,6 +40,8 @@ struct vccp_opts {
 	int interval_s;		/* rank 0 checkpoints this often; 0 = on request */
 	json_t *config;		/* VM settings a restore needs (borrowed) */
 	int bandwidth_mibs;	/* cap on the VM state save; 0 = none */
+	const char *disk_device;	/* QEMU drive id of the VM's disk, or NULL */
+	const char *disk_active;	/* its active overlay file now */
 	void (*on_resume)(void *ctx);	/* after every cont (may be NULL) */
 	void *ctx;
 };

@@ -805,11 +805,6 @@ int main(int argc, char **argv)
 		r = -errno;
 		snprintf(why, sizeof(why), "QEMU binary %s: %s", qemu, strerror(errno));
 	}
-	if (r == 0 && c->disk[0] && c->checkpoint_dir[0]) {
-		r = -ENOTSUP;
-		snprintf(why, sizeof(why), "checkpointing VMs with a --disk is not supported yet "
-			 "(the disk is not part of a checkpoint)");
-	}
 	if (!all_ok(L, r == 0, why))
 		goto out_finalize;
 
@@ -863,6 +858,13 @@ int main(int argc, char **argv)
 		.kvm = kvm, .kernel = kernel, .initrd = initrd, .pin = L->pin,
 		.incoming = c->restore[0] != 0,
 	};
+	char restore_disk[PATH_MAX + 32];
+	if (c->restore[0] && json_object_get(json_array_get(json_object_get(L->restore_manifest,
+							   "ranks"), (size_t)L->rank), "disk")) {
+		snprintf(restore_disk, sizeof(restore_disk), "%s/rank%d.disk.qcow2", L->restore_dir,
+			 L->rank);
+		spec.restore_disk = restore_disk;
+	}
 	int link_fd = -1;
 	why[0] = '\0';
 	L->vm = vm_start(&spec, &link_fd, why, sizeof(why));
@@ -923,6 +925,13 @@ int main(int argc, char **argv)
 					 "append", c->append, "kernel", kabs);
 		if (iabs[0])
 			json_object_set_new(conf, "initrd", json_string(iabs));
+		char dabs[PATH_MAX], active[PATH_MAX + 32];
+		if (c->disk[0]) {
+			if (!realpath(c->disk, dabs))
+				snprintf(dabs, sizeof(dabs), "%s", c->disk);
+			json_object_set_new(conf, "disk", json_string(dabs));
+			snprintf(active, sizeof(active), "%s/disk.qcow2", L->rank_dir);
+		}
 		r = afile_mkdir_p(c->checkpoint_dir, 0700);
 		if (r < 0)
 			snprintf(why, sizeof(why), "checkpoint directory %s: %s", c->checkpoint_dir,
@@ -934,6 +943,8 @@ int main(int argc, char **argv)
 		struct vccp_opts vo = { .dir = c->checkpoint_dir, .keep = c->keep,
 					.interval_s = c->checkpoint_interval_s, .config = conf,
 					.bandwidth_mibs = c->checkpoint_bandwidth,
+					.disk_device = c->disk[0] ? VM_DISK_ID : NULL,
+					.disk_active = c->disk[0] ? active : NULL,
 					.on_resume = send_clock, .ctx = L };
 		L->vccp = vccp_create(MPI_COMM_WORLD, L->fab, &vo);
 		json_decref(conf);

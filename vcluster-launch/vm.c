@@ -83,6 +83,16 @@ static int make_overlay(const struct vm_spec *s, char *overlay, size_t len,
 		return -errno;
 	}
 	snprintf(overlay, len, "%s/disk.qcow2", s->rank_dir);
+	if (s->restore_disk) {
+		/* The checkpoint's image is standalone: a copy is the disk. */
+		snprintf(cmd, sizeof(cmd), "cp --sparse=always '%s' '%s' 2>'%s/qemu-img.log'",
+			 s->restore_disk, overlay, s->rank_dir);
+		if (system(cmd) != 0) {
+			snprintf(why, whylen, "could not copy the checkpoint's disk %s", s->restore_disk);
+			return -EIO;
+		}
+		return 0;
+	}
 	if (access(overlay, F_OK) == 0)
 		return 0;	/* a restarted rank keeps its overlay */
 	snprintf(cmd, sizeof(cmd), "qemu-img create -q -f qcow2 -F qcow2 -b '%s' '%s' >'%s/qemu-img.log' 2>&1",
@@ -189,7 +199,8 @@ struct vm *vm_start(const struct vm_spec *s, int *link_fd, char *why,
 		r = make_overlay(s, overlay, sizeof(overlay), why, whylen);
 		if (r < 0)
 			goto fail_close;
-		snprintf(drive, sizeof(drive), "file=%s,if=virtio,format=qcow2,cache=writeback", overlay);
+		snprintf(drive, sizeof(drive), "file=%s,if=virtio,id=" VM_DISK_ID ",format=qcow2,cache=writeback",
+			 overlay);
 		argv[argc++] = "-drive";
 		argv[argc++] = drive;
 	}

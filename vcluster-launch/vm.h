@@ -30,9 +30,13 @@ struct vm_spec {
 	const char *kernel, *initrd;	/* resolved; kernel may be "" with a disk */
 	const struct pin_plan *pin;	/* NULL: no binding */
 	bool incoming;			/* restore: -incoming defer -S */
+	const char *restore_disk;	/* restore: the checkpoint's disk image */
 };
 
 enum vm_state { VM_RUNNING, VM_STOPPING, VM_EXITED };
+
+/* The QEMU drive id of a VM's --disk (for snapshots). */
+#define VM_DISK_ID "disk0"
 
 /* Start QEMU.  On success *link_fd is the rank's end of the VM link.
  * NULL with errno and a one-line reason in why. */

@@ -9,7 +9,9 @@ $(GUEST_DIR)/tools/%: tests/guest/%.c tests/guest/vc_guest.h
 	@mkdir -p $(@D)
 	$(GUEST_CC) $(GUEST_CFLAGS) -o $@ $<
 
-$(GUEST_DIR)/initrd.img: tests/guest/build-guest.sh tests/guest/init $(GUEST_BINS)
-	tests/guest/build-guest.sh $(GUEST_DIR) $(GUEST_BINS)
+GUEST_SCRIPTS := tests/guest/vc-disktest
+
+$(GUEST_DIR)/initrd.img: tests/guest/build-guest.sh tests/guest/init $(GUEST_BINS) $(GUEST_SCRIPTS)
+	tests/guest/build-guest.sh $(GUEST_DIR) $(GUEST_BINS) $(GUEST_SCRIPTS)
 
 guest: $(GUEST_DIR)/initrd.img
