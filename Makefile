@@ -66,13 +66,13 @@ demo: deps
 
 # ---- tests -----------------------------------------------------------------
 check: deps
-	@$(MAKE) --no-print-directory all guest $(UNIT_TESTS)
+	@$(MAKE) --no-print-directory all guest qemu $(UNIT_TESTS)
 	@tests/lib/run-suite $(UNIT_TESTS) $(sort $(wildcard tests/integration/t-*.sh))
 
 check-unit: $(UNIT_TESTS)
 	@tests/lib/run-suite $(UNIT_TESTS)
 
-check-integration: all guest
+check-integration: all guest qemu
 	@tests/lib/run-suite $(sort $(wildcard tests/integration/t-*.sh))
 
 clean:
