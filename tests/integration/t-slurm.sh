@@ -3,13 +3,14 @@
 # slurm/vcluster.job under real Slurm daemons (munged, slurmctld, slurmd from
 # Debian's packages), started here on this host with a temporary config and
 # stopped at the end.  A 2-task job (2 VMs, oversubscribed) runs
-# jobs/slurm-traffic.job, a fixed amount of traffic:
-#   A: `scancel --signal=USR1 --batch` -> checkpoint, the job goes on;
-#      `scontrol requeue` kills it; the requeued job restores the checkpoint.
-#   B: SIGUSR1 when the time limit is near (VC_STOP_WITHIN above the time
-#      left) -> checkpoint, shut down, the job requeues itself and restores.
-# Both must log the restore and end with exit 0 and the digests of a plain
-# run of the same job spec without Slurm or checkpoints.
+# jobs/slurm-traffic.job, a fixed amount of traffic, and starts three times:
+#   0: `scancel --signal=USR1 --batch` -> checkpoint 1, the job goes on;
+#      `scontrol requeue` ends it.
+#   1: restores checkpoint 1; with the time limit cut to under VC_STOP_WITHIN
+#      SIGUSR1 means the limit is near -> checkpoint 2, shutdown, the job
+#      requeues itself.
+#   2: restores checkpoint 2 and must end with exit 0 and the digests of a
+#      plain run of the same job spec without Slurm or checkpoints.
 . "$(dirname "$0")/../lib/vc-test.sh"
 
 if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
@@ -60,7 +61,7 @@ on_exit() {
 	local rc=$? f
 	slurm_stop
 	if [[ $rc -ne 0 ]]; then
-		for f in "$S"/slurmctld.log "$S"/slurmd.log "$S"/munged.log "$VC_T"/job-*.out; do
+		for f in "$S"/slurmctld.log "$S"/slurmd.log "$S"/munged.log "$VC_T"/job*.out; do
 			[[ -e $f ]] || continue
 			echo "==== $f (last 60 lines)"
 			tail -n 60 "$f"
@@ -152,89 +153,97 @@ wait_for() {	# SECONDS WHAT COMMAND...: poll COMMAND every 0.25 s
 	fail "waited $(( n / 4 )) s in vain for $what"
 }
 
-# submit NAME [ENV=VALUE...]: sbatch the template with 2 tasks on node1.
-submit() {
-	local name=$1 id
-	shift
-	id=$(env VC_JOB="$VC_ROOT/jobs/slurm-traffic.job" VC_CKPT_ROOT="$VC_T/ckpt" \
-		VC_RUN_ROOT="$VC_T/run" VC_CKPT_INTERVAL=0 "$@" \
-		sbatch --parsable --nodes=1 --ntasks=2 --ntasks-per-node=2 --time=10 \
-		--job-name="vc-$name" --output="$VC_T/job-$name.out" "$VC_ROOT/slurm/vcluster.job") ||
-		fail "sbatch failed"
-	echo "${id%%;*}"
+out=$VC_T/job.out
+# run N: what start N of the job wrote to the output file (appended).
+run() {
+	awk -v n="$1" '/vcluster\.job\[.*\]: job [0-9]+ start [0-9]+ on / { cur = $5 } cur == n' "$out" > "$VC_T/run$1.out"
+	echo "$VC_T/run$1.out"
+}
+traffic_started() { grep -q 'vcluster-traffic\[1\]: 1 peers' "$out" 2>/dev/null; }
+resumed() { grep -q "all 2 VMs resumed from epoch $1" "$out" 2>/dev/null; }
+# The template's line once SIGUSR1's checkpoint in start N committed or
+# failed; in the time-limit case (vacate) it tries three times first.
+checkpointed() {
+	grep -qE "vcluster.job.*: SIGUSR1 .*: (checkpoint epoch [0-9]+ committed|no checkpoint)" "$(run "$1")"
+}
+vacated() {
+	grep -qE "vcluster.job.*: (SIGUSR1, .*: checkpoint epoch [0-9]+ committed|the cluster keeps running)" "$(run "$1")"
+}
+gone() { ! pgrep -f "$VC_T/run/slurm-$job-r$1( |/|\$)" >/dev/null; }
+started() { [[ $(job_field "$job" Restarts) -ge $1 ]] && grep -q "job $job start $1 on " "$out"; }
+finished() { [[ $(job_field "$job" JobState) =~ ^(COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL)$ ]]; }
+no_result_yet() {	# WHEN
+	grep -q 'VCTRAFFIC' "$out" && fail "the workload ended before $1; the test proves nothing"
+	return 0
 }
 
-traffic_started() { grep -q 'vcluster-traffic\[1\]: 1 peers' "$1" 2>/dev/null; }
-# The template's line once vcluster-ctl saw the checkpoint commit.
-checkpointed() { grep -qE 'vcluster.job.*: SIGUSR1.*: (checkpoint epoch|no checkpoint)' "$1" 2>/dev/null; }
-job_state_is() { [[ $(job_field "$1" JobState) == "$2" ]]; }
-gone() { ! pgrep -f "$1" >/dev/null; }
-restarted() { [[ $(job_field "$1" Restarts) -ge 1 ]]; }
-finished() { [[ $(job_field "$1" JobState) =~ ^(COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL)$ ]]; }
-
-# check_restored NAME JOB: restart 1 restored epoch 1 and ended with the
-# reference's digests and exit 0.
-check_restored() {
-	local name=$1 job=$2 out=$VC_T/job-$1.out after r got
-	wait_for 200 "job $job ($name) to finish" finished "$job"
-	grep -E 'vcluster.job|VCTRAFFIC|VCCP-|restor|resumed' "$out"
-	[[ $(job_field "$job" JobState) == COMPLETED && $(job_field "$job" ExitCode) == 0:0 ]] ||
-		fail "$name: job $job ended $(job_field "$job" JobState) $(job_field "$job" ExitCode)"
-	[[ $(job_field "$job" Restarts) -eq 1 ]] || fail "$name: $(job_field "$job" Restarts) restarts, expected 1"
-	assert_grep "vcluster.job.*: job $job start 1 on " "$out" 1
-	assert_grep 'vcluster.job.*: restoring from checkpoint latest of ' "$out" 1
-	assert_grep 'restoring epoch 1 from .*/epoch-0*1$' "$out" 1
-	assert_grep 'all 2 VMs resumed from epoch 1' "$out" 1
-	after=$VC_T/$name.after
-	sed -n '/restoring epoch 1 from/,$p' "$out" > "$after"
-	assert_grep 'VCTRAFFIC' "$after" 2
-	for r in 0 1; do
-		got=$(grep -oE "VCTRAFFIC rank=$r .*digest=[0-9a-f]+ result=PASS" "$after" | grep -oE 'digest=[0-9a-f]+')
-		[[ "$got" == "${want[$r]}" ]] ||
-			fail "$name: node$r of the restored job gave '$got', the plain run '${want[$r]}'"
-	done
-	assert_grep 'vcluster.job.*: vcluster-launch exited with status 0$' "$after" 1
-	assert_grep 'vcluster.job.*: job ends with exit status 0$' "$after" 1
-}
-
-# A: checkpoint on USR1, requeue from outside, restore.
 t0=$(date +%s)
-out=$VC_T/job-A.out
-job=$(submit A)
-wait_for 120 "the workload of job $job to start" traffic_started "$out"
+job=$(VC_JOB="$VC_ROOT/jobs/slurm-traffic.job" VC_CKPT_ROOT="$VC_T/ckpt" VC_RUN_ROOT="$VC_T/run" \
+	VC_CKPT_INTERVAL=0 VC_ARGS="--grace 2" \
+	sbatch --parsable --nodes=1 --ntasks=2 --ntasks-per-node=2 --time=10 \
+	--job-name=vc-test --output="$out" "$VC_ROOT/slurm/vcluster.job") || fail "sbatch failed"
+job=${job%%;*}
+
+# Start 0: SIGUSR1 far from the limit: checkpoint 1, the job goes on;
+# `scontrol requeue` from outside ends it.
+wait_for 120 "the workload of job $job to start" traffic_started
 sleep 2
 scancel --signal=USR1 --batch "$job" || fail "scancel --signal=USR1 --batch $job failed"
-wait_for 60 "the checkpoint of job $job" checkpointed "$out"
-assert_grep 'VCCP-CHECKPOINT epoch=1 status=ok' "$out" 1
-assert_grep 'vcluster.job.*: SIGUSR1 \([0-9]+ s left\): checkpoint epoch 1 committed' "$out" 1
-grep -q VCTRAFFIC "$out" && fail "A: the workload ended before the requeue; the test proves nothing"
+wait_for 60 "checkpoint 1 of job $job" checkpointed 0
+no_result_yet "the requeue"
 scontrol requeue "$job" || fail "scontrol requeue $job failed"
-wait_for 60 "the first run of job $job to stop" gone "$VC_T/run/slurm-$job-r0( |/|\$)"
-assert_grep 'vcluster.job.*: SIGTERM: stopping the virtual cluster; a restart restores: latest' "$out" 1
-assert_no_grep 'VCTRAFFIC' "$out"
-wait_for 60 "job $job to start again" restarted "$job"
-check_restored A "$job"
-assert_no_grep 'VCLUSTER-EXIT rank=[01] status=[1-9]' "$VC_T/A.after"
-echo "ok A: USR1 checkpoint, scontrol requeue, restored and equal to the plain run ($(( $(date +%s) - t0 )) s)"
+wait_for 60 "start 0 of job $job to stop" gone 0
+r=$(run 0)
+assert_grep "vcluster.job.*: no checkpoint yet: booting afresh" "$r" 1
+assert_grep 'VCCP-CHECKPOINT epoch=1 status=ok' "$r" 1
+assert_grep 'vcluster.job.*: SIGUSR1 \([0-9]+ s left\): checkpoint epoch 1 committed' "$r" 1
+assert_grep 'vcluster.job.*: SIGTERM: stopping the virtual cluster; a restart restores: latest' "$r" 1
+echo "ok start 0: USR1 checkpoint 1, scontrol requeue, stopped ($(( $(date +%s) - t0 )) s)"
 
-# B: USR1 near the time limit: checkpoint, shut down, requeue itself.
-t0=$(date +%s)
-out=$VC_T/job-B.out
-job=$(submit B VC_STOP_WITHIN=3600 VC_ARGS="--grace 2")
-wait_for 120 "the workload of job $job to start" traffic_started "$out"
-sleep 2
+# Start 1: restores checkpoint 1.  Then the time limit comes near: cut it
+# to 7 minutes, so that less than VC_STOP_WITHIN (420 s) is left, and
+# send SIGUSR1 as --signal=B:USR1@300 would (Slurm's own may come too):
+# checkpoint 2, shutdown, the job requeues itself.
+wait_for 60 "job $job to start again" started 1
+wait_for 120 "job $job to restore checkpoint 1" resumed 1
+sleep 1
+scontrol update JobId="$job" TimeLimit=7 || fail "scontrol update TimeLimit failed"
 scancel --signal=USR1 --batch "$job" || fail "scancel --signal=USR1 --batch $job failed"
-wait_for 60 "the checkpoint of job $job" checkpointed "$out"
-assert_grep 'VCCP-CHECKPOINT epoch=1 status=ok' "$out" 1
-assert_grep 'vcluster.job.*: SIGUSR1, [0-9]+ s before the time limit: checkpoint epoch 1 committed' "$out" 1
-wait_for 60 "the first run of job $job to stop" gone "$VC_T/run/slurm-$job-r0( |/|\$)"
-grep -q VCTRAFFIC.*result=PASS "$out" && fail "B: the workload ended before the shutdown; the test proves nothing"
-assert_grep 'vcluster.job.*: shutting the virtual cluster down to requeue the job' "$out" 1
-assert_grep 'vcluster.job.*: vcluster-launch exited with status 3$' "$out" 1
-assert_grep "vcluster.job.*: stopped after a checkpoint .*; requeueing job $job" "$out" 1
-wait_for 60 "job $job to start again" restarted "$job"
-check_restored B "$job"
-echo "ok B: USR1 near the limit, checkpoint, shutdown, self-requeue, restored and equal ($(( $(date +%s) - t0 )) s)"
+wait_for 90 "checkpoint 2 of job $job" vacated 1
+# (An aborted checkpoint is tried again: the epoch that committed may be 3.)
+e=$(grep -oE 'vcluster.job.*: SIGUSR1, [0-9]+ s before the time limit: checkpoint epoch [0-9]+ committed' "$out" |
+	grep -oE 'epoch [0-9]+' | cut -d' ' -f2)
+[[ -n $e ]] || { grep 'vcluster.job' "$out"; fail "start 1: no checkpoint committed after SIGUSR1 near the limit"; }
+wait_for 60 "start 1 of job $job to stop" gone 1
+no_result_yet "the shutdown"
+r=$(run 1)
+assert_grep 'vcluster.job.*: restoring from checkpoint latest of ' "$r" 1
+assert_grep 'restoring epoch 1 from .*/epoch-0*1$' "$r" 1
+assert_grep "VCCP-CHECKPOINT epoch=$e status=ok" "$r" 1
+assert_grep 'vcluster.job.*: shutting the virtual cluster down to requeue the job' "$r" 1
+assert_grep 'vcluster.job.*: vcluster-launch exited with status 3$' "$r" 1
+assert_grep "vcluster.job.*: stopped after a checkpoint .*; requeueing job $job" "$r" 1
+echo "ok start 1: restored 1, USR1 near the limit, checkpoint $e, shutdown, self-requeue ($(( $(date +%s) - t0 )) s)"
+
+# Start 2: restores that checkpoint and finishes with the plain run's digests.
+wait_for 60 "job $job to start a third time" started 2
+wait_for 200 "job $job to finish" finished
+grep -E 'vcluster.job|VCTRAFFIC|VCCP-CHECKPOINT|restoring epoch|resumed' "$out"
+[[ $(job_field "$job" JobState) == COMPLETED && $(job_field "$job" ExitCode) == 0:0 ]] ||
+	fail "job $job ended $(job_field "$job" JobState) $(job_field "$job" ExitCode)"
+[[ $(job_field "$job" Restarts) -eq 2 ]] || fail "job $job: $(job_field "$job" Restarts) restarts, expected 2"
+r=$(run 2)
+assert_grep "restoring epoch $e from .*/epoch-0*$e\$" "$r" 1
+assert_grep "all 2 VMs resumed from epoch $e" "$r" 1
+assert_grep 'VCTRAFFIC' "$out" 2
+for i in 0 1; do
+	got=$(grep -oE "VCTRAFFIC rank=$i .*digest=[0-9a-f]+ result=PASS" "$r" | grep -oE 'digest=[0-9a-f]+')
+	[[ "$got" == "${want[$i]}" ]] ||
+		fail "node$i of the restored job gave '$got', the plain run '${want[$i]}'"
+done
+assert_grep '^\[node[01]\] VCLUSTER-EXIT rank=[01] status=0$' "$r" 2
+assert_grep 'vcluster.job.*: job ends with exit status 0$' "$r" 1
+echo "ok start 2: restored $e, finished, digests equal the plain run ($(( $(date +%s) - t0 )) s)"
 
 [[ -z $(squeue -h 2>/dev/null) ]] || fail "jobs left in the queue: $(squeue)"
 slurm_stop
