@@ -50,7 +50,13 @@ vc_launch 2 "$out" --memory 256M --append 'x' --qemu /bin/false; rc=$?
 [[ $rc -eq 2 ]] || fail "QEMU that fails: exit $rc"
 assert_grep "rank 0: QEMU did not start|rank 0: .*qemu.log" "$out"
 
-"$VC_BIN/vcluster-launch" --help | grep -q -- '--checkpoint' && fail "help lists options that do not exist"
-"$VC_BIN/vcluster-launch" --help | grep -q -- '--guest-cmd CMD' || fail "--help does not document --guest-cmd"
+help=$("$VC_BIN/vcluster-launch" --help)
+for o in --job --guest-cmd --memory --accel --checkpoint-dir --restore --timeout; do
+	grep -q -- "$o " <<< "$help" || fail "--help does not document $o"
+done
+# An option of the help text that needs another is refused with a reason.
+vc_launch 2 "$out" --restore latest; rc=$?
+[[ $rc -eq 2 ]] || fail "--restore without --checkpoint-dir: exit $rc"
+assert_grep "\-\-restore needs --checkpoint-dir" "$out" 1
 assert_nothing_running
 echo "ok: every bad input refused with a clear message"
