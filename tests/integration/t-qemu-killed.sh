@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# timeout: 240
+# timeout: 600
 # A QEMU killed mid-run stops every rank within a bounded time; the error
 # names the rank; the exit status is non-zero.  The same for a rank (a
 # vcluster-launch process) killed mid-run: mpirun names it, and no QEMU
@@ -10,11 +10,7 @@ out=$VC_T/out
 vc_launch 3 "$out" --guest-cmd 'sleep 600' --timeout 200 &
 launcher=$!
 # Wait until every guest is up, then kill node1's QEMU.
-for i in $(seq 1 240); do
-	[[ $(grep -c VCLUSTER-READY "$out" 2>/dev/null) -eq 3 ]] && break
-	sleep 0.5
-done
-[[ $(grep -c VCLUSTER-READY "$out") -eq 3 ]] || fail "the guests did not come up"
+wait_for VCLUSTER-READY "$out" 3
 qpid=$(pgrep -f "qemu-system-x86_64 .*-name vcluster-node1 .*$VC_T" || true)
 [[ -n "$qpid" ]] || fail "cannot find node1's QEMU"
 start=$(date +%s)

@@ -57,9 +57,10 @@ assert_nothing_running() {
 }
 
 # wait_for PATTERN FILE [N]: until FILE has N (default 1) lines matching the
-# extended regex, at most 2 minutes.
+# extended regex, at most VC_WAIT_S seconds (default 180: TCG guests on a
+# loaded 2-core machine can take minutes to boot).
 wait_for() {
-	for i in $(seq 1 480); do
+	for i in $(seq 1 $(( ${VC_WAIT_S:-180} * 4 ))); do
 		[[ $(grep -cE -- "$1" "$2" 2>/dev/null) -ge ${3:-1} ]] && return 0
 		sleep 0.25
 	done
