@@ -28,7 +28,7 @@ mkdir -p "$S/state" "$S/spool"
 chmod 711 "$VC_T"
 chmod 755 "$S"
 export SLURM_CONF=$S/slurm.conf
-munged_pid= ctld_pid= slurmd_pid=
+munged_pid="" ctld_pid="" slurmd_pid=""
 
 # Processes of this test's Slurm: its daemons' children carry SLURM_CONF.
 our_stepds() {
@@ -46,7 +46,7 @@ slurm_stop() {
 		jobs=$(squeue -h -o %i 2>/dev/null)
 		[[ -n $jobs ]] && scancel --quiet $jobs 2>/dev/null
 		for i in $(seq 1 150); do [[ -z $(our_stepds) ]] && break; sleep 0.2; done
-		[[ -z $(our_stepds) ]] || { echo "slurmstepd still running:"; ps -o pid,args -p $(our_stepds); }
+		[[ -z $(our_stepds) ]] || { echo "slurmstepd still running:"; ps -o pid,args -p "$(our_stepds | paste -sd,)"; }
 	fi
 	for p in $slurmd_pid $ctld_pid $munged_pid; do
 		kill -TERM "$p" 2>/dev/null
@@ -54,7 +54,7 @@ slurm_stop() {
 		kill -KILL "$p" 2>/dev/null
 		wait "$p" 2>/dev/null
 	done
-	slurmd_pid= ctld_pid= munged_pid=
+	slurmd_pid="" ctld_pid="" munged_pid=""
 }
 
 on_exit() {
@@ -193,6 +193,8 @@ wait_for 60 "checkpoint 1 of job $job" checkpointed 0
 no_result_yet "the requeue"
 scontrol requeue "$job" || fail "scontrol requeue $job failed"
 wait_for 60 "start 0 of job $job to stop" gone 0
+# Its last lines are written once the next start began at the latest.
+wait_for 60 "job $job to start again" started 1
 r=$(run 0)
 assert_grep "vcluster.job.*: no checkpoint yet: booting afresh" "$r" 1
 assert_grep 'VCCP-CHECKPOINT epoch=1 status=ok' "$r" 1
@@ -204,7 +206,6 @@ echo "ok start 0: USR1 checkpoint 1, scontrol requeue, stopped ($(( $(date +%s) 
 # to 7 minutes, so that less than VC_STOP_WITHIN (420 s) is left, and
 # send SIGUSR1 as --signal=B:USR1@300 would (Slurm's own may come too):
 # checkpoint 2, shutdown, the job requeues itself.
-wait_for 60 "job $job to start again" started 1
 wait_for 120 "job $job to restore checkpoint 1" resumed 1
 sleep 1
 scontrol update JobId="$job" TimeLimit=7 || fail "scontrol update TimeLimit failed"
@@ -216,6 +217,7 @@ e=$(grep -oE 'vcluster.job.*: SIGUSR1, [0-9]+ s before the time limit: checkpoin
 [[ -n $e ]] || { grep 'vcluster.job' "$out"; fail "start 1: no checkpoint committed after SIGUSR1 near the limit"; }
 wait_for 60 "start 1 of job $job to stop" gone 1
 no_result_yet "the shutdown"
+wait_for 60 "job $job to start a third time" started 2
 r=$(run 1)
 assert_grep 'vcluster.job.*: restoring from checkpoint latest of ' "$r" 1
 assert_grep 'restoring epoch 1 from .*/epoch-0*1$' "$r" 1
@@ -226,7 +228,6 @@ assert_grep "vcluster.job.*: stopped after a checkpoint .*; requeueing job $job"
 echo "ok start 1: restored 1, USR1 near the limit, checkpoint $e, shutdown, self-requeue ($(( $(date +%s) - t0 )) s)"
 
 # Start 2: restores that checkpoint and finishes with the plain run's digests.
-wait_for 60 "job $job to start a third time" started 2
 wait_for 200 "job $job to finish" finished
 grep -E 'vcluster.job|VCTRAFFIC|VCCP-CHECKPOINT|restoring epoch|resumed' "$out"
 [[ $(job_field "$job" JobState) == COMPLETED && $(job_field "$job" ExitCode) == 0:0 ]] ||
