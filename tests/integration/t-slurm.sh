@@ -167,7 +167,7 @@ checkpointed() {
 	grep -qE "vcluster.job.*: SIGUSR1 .*: (checkpoint epoch [0-9]+ committed|no checkpoint)" "$(run "$1")"
 }
 vacated() {
-	grep -qE "vcluster.job.*: (SIGUSR1, .*: checkpoint epoch [0-9]+ committed|the cluster keeps running)" "$(run "$1")"
+	grep -qE "vcluster.job.*: (SIGUSR1, .*: checkpoint epoch [0-9]+ committed|giving up; the job goes on)" "$(run "$1")"
 }
 gone() { ! pgrep -f "$VC_T/run/slurm-$job-r$1( |/|\$)" >/dev/null; }
 started() { [[ $(job_field "$job" Restarts) -ge $1 ]] && grep -q "job $job start $1 on " "$out"; }
