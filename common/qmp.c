@@ -20,7 +20,16 @@ struct qmp {
 	size_t len, cap;
 	json_t *events;		/* array of queued events */
 	unsigned long next_id;
+	void (*wait_hook)(void *ctx);
+	void *wait_ctx;
+	int in_hook;
 };
+
+void qmp_set_wait_hook(struct qmp *q, void (*hook)(void *ctx), void *ctx)
+{
+	q->wait_hook = hook;
+	q->wait_ctx = ctx;
+}
 
 static long long now_ms(void)
 {
@@ -113,8 +122,15 @@ static int qmp_next_message(struct qmp *q, long long deadline, json_t **out)
 		if (left <= 0)
 			return -ETIMEDOUT;
 		struct pollfd pfd = { .fd = q->fd, .events = POLLIN };
-		if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR)
+		int slice = q->wait_hook && left > 2 ? 2 : (int)left;
+		int pr = poll(&pfd, 1, slice);
+		if (pr < 0 && errno != EINTR)
 			return -errno;
+		if (pr == 0 && q->wait_hook && !q->in_hook) {
+			q->in_hook = 1;
+			q->wait_hook(q->wait_ctx);
+			q->in_hook = 0;
+		}
 	}
 }
 

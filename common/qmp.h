@@ -27,6 +27,12 @@ int qmp_fd(const struct qmp *q);
 int qmp_exec(struct qmp *q, const char *command, json_t *args, json_t **reply,
 	     int timeout_ms, char *why, size_t whylen);
 
+/* While a call waits for QEMU's reply, run hook(ctx) every few ms.  QEMU's
+ * main loop may itself be waiting on the caller (a full network link that
+ * only the caller drains), so a caller that stopped all other work while
+ * waiting could deadlock with it.  The hook must not call into this qmp. */
+void qmp_set_wait_hook(struct qmp *q, void (*hook)(void *ctx), void *ctx);
+
 /* Hand QEMU a file descriptor under the name fdname (QMP getfd, the
  * descriptor travelling as SCM_RIGHTS), e.g. for migrate "fd:NAME".  QEMU
  * gets its own copy; the caller still owns fd.  0 or -errno as qmp_exec. */

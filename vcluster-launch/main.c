@@ -89,6 +89,7 @@ struct launch {
 	char restore_dir[PATH_MAX];
 	uint64_t restore_epoch;
 	double last_ckpt_log;
+	bool in_fabric;		/* fabric_progress() is on the stack */
 	struct rank_info *ranks;
 	int nexited;
 	int sigfd;
@@ -267,6 +268,16 @@ static void fill_stats(struct launch *L, struct ctrl_msg *m)
 	m->vm_state = L->vm ? (int)vm_state(L->vm) : VM_EXITED;
 	m->ckpt_bytes = L->vccp ? vccp_bytes_saved(L->vccp) : 0;
 	ctrl_seal(m, L, CTRL_STATS);
+}
+
+/* While a QMP call waits, keep frames moving (see qmp_set_wait_hook). */
+static void qmp_wait_hook(void *ctx)
+{
+	struct launch *L = ctx;
+	bool busy;
+
+	if (L->fab && !L->in_fabric)
+		fabric_progress(L->fab, &busy);
 }
 
 /* --clock-sync: hand the VM the host's time (see tests/guest/vc-clockd.c). */
@@ -596,7 +607,9 @@ static int run(struct launch *L)
 			ctl_serve(L->ctl);
 		(void)fab_idx;
 
+		L->in_fabric = true;
 		int r = fabric_progress(L->fab, &b);
+		L->in_fabric = false;
 		if (r < 0) {
 			char why[200];
 			snprintf(why, sizeof(why), "rank %d: fabric fault (%s)", L->rank, strerror(-r));
@@ -891,6 +904,7 @@ int main(int argc, char **argv)
 		snprintf(why, sizeof(why), "rank %d: fabric: %s", L->rank, strerror(errno));
 	if (!all_ok(L, L->fab != NULL, why))
 		goto out_vm;
+	qmp_set_wait_hook(vm_qmp(L->vm), qmp_wait_hook, L);
 
 	if (c->restore[0]) {
 		struct rq *rq = NULL;

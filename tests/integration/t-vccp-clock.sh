@@ -16,10 +16,12 @@ launch() {
 	(mpirun -np 2 "$VC_BIN/vcluster-launch" --run-dir "$VC_T/run" "$@" 2>&1 | stamp > "$out") &
 	job=$!
 }
-# Largest |host - guest| over the GTIME lines after the line matching $2.
+# The guest clock's offset: host stamp - guest time over the GTIME lines after
+# the line matching $2, taking the smallest (the console echo only ever adds
+# delay, seconds on a loaded machine), printed as its absolute value.
 lag() {
-	awk -v after="$2" 'f && / GTIME / { d = $1 - $NF; if (d < 0) d = -d; if (d > m) m = d }
-		$0 ~ after { f = 1 } END { print m + 0 }' "$1"
+	awk -v after="$2" 'f && / GTIME / { d = $1 - $NF; if (!n++ || d < m) m = d }
+		$0 ~ after { f = 1 } END { if (m < 0) m = -m; print m + 0 }' "$1"
 }
 
 out=$VC_T/out
