@@ -150,7 +150,7 @@ struct vm *vm_start(const struct vm_spec *s, int *link_fd, char *why,
 	cfg_subnet_str(c, net, sizeof(net));
 	hex_encode(c->guest_cmd, cmdhex, sizeof(cmdhex));
 	snprintf(append, sizeof(append),
-		 "console=ttyS0 quiet panic=-1 vc.rank=%d vc.n=%d vc.net=%s vc.mac=%s vc.head=%d%s vc.cmd=%s%s%s",
+		 "console=ttyS0 quiet panic=-1 no_timer_check vc.rank=%d vc.n=%d vc.net=%s vc.mac=%s vc.head=%d%s vc.cmd=%s%s%s",
 		 s->rank, s->nranks, net, mac, s->rank == 0, c->clock_sync ? " vc.clocksync=1" : "", cmdhex,
 		 c->append[0] ? " " : "", c->append);
 
