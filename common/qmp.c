@@ -1,4 +1,5 @@
 #define LOG_PREFIX "qmp"
+#include "vctime.h"
 #include "qmp.h"
 
 #include <errno.h>
@@ -29,13 +30,6 @@ void qmp_set_wait_hook(struct qmp *q, void (*hook)(void *ctx), void *ctx)
 {
 	q->wait_hook = hook;
 	q->wait_ctx = ctx;
-}
-
-static long long now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 int qmp_fd(const struct qmp *q)
@@ -118,7 +112,7 @@ static int qmp_next_message(struct qmp *q, long long deadline, json_t **out)
 			continue;
 		if (r != -EAGAIN)
 			return r;
-		long long left = deadline - now_ms();
+		long long left = deadline - vc_mono_ms();
 		if (left <= 0)
 			return -ETIMEDOUT;
 		struct pollfd pfd = { .fd = q->fd, .events = POLLIN };
@@ -198,7 +192,7 @@ static int qmp_exec_common(struct qmp *q, const char *command, json_t *args,
 			   size_t whylen)
 {
 	char idbuf[32];
-	long long deadline = now_ms() + timeout_ms;
+	long long deadline = vc_mono_ms() + timeout_ms;
 	json_t *req = json_object();
 	int r;
 
@@ -258,7 +252,7 @@ struct qmp *qmp_connect(const char *path, int timeout_ms, char *why,
 			size_t whylen)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	long long deadline = now_ms() + timeout_ms;
+	long long deadline = vc_mono_ms() + timeout_ms;
 	struct qmp *q;
 	int r;
 
@@ -287,7 +281,7 @@ struct qmp *qmp_connect(const char *path, int timeout_ms, char *why,
 		r = -errno;
 		close(q->fd);
 		q->fd = -1;
-		if ((r != -ENOENT && r != -ECONNREFUSED) || now_ms() >= deadline) {
+		if ((r != -ENOENT && r != -ECONNREFUSED) || vc_mono_ms() >= deadline) {
 			snprintf(why, whylen, "connecting to %s: %s", path,
 				 strerror(-r));
 			goto fail_quiet;
@@ -308,7 +302,7 @@ struct qmp *qmp_connect(const char *path, int timeout_ms, char *why,
 	}
 	json_decref(greeting);
 
-	int left = (int)(deadline - now_ms());
+	int left = (int)(deadline - vc_mono_ms());
 	r = qmp_exec(q, "qmp_capabilities", NULL, NULL, left > 1000 ? left : 1000,
 		     why, whylen);
 	if (r < 0)
@@ -354,7 +348,7 @@ json_t *qmp_next_event(struct qmp *q)
 
 json_t *qmp_wait_event(struct qmp *q, const char *name, int timeout_ms)
 {
-	long long deadline = now_ms() + timeout_ms;
+	long long deadline = vc_mono_ms() + timeout_ms;
 
 	for (;;) {
 		size_t i;

@@ -1,6 +1,7 @@
 /* tlm: the TLM source engine (CHK and PS threads, stage 3) and the
  * destination receiver.  See tlm.h and README.md. */
 #define LOG_PREFIX "tlm"
+#include "vctime.h"
 #include "tlm.h"
 
 #include <errno.h>
@@ -25,13 +26,6 @@
 #define PAGE		DIRTY_PAGE_SIZE
 #define QMP_MS		30000
 #define NLOCKS		1024
-
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static uint64_t realtime_ns(void)
 {
@@ -239,15 +233,15 @@ static int64_t src_send_dirty(struct tlm_src *s, uint64_t limit, atomic_int *qui
 static void *src_ps_thread(void *arg)
 {
 	struct tlm_src *s = arg;
-	double next = now_s() + s->o->epoch_ms / 1000.0;
+	double next = vc_mono_s() + s->o->epoch_ms / 1000.0;
 	char why[512];
 
 	while (!atomic_load(&s->ps_quit)) {
 		pthread_mutex_lock(&s->lock);
-		while (!atomic_load(&s->ps_quit) && now_s() < next) {
+		while (!atomic_load(&s->ps_quit) && vc_mono_s() < next) {
 			struct timespec ts;
 			clock_gettime(CLOCK_REALTIME, &ts);
-			double wait = next - now_s();
+			double wait = next - vc_mono_s();
 			ts.tv_sec += (time_t)wait;
 			ts.tv_nsec += (long)((wait - (double)(time_t)wait) * 1e9);
 			if (ts.tv_nsec >= 1000000000) {
@@ -259,7 +253,7 @@ static void *src_ps_thread(void *arg)
 		pthread_mutex_unlock(&s->lock);
 		if (atomic_load(&s->ps_quit))
 			break;
-		double t = now_s();
+		double t = vc_mono_s();
 		next = next + s->o->epoch_ms / 1000.0 > t ? next + s->o->epoch_ms / 1000.0
 							   : t + s->o->epoch_ms / 1000.0;
 		uint64_t dirty;
@@ -373,7 +367,7 @@ static int qmp_status(struct qmp *q, char *status, size_t len, char *why, size_t
 static int qmp_wait_migration(struct qmp *q, int timeout_ms, int64_t *downtime_ms,
 			      char *why, size_t whylen)
 {
-	double end = now_s() + timeout_ms / 1000.0;
+	double end = vc_mono_s() + timeout_ms / 1000.0;
 	char qwhy[400];
 
 	for (;;) {
@@ -397,7 +391,7 @@ static int qmp_wait_migration(struct qmp *q, int timeout_ms, int64_t *downtime_m
 			return -EIO;
 		}
 		json_decref(reply);
-		if (now_s() > end) {
+		if (vc_mono_s() > end) {
 			snprintf(why, whylen, "QEMU migration not completed within %d ms (status %s)",
 				 timeout_ms, st ? st : "none");
 			return -ETIMEDOUT;
@@ -408,7 +402,7 @@ static int qmp_wait_migration(struct qmp *q, int timeout_ms, int64_t *downtime_m
 
 static void src_progress(struct tlm_src *s, double t0, double *last_t, uint64_t *last_b)
 {
-	double t = now_s();
+	double t = vc_mono_s();
 	uint64_t bytes = src_bytes(s);
 	double rate = (double)(bytes - *last_b) / (t - *last_t) / 1e6;
 
@@ -433,7 +427,7 @@ int tlm_migrate(const struct tlm_src_opts *o, struct tlm_src_result *r, char *wh
 	pthread_t chk, ps;
 	bool chk_started = false, ps_started = false, vm_stopped = false, migrating = false;
 	char path[128], qwhy[512];
-	double t0 = now_s(), t_stop = 0;
+	double t0 = vc_mono_s(), t_stop = 0;
 	int err;
 
 	memset(r, 0, sizeof(*r));
@@ -523,7 +517,7 @@ int tlm_migrate(const struct tlm_src_opts *o, struct tlm_src_result *r, char *wh
 		goto out_fail;
 	}
 	chk_started = true;
-	double last_t = now_s(), t_print = last_t + 1;
+	double last_t = vc_mono_s(), t_print = last_t + 1;
 	uint64_t last_b = 0;
 	for (;;) {
 		struct timespec ts = { 0, 50 * 1000000 };
@@ -532,7 +526,7 @@ int tlm_migrate(const struct tlm_src_opts *o, struct tlm_src_result *r, char *wh
 			chk_started = false;
 			break;
 		}
-		if (!o->quiet && now_s() >= t_print) {
+		if (!o->quiet && vc_mono_s() >= t_print) {
 			src_progress(&s, t0, &last_t, &last_b);
 			t_print += 1;
 		}
@@ -545,10 +539,10 @@ int tlm_migrate(const struct tlm_src_opts *o, struct tlm_src_result *r, char *wh
 	ps_started = false;
 	if (atomic_load(&s.failed))
 		goto out_fail;
-	r->stage2_s = now_s() - t0;
+	r->stage2_s = vc_mono_s() - t0;
 
 	/* Stage 3: stop, last sync, what is still dirty, end of streams. */
-	t_stop = now_s();
+	t_stop = vc_mono_s();
 	uint64_t stop_ns = realtime_ns();
 	err = qmp_simple(s.q, "stop", NULL, qwhy, sizeof(qwhy));
 	if (err) {
@@ -589,7 +583,7 @@ int tlm_migrate(const struct tlm_src_opts *o, struct tlm_src_result *r, char *wh
 		src_fail(&s, err, "device state to %s: %s", o->qemu_uri, qwhy);
 		goto out_fail;
 	}
-	double t_done = now_s();
+	double t_done = vc_mono_s();
 	r->downtime_s = t_done - t_stop;
 	/* Guest RAM at the stop: the source stays stopped after migrating, so
 	 * the checksum is taken off the downtime path. */

@@ -1,4 +1,5 @@
 #define LOG_PREFIX "vccp"
+#include "vctime.h"
 #include "vccp.h"
 
 #include "afile.h"
@@ -112,20 +113,6 @@ struct vccp {
 	bool ended;
 };
 
-static double wall(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static double mono(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 static void on_marker(void *ctx, int from, uint64_t epoch)
 {
 	struct vccp *v = ctx;
@@ -180,7 +167,7 @@ struct vccp *vccp_create(MPI_Comm comm, struct fabric *f, const struct vccp_opts
 		snprintf(v->disk_device, sizeof(v->disk_device), "%s", o->disk_device);
 		snprintf(v->disk_active, sizeof(v->disk_active), "%s", o->disk_active);
 	}
-	v->last_end = mono();
+	v->last_end = vc_mono_s();
 	if (v->rank == 0)
 		v->next_epoch = ckpt_next_epoch(v->dir);
 	MPI_Bcast(&v->next_epoch, 1, MPI_UINT64_T, 0, v->comm);
@@ -247,14 +234,14 @@ static void begin_epoch(struct vccp *v)
 	v->epoch = v->req.epoch;
 	memset(&v->me, 0, sizeof(v->me));
 	v->me.rank = v->rank;
-	v->me.t_request = wall();
+	v->me.t_request = vc_wall_s();
 	v->bytes_saved = v->bytes_total = 0;
 	ckpt_epoch_dir(v->dir, v->epoch, v->epoch_dir, sizeof(v->epoch_dir));
 	snprintf(v->vm_path, sizeof(v->vm_path), "%s/rank%d.vmstate", v->epoch_dir, v->rank);
 	snprintf(v->vm_tmp, sizeof(v->vm_tmp), "%s.tmp", v->vm_path);
 	snprintf(v->rq_path, sizeof(v->rq_path), "%s/rank%d.rq", v->epoch_dir, v->rank);
 	if (v->test_delay_ms) {
-		v->pause_at = mono() + v->test_delay_ms / 1000.0;
+		v->pause_at = vc_mono_s() + v->test_delay_ms / 1000.0;
 		v->state = V_PREPAUSE;
 		return;
 	}
@@ -270,7 +257,7 @@ static void settle_vm(struct vccp *v)
 {
 	if (!v->test_late_hold_ms) {
 		fabric_hold(v->fab, true);
-		v->settle_until = mono() + SETTLE_MAX_S;
+		v->settle_until = vc_mono_s() + SETTLE_MAX_S;
 		v->state = V_SETTLE;
 		return;
 	}
@@ -286,9 +273,9 @@ static void pause_vm(struct vccp *v)
 	} else if (qmp_exec(v->qmp, "stop", NULL, NULL, QMP_TIMEOUT_MS, why, sizeof(why)) < 0) {
 		fail(v, -EIO, "rank %d: pausing the VM: %s", v->rank, why);
 	}
-	v->me.t_pause = wall();
+	v->me.t_pause = vc_wall_s();
 	if (v->test_late_hold_ms) {
-		v->hold_at = mono() + v->test_late_hold_ms / 1000.0;
+		v->hold_at = vc_mono_s() + v->test_late_hold_ms / 1000.0;
 		v->state = V_LATEHOLD;
 		return;
 	}
@@ -355,8 +342,8 @@ static void start_save(struct vccp *v)
 	char why[256];
 	int fd, r;
 
-	v->me.t_marked = wall();
-	v->last_progress_log = mono();
+	v->me.t_marked = vc_wall_s();
+	v->last_progress_log = vc_mono_s();
 	r = afile_mkdir_p(v->epoch_dir, 0700);
 	if (r < 0) {
 		fail(v, r, "rank %d: %s: %s", v->rank, v->epoch_dir, strerror(-r));
@@ -432,9 +419,9 @@ static int poll_save(struct vccp *v)
 		}
 		return 1;
 	}
-	if (mono() - v->last_poll < POLL_MIGRATE_S)
+	if (vc_mono_s() - v->last_poll < POLL_MIGRATE_S)
 		return 0;
-	v->last_poll = mono();
+	v->last_poll = vc_mono_s();
 	crc_catch_up(v, 1 << 20, 64 << 20);
 	if (v->migration_done)
 		return poll_disk(v);
@@ -457,8 +444,8 @@ static int poll_save(struct vccp *v)
 		fail(v, -EIO, "rank %d: saving the VM state to %s failed: %s", v->rank,
 		     v->vm_tmp, desc ? desc : status);
 		done = 1;
-	} else if (mono() - v->last_progress_log > 2.0) {
-		v->last_progress_log = mono();
+	} else if (vc_mono_s() - v->last_progress_log > 2.0) {
+		v->last_progress_log = vc_mono_s();
 		pr_info("epoch %llu: saved %.1f of %.1f MiB", (unsigned long long)v->epoch,
 			v->bytes_saved / 1048576.0, v->bytes_total / 1048576.0);
 	}
@@ -526,7 +513,7 @@ out:
 	if (v->save_fd >= 0)
 		close(v->save_fd);
 	v->save_fd = -1;
-	v->me.t_saved = wall();
+	v->me.t_saved = vc_wall_s();
 	MPI_Igather(&v->me, sizeof(v->me), MPI_BYTE, v->all, sizeof(v->me), MPI_BYTE, 0,
 		    v->comm, &v->coll);
 	v->state = V_REPORT;
@@ -618,7 +605,7 @@ static void resume(struct vccp *v)
 	fabric_hold(v->fab, false);
 	if (v->qmp && qmp_exec(v->qmp, "cont", NULL, NULL, QMP_TIMEOUT_MS, why, sizeof(why)) < 0)
 		pr_err("epoch %llu: resuming the VM: %s", (unsigned long long)v->epoch, why);
-	v->t_resume = wall();
+	v->t_resume = vc_wall_s();
 	if (v->on_resume && v->qmp)
 		v->on_resume(v->ctx);
 	pr_info("epoch %llu %s; VM resumed; %zu frames from the receive queue go first",
@@ -726,19 +713,19 @@ int vccp_progress(struct vccp *v, bool *busy)
 			}
 			begin_epoch(v);
 		} else if (v->interval_s && !v->ended && v->qmp &&
-			   mono() - v->last_end >= v->interval_s) {
+			   vc_mono_s() - v->last_end >= v->interval_s) {
 			vccp_request(v, "--checkpoint-interval");
 			*busy = true;
 		}
 		return 0;
 	case V_PREPAUSE:
-		if (mono() < v->pause_at)
+		if (vc_mono_s() < v->pause_at)
 			return 0;
 		settle_vm(v);
 		*busy = true;
 		return 0;
 	case V_SETTLE:
-		if (fabric_vm_unread(v->fab) > 0 && mono() < v->settle_until)
+		if (fabric_vm_unread(v->fab) > 0 && vc_mono_s() < v->settle_until)
 			return 0;
 		if (fabric_vm_unread(v->fab) > 0)
 			pr_info("epoch %llu: %d bytes still unread by QEMU at the pause",
@@ -747,7 +734,7 @@ int vccp_progress(struct vccp *v, bool *busy)
 		*busy = true;
 		return 0;
 	case V_LATEHOLD:
-		if (mono() < v->hold_at)
+		if (vc_mono_s() < v->hold_at)
 			return 0;
 		fabric_hold(v->fab, true);
 		fabric_drain_vm(v->fab, true);
@@ -810,7 +797,7 @@ int vccp_progress(struct vccp *v, bool *busy)
 			/* root removes the directory; our files are gone */
 		}
 		v->state = V_IDLE;
-		v->last_end = mono();
+		v->last_end = vc_mono_s();
 		v->bytes_saved = 0;
 		post_request(v);
 		*busy = true;
@@ -821,12 +808,12 @@ int vccp_progress(struct vccp *v, bool *busy)
 
 int vccp_finish(struct vccp *v, int timeout_ms)
 {
-	double deadline = mono() + timeout_ms / 1000.0;
+	double deadline = vc_mono_s() + timeout_ms / 1000.0;
 	bool busy;
 
 	/* Let an epoch under way end first (it aborts if a VM has gone). */
 	while (v->state != V_IDLE) {
-		if (mono() > deadline)
+		if (vc_mono_s() > deadline)
 			return -ETIMEDOUT;
 		vccp_progress(v, &busy);
 		if (v->fab)
@@ -840,7 +827,7 @@ int vccp_finish(struct vccp *v, int timeout_ms)
 		}
 	}
 	while (!test(&v->req_r)) {
-		if (mono() > deadline)
+		if (vc_mono_s() > deadline)
 			return -ETIMEDOUT;
 		if (v->fab)
 			fabric_progress(v->fab, &busy);
@@ -849,7 +836,7 @@ int vccp_finish(struct vccp *v, int timeout_ms)
 		/* A request crossed our exit: it cannot be served (the VMs
 		 * are gone); answer it as a failed epoch. */
 		begin_epoch(v);
-		return vccp_finish(v, (int)((deadline - mono()) * 1000));
+		return vccp_finish(v, (int)((deadline - vc_mono_s()) * 1000));
 	}
 	v->ended = true;
 	return 0;
@@ -861,7 +848,7 @@ int vccp_load_vm(struct qmp *q, const char *epoch_dir, int rank, int timeout_ms,
 		 char *why, size_t whylen)
 {
 	char path[PATH_MAX], inner[256];
-	double deadline = mono() + timeout_ms / 1000.0;
+	double deadline = vc_mono_s() + timeout_ms / 1000.0;
 	int r;
 
 	snprintf(path, sizeof(path), "%s/rank%d.vmstate", epoch_dir, rank);
@@ -898,7 +885,7 @@ int vccp_load_vm(struct qmp *q, const char *epoch_dir, int rank, int timeout_ms,
 			return -EIO;
 		}
 		json_decref(st);
-		if (mono() > deadline) {
+		if (vc_mono_s() > deadline) {
 			snprintf(why, whylen, "loading %s took longer than %d s", path, timeout_ms / 1000);
 			return -ETIMEDOUT;
 		}

@@ -7,6 +7,7 @@
  * the job's exit status, which every rank returns.
  */
 #define LOG_PREFIX "launch"
+#include "vctime.h"
 #include "accel.h"
 #include "afile.h"
 #include "config.h"
@@ -102,13 +103,6 @@ struct launch {
 	bool shutting_down;
 	char abort_reason[200];
 };
-
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 /* ---- control messages -------------------------------------------------- */
 
@@ -221,7 +215,7 @@ static void handle_ctrl(struct launch *L, struct ctrl_msg *m)
 		if (L->rank == 0) {
 			L->ranks[m->rank].stats = *m;
 			L->ranks[m->rank].have_stats = true;
-			L->ranks[m->rank].stats_age = now_s();
+			L->ranks[m->rank].stats_age = vc_mono_s();
 		}
 		break;
 	}
@@ -314,7 +308,7 @@ static json_t *ctl_handle(void *ctx, const char *command, json_t *req)
 		json_t *ranks = json_array();
 		fill_stats(L, &L->ranks[0].stats);
 		L->ranks[0].have_stats = true;
-		L->ranks[0].stats_age = now_s();
+		L->ranks[0].stats_age = vc_mono_s();
 		for (int r = 0; r < L->size; r++) {
 			struct rank_info *ri = &L->ranks[r];
 			struct ctrl_msg *s = &ri->stats;
@@ -328,7 +322,7 @@ static json_t *ctl_handle(void *ctx, const char *command, json_t *req)
 			}
 			if (ri->have_stats) {
 				json_object_set_new(o, "stats_age_s",
-						    json_real(now_s() - ri->stats_age));
+						    json_real(vc_mono_s() - ri->stats_age));
 				json_object_set_new(o, "fabric", json_pack(
 					"{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:i, s:I}",
 					"frames_from_vm", (json_int_t)s->fab.frames_from_vm,
@@ -346,7 +340,7 @@ static json_t *ctl_handle(void *ctx, const char *command, json_t *req)
 			json_array_append_new(ranks, o);
 		}
 		json_t *rep = json_pack("{s:b, s:s, s:i, s:f, s:o}", "ok", 1, "run_dir", L->run_dir,
-					"size", L->size, "uptime_s", now_s() - L->start, "ranks", ranks);
+					"size", L->size, "uptime_s", vc_mono_s() - L->start, "ranks", ranks);
 		if (L->vccp) {
 			json_t *last = vccp_last_json(L->vccp);
 			json_object_set_new(rep, "checkpointing", json_boolean(vccp_active(L->vccp)));
@@ -562,7 +556,7 @@ static void print_summary(struct launch *L, int code)
 	if (L->timed_out)
 		pr_err("the run passed its --timeout of %d s", L->cfg.timeout_s);
 	if (code == 0)
-		pr_info("all %d guests succeeded (%.1f s)", L->size, now_s() - L->start);
+		pr_info("all %d guests succeeded (%.1f s)", L->size, vc_mono_s() - L->start);
 	else
 		pr_info("finished with exit status %d (%d of %d guests did not succeed); logs in %s",
 			code, failed, L->size, L->run_dir);
@@ -571,7 +565,7 @@ static void print_summary(struct launch *L, int code)
 static int run(struct launch *L)
 {
 	struct pollfd pfds[8];
-	double last_busy = now_s();
+	double last_busy = vc_mono_s();
 
 	while (L->nexited < L->size) {
 		int n = 0, fab_idx = -1, qmp_idx = -1, ctl_idx = -1;
@@ -589,7 +583,7 @@ static int run(struct launch *L)
 			ctl_idx = n;
 			ctl_pollfd(L->ctl, &pfds[n++]);
 		}
-		poll(pfds, (nfds_t)n, fabric_poll_timeout(L->fab, now_s(), last_busy,
+		poll(pfds, (nfds_t)n, fabric_poll_timeout(L->fab, vc_mono_s(), last_busy,
 							   L->cfg.fabric_spin_us));
 
 		bool busy = false, b;
@@ -627,14 +621,14 @@ static int run(struct launch *L)
 				return 2;
 			}
 			busy |= b;
-			if (L->rank == 0 && vccp_active(L->vccp) && now_s() - L->last_ckpt_log > 2.0) {
+			if (L->rank == 0 && vccp_active(L->vccp) && vc_mono_s() - L->last_ckpt_log > 2.0) {
 				uint64_t total = vccp_bytes_saved(L->vccp);
 				for (int k = 1; k < L->size; k++)
 					total += L->ranks[k].stats.ckpt_bytes;
 				if (L->last_ckpt_log > 0 && total)
 					pr_info("checkpoint in progress: %.1f MiB of VM state saved",
 						total / 1048576.0);
-				L->last_ckpt_log = now_s();
+				L->last_ckpt_log = vc_mono_s();
 			} else if (!vccp_active(L->vccp)) {
 				L->last_ckpt_log = 0;
 			}
@@ -645,7 +639,7 @@ static int run(struct launch *L)
 			if (!L->ranks[L->rank].exited && vm_check_exit(L->vm))
 				vm_gone(L);
 		}
-		double now = now_s();
+		double now = vc_mono_s();
 		if (L->rank != 0 && now - L->last_stats >= STATS_PERIOD_MS / 1000.0) {
 			struct ctrl_msg m;
 			fill_stats(L, &m);
@@ -674,7 +668,7 @@ int main(int argc, char **argv)
 	MPI_Comm_rank(MPI_COMM_WORLD, &L->rank);
 	MPI_Comm_size(MPI_COMM_WORLD, &L->size);
 	log_init("vcluster-launch", L->rank);
-	L->start = now_s();
+	L->start = vc_mono_s();
 	signal(SIGPIPE, SIG_IGN);
 
 	r = cfg_load(&L->cfg, argc, argv, err, sizeof(err));

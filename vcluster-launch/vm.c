@@ -1,4 +1,5 @@
 #define LOG_PREFIX "vm"
+#include "vctime.h"
 #include "vm.h"
 
 #include "afile.h"
@@ -37,13 +38,6 @@ struct vm {
 	int wait_status;
 	long long stop_quit_at, stop_kill_at;	/* ms, monotonic; 0 = not set */
 };
-
-static long long now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void hex_encode(const char *in, char *out, size_t outlen)
 {
@@ -460,7 +454,7 @@ void vm_request_stop(struct vm *vm, int grace_ms)
 	if (vm->qmp && qmp_exec(vm->qmp, "system_powerdown", NULL, NULL, 2000, why,
 				sizeof(why)) < 0)
 		pr_debug("system_powerdown: %s", why);
-	vm->stop_quit_at = now_ms() + grace_ms;
+	vm->stop_quit_at = vc_mono_ms() + grace_ms;
 	vm->stop_kill_at = vm->stop_quit_at + 5000;
 }
 
@@ -469,7 +463,7 @@ void vm_kill(struct vm *vm)
 	if (vm->state == VM_EXITED)
 		return;
 	vm->state = VM_STOPPING;
-	vm->stop_quit_at = now_ms();
+	vm->stop_quit_at = vc_mono_ms();
 	vm->stop_kill_at = vm->stop_quit_at + 2000;
 	vm_tick(vm);
 }
@@ -477,7 +471,7 @@ void vm_kill(struct vm *vm)
 void vm_tick(struct vm *vm)
 {
 	char why[256];
-	long long now = now_ms();
+	long long now = vc_mono_ms();
 
 	if (vm->state != VM_STOPPING)
 		return;
