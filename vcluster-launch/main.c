@@ -385,7 +385,7 @@ static bool all_ok(struct launch *L, bool ok, const char *why)
 	if (first == L->size)
 		return true;
 	if (first == L->rank)
-		log_msg(LOG_ERR, LOG_PREFIX, 0, "%s%s", L->size > 1 ? "" : "", why);
+		log_msg(LOG_ERR, LOG_PREFIX, 0, "%s", why);
 	return false;
 }
 
