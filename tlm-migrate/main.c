@@ -49,14 +49,19 @@ static const char usage[] =
 "                     cont once everything arrived\n"
 "  --qemu-port P      as on the source (default: first listen port + 100)\n"
 "  --no-resume        leave the destination paused\n"
+"  --verify           checksum guest RAM (CRC32C) before the resume, to compare\n"
+"                     with the source's; it reads all of RAM, so it adds to the\n"
+"                     downtime (tests use it, production need not)\n"
 "  --timeout S        bound for accepting and for QEMU's migration (default 60)\n"
 "\n"
 "Output: progress lines on stderr; last, one line on stdout:\n"
 "  TLM-SUMMARY result=ok total_s=.. downtime_s=.. qemu_downtime_ms=.. bytes=..\n"
 "    epochs=.. pages_chk=.. pages_zero=.. pages_resent=.. pages_final=..\n"
-"    streams=N ram_bytes=.. crc32c=0x.. rate_mbps=..\n"
+"    streams=N ram_bytes=.. crc32c=0x.. rate_mbps=.. stage2_mbps=..\n"
+"    (rate_mbps: payload over the total time; stage2_mbps: over stage 2,\n"
+"    while the streams are busy)\n"
 "  TLM-RECV-SUMMARY result=ok downtime_s=.. bytes=.. pages_applied=..\n"
-"    pages_older=.. streams=N crc32c=0x..\n"
+"    pages_older=.. streams=N crc32c=0x.. (or none without --verify)\n"
 "or result=fail with reason=\"...\" (exit status 1; the source VM keeps\n"
 "running).  Exit status 2: bad arguments.\n";
 
@@ -113,11 +118,12 @@ int main(int argc, char **argv)
 		{ "quiet", no_argument, 0, 'Q' }, { "recv", no_argument, 0, 'R' },
 		{ "listen", required_argument, 0, 'l' }, { "ram", required_argument, 0, 'r' },
 		{ "ram-size", required_argument, 0, 's' }, { "no-resume", no_argument, 0, 'N' },
+		{ "verify", no_argument, 0, 'v' },
 		{ "help", no_argument, 0, 'h' }, { "version", no_argument, 0, 'V' }, { 0 }
 	};
 	const char *qmp = NULL, *to = NULL, *listen = NULL, *ram = NULL;
 	int streams = 4, epoch_ms = 100, chunk = 64, qport = -1, timeout = 60;
-	bool recv = false, zero_skip = true, quiet = false, no_resume = false;
+	bool recv = false, zero_skip = true, quiet = false, no_resume = false, verify = false;
 	uint64_t ram_size = 0;
 	char err[512], uri[300];
 	int c;
@@ -140,6 +146,7 @@ int main(int argc, char **argv)
 		case 'r': ram = optarg; break;
 		case 's': bad = parse_size(optarg, &ram_size); break;
 		case 'N': no_resume = true; break;
+		case 'v': verify = true; break;
 		case 'h': fputs(usage, stdout); return 0;
 		case 'V': printf("tlm-migrate %s (TLM wire %d, mstream wire %d)\n", VC_VERSION,
 				 TLM_WIRE_VERSION, MSTREAM_WIRE_VERSION); return 0;
@@ -199,10 +206,12 @@ int main(int argc, char **argv)
 		printf("TLM-SUMMARY result=ok total_s=%.3f downtime_s=%.3f qemu_downtime_ms=%" PRId64
 		       " stage2_s=%.3f bytes=%" PRIu64 " epochs=%" PRIu64 " pages_chk=%" PRIu64
 		       " pages_zero=%" PRIu64 " pages_resent=%" PRIu64 " pages_final=%" PRIu64
-		       " streams=%d ram_bytes=%" PRIu64 " crc32c=0x%08x rate_mbps=%.1f\n",
+		       " streams=%d ram_bytes=%" PRIu64 " crc32c=0x%08x rate_mbps=%.1f"
+		       " stage2_mbps=%.1f\n",
 		       r.total_s, r.downtime_s, r.qemu_downtime_ms, r.stage2_s, r.bytes, r.epochs,
 		       r.pages_chk, r.pages_zero, r.pages_resent, r.pages_final, r.streams,
-		       r.ram_bytes, r.crc, (double)r.bytes * 8 / 1e6 / r.total_s);
+		       r.ram_bytes, r.crc, (double)r.bytes * 8 / 1e6 / r.total_s,
+		       r.stage2_s > 0 ? (double)r.stage2_bytes * 8 / 1e6 / r.stage2_s : 0.0);
 		return 0;
 	}
 
@@ -233,7 +242,7 @@ int main(int argc, char **argv)
 	struct tlm_dst_opts o = {
 		.listen = addrs, .nlisten = naddrs, .nstreams = streams, .ram_path = ram,
 		.ram_size = ram_size, .qmp_path = qmp, .qemu_uri = uri,
-		.timeout_ms = timeout * 1000, .no_resume = no_resume,
+		.timeout_ms = timeout * 1000, .no_resume = no_resume, .verify = verify,
 	};
 	struct tlm_dst_result r;
 	int rc = tlm_receive(&o, &r, say_ready, (void *)listen, err, sizeof(err));
@@ -243,8 +252,11 @@ int main(int argc, char **argv)
 		fail_line("TLM-RECV-SUMMARY", err);
 		return 1;
 	}
+	char crc[16] = "none";
+	if (r.crc_valid)
+		snprintf(crc, sizeof(crc), "0x%08x", r.crc);
 	printf("TLM-RECV-SUMMARY result=ok downtime_s=%.3f bytes=%" PRIu64 " pages_applied=%" PRIu64
-	       " pages_older=%" PRIu64 " streams=%d crc32c=0x%08x\n", r.downtime_s, r.bytes,
-	       r.pages_applied, r.pages_older, r.streams, r.crc);
+	       " pages_older=%" PRIu64 " streams=%d crc32c=%s\n", r.downtime_s, r.bytes,
+	       r.pages_applied, r.pages_older, r.streams, crc);
 	return 0;
 }

@@ -517,7 +517,9 @@ int tlm_migrate(const struct tlm_src_opts *o, struct tlm_src_result *r, char *wh
 		goto out_fail;
 	}
 	chk_started = true;
-	double last_t = vc_mono_s(), t_print = last_t + 1;
+	double t_stage2 = vc_mono_s();
+	uint64_t b_stage2 = src_bytes(&s);
+	double last_t = t_stage2, t_print = last_t + 1;
 	uint64_t last_b = 0;
 	for (;;) {
 		struct timespec ts = { 0, 50 * 1000000 };
@@ -539,7 +541,8 @@ int tlm_migrate(const struct tlm_src_opts *o, struct tlm_src_result *r, char *wh
 	ps_started = false;
 	if (atomic_load(&s.failed))
 		goto out_fail;
-	r->stage2_s = vc_mono_s() - t0;
+	r->stage2_s = vc_mono_s() - t_stage2;
+	r->stage2_bytes = src_bytes(&s) - b_stage2;
 
 	/* Stage 3: stop, last sync, what is still dirty, end of streams. */
 	t_stop = vc_mono_s();
@@ -555,9 +558,11 @@ int tlm_migrate(const struct tlm_src_opts *o, struct tlm_src_result *r, char *wh
 		src_fail(&s, err, "%s", qwhy);
 		goto out_fail;
 	}
+	double t_synced = vc_mono_s();
 	int64_t fin = src_send_dirty(&s, UINT64_MAX, NULL);
 	if (fin < 0)
 		goto out_fail;
+	double t_sent = vc_mono_s();
 	atomic_store(&s.pages_final, (uint64_t)fin);
 	uint8_t stopmsg[TLM_STOP_LEN] = { 0 };
 	vcfmt_put_be64(stopmsg, stop_ns);
@@ -573,6 +578,7 @@ int tlm_migrate(const struct tlm_src_opts *o, struct tlm_src_result *r, char *wh
 		goto out_fail;
 	}
 	r->bytes = src_bytes(&s);
+	double t_acked = vc_mono_s();
 
 	/* Device state and the small non-shared blocks: QEMU's migration. */
 	migrating = true;
@@ -585,6 +591,12 @@ int tlm_migrate(const struct tlm_src_opts *o, struct tlm_src_result *r, char *wh
 	}
 	double t_done = vc_mono_s();
 	r->downtime_s = t_done - t_stop;
+	if (!o->quiet)
+		fprintf(stderr, "tlm: stage 3: stop+sync %.0f ms, %lld final pages %.0f ms, "
+			"receiver done %.0f ms, device state %.0f ms (QEMU: %lld ms)\n",
+			(t_synced - t_stop) * 1e3, (long long)fin, (t_sent - t_synced) * 1e3,
+			(t_acked - t_sent) * 1e3, (t_done - t_acked) * 1e3,
+			(long long)r->qemu_downtime_ms);
 	/* Guest RAM at the stop: the source stays stopped after migrating, so
 	 * the checksum is taken off the downtime path. */
 	r->crc = ram_crc(s.b->mem, s.b->length);
@@ -874,21 +886,32 @@ int tlm_receive(const struct tlm_dst_opts *o, struct tlm_dst_result *r,
 		if (mstream_stats(ms, i, &st) == 0)
 			r->bytes += st.bytes;
 	}
-	fprintf(stderr, "tlm-recv: +%.3f s after the source stopped: all pages applied\n",
-		(double)(realtime_ns() - s0) / 1e9);
-	/* The checksum runs while QEMU moves the device state: nothing writes
-	 * the RAM file until the destination resumes. */
+	fprintf(stderr, "tlm-recv: +%.3f s after the source stopped (at %.3f): all pages applied\n",
+		(double)(realtime_ns() - s0) / 1e9, (double)s0 / 1e9);
+	/* The checksum (--verify) runs while QEMU moves the device state:
+	 * nothing writes the RAM file until the destination resumes.  It reads
+	 * all of guest RAM, so it delays the resume unless the device state
+	 * takes longer. */
 	struct dst_crc_job job = { .d = d };
-	bool crc_thread = pthread_create(&job.thread, NULL, dst_crc_thread, &job) == 0;
-	if (!crc_thread)
-		dst_crc_thread(&job);
+	bool crc_thread = false;
+	if (o->verify) {
+		crc_thread = pthread_create(&job.thread, NULL, dst_crc_thread, &job) == 0;
+		if (!crc_thread)
+			dst_crc_thread(&job);
+	}
 	if (q)
 		err = qmp_wait_migration(q, o->timeout_ms, NULL, why, whylen);
+	if (q)
+		fprintf(stderr, "tlm-recv: +%.3f s: device state loaded\n",
+			(double)(realtime_ns() - s0) / 1e9);
 	if (crc_thread)
 		pthread_join(job.thread, NULL);
-	r->crc = job.crc;
-	fprintf(stderr, "tlm-recv: +%.3f s: %s, crc32c=0x%08x\n",
-		(double)(realtime_ns() - s0) / 1e9, q ? "device state loaded" : "done", r->crc);
+	if (o->verify) {
+		r->crc = job.crc;
+		r->crc_valid = true;
+		fprintf(stderr, "tlm-recv: +%.3f s: guest RAM crc32c=0x%08x\n",
+			(double)(realtime_ns() - s0) / 1e9, r->crc);
+	}
 	if (err)
 		goto out_qmp;
 	if (q && !o->no_resume) {

@@ -58,7 +58,8 @@ struct tlm_src_opts {
 struct tlm_src_result {
 	double total_s;			/* stage 1 start to migration completed */
 	double downtime_s;		/* VM stop to QEMU migration completed */
-	double stage2_s;
+	double stage2_s;		/* CHK and PS running */
+	uint64_t stage2_bytes;		/* payload bytes sent in stage 2 */
 	int64_t qemu_downtime_ms;	/* query-migrate's figure */
 	uint64_t bytes;			/* payload bytes over all streams */
 	uint64_t epochs;
@@ -81,13 +82,15 @@ struct tlm_dst_opts {
 	const char *qemu_uri;		/* migrate-incoming URI */
 	int timeout_ms;			/* accept and QEMU bounds */
 	bool no_resume;			/* leave the destination paused */
+	bool verify;			/* CRC32C of the RAM before resume (costs downtime) */
 };
 
 struct tlm_dst_result {
 	uint64_t pages_applied;
 	uint64_t pages_older;		/* arrived with a lower version: dropped */
 	uint64_t bytes;
-	uint32_t crc;			/* CRC32C of the RAM file before resume */
+	uint32_t crc;			/* CRC32C of the RAM file before resume (verify) */
+	bool crc_valid;
 	double downtime_s;		/* source stop to destination running (-1: unknown) */
 	int streams;
 };

@@ -7,6 +7,9 @@
  * it, then reads every page back: each must hold its index and exactly p.
  * A page that a migration or a restore brought back stale holds an older
  * pass number and is reported, whichever moment the VM was moved at.
+ * --full writes every word of a page, as a real write-heavy code does (the
+ * default touches three words, which dirties pages far faster than any
+ * code that produces data could).
  *
  *   VCDIRTY mib=M passes=P pages=N stale=0 bad_index=0 result=PASS
  */
@@ -32,21 +35,26 @@ int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "mib", required_argument, 0, 'm' }, { "seconds", required_argument, 0, 's' },
-		{ "rate", required_argument, 0, 'r' }, { "help", no_argument, 0, 'h' }, { 0 }
+		{ "rate", required_argument, 0, 'r' }, { "full", no_argument, 0, 'f' },
+		{ "help", no_argument, 0, 'h' }, { 0 }
 	};
 	long mib = 64, rate = 0;
 	double seconds = 10;
-	int c;
+	int c, full = 0;
 
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
 		case 'm': mib = atol(optarg); break;
 		case 's': seconds = atof(optarg); break;
 		case 'r': rate = atol(optarg); break;
+		case 'f': full = 1; break;
 		default:
-			printf("usage: vc-dirtier [--mib M] [--seconds S] [--rate MiB/s]\n"
+			printf("usage: vc-dirtier [--mib M] [--seconds S] [--rate MiB/s] [--full]\n"
 			       "Rewrites M MiB (default 64) for S seconds (default 10; 0 = until\n"
-			       "SIGTERM), flat out or at --rate, checking every page each pass.\n");
+			       "SIGTERM), flat out or at --rate, checking every page each pass.\n"
+			       "--rate paces the rewrites after the first pass (which fills\n"
+			       "memory at full speed) evenly; --full writes every word of each\n"
+			       "page, not three.\n");
 			return c == 'h' ? 0 : 2;
 		}
 	}
@@ -67,7 +75,7 @@ int main(int argc, char **argv)
 	uint64_t stale = 0, bad_index = 0, pass = 0;
 	double start = vcg_now(), next_report = start + 5;
 
-	printf("VCDIRTY-START mib=%ld pages=%zu\n", mib, npages);
+	printf("VCDIRTY-START mib=%ld pages=%zu%s\n", mib, npages, full ? " full" : "");
 	fflush(stdout);
 
 	while (!stop && (seconds <= 0 || vcg_now() - start < seconds)) {
@@ -88,7 +96,19 @@ int main(int argc, char **argv)
 			}
 			pg[0] = i;
 			pg[1] = pass;
+			if (full)
+				for (size_t w = 2; w < PAGE / 8 - 1; w++)
+					pg[w] = pass ^ i ^ w;
 			pg[PAGE / 8 - 1] = pass ^ i;
+			/* --rate: spread the rewrites evenly (every 1 MiB) rather
+			 * than in bursts, so each moment sees the same dirty rate.
+			 * The first pass fills memory at full speed. */
+			if (rate > 0 && pass > 1 && (i & 255) == 255) {
+				double want = (double)(i + 1) * PAGE / 1048576.0 / (double)rate;
+				double took = vcg_now() - pass_start;
+				if (want > took)
+					usleep((useconds_t)((want - took) * 1e6));
+			}
 		}
 		/* Make the compiler forget what it wrote: the check must read
 		 * memory, or it would prove nothing. */

@@ -82,7 +82,7 @@ tlm_hop() {
 	local src=$1 dst=$2 mib=$3 n=$4 port=$5 ram rpid rc
 	shift 5
 	ram=/dev/shm/tlm-$(basename "$TLM_DIR")-$dst.ram
-	"$TLM_BIN" --recv --listen "127.0.0.1:$port" --streams "$n" --ram "$ram" \
+	"$TLM_BIN" --recv --listen "127.0.0.1:$port" --streams "$n" --ram "$ram" ${TLM_RECV_EXTRA---verify} \
 		--ram-size "${mib}M" --qmp "$TLM_DIR/$dst.qmp" >"$TLM_DIR/$dst.recv" 2>&1 &
 	rpid=$!
 	for _ in $(seq 1 100); do grep -q listening "$TLM_DIR/$dst.recv" && break; sleep 0.05; done
