@@ -132,12 +132,13 @@ static int dirty_map_block(struct dirty *d, int pid, json_t *jb, char *why, size
 	}
 	void *m = mmap(NULL, length, PROT_READ, MAP_SHARED, fd, 0);
 	int err = errno;
-	close(fd);
 	if (m == MAP_FAILED) {
+		close(fd);
 		snprintf(why, whylen, "block '%s': mmap %s: %s", b->name, fdpath, strerror(err));
 		return -err;
 	}
 	b->mem = m;
+	b->fd = fd;
 	d->nr_blocks++;
 	return 0;
 }
@@ -237,8 +238,10 @@ void dirty_destroy(struct dirty *d)
 {
 	if (!d)
 		return;
-	for (int i = 0; i < d->nr_blocks; i++)
+	for (int i = 0; i < d->nr_blocks; i++) {
 		munmap((void *)d->blocks[i].mem, d->blocks[i].length);
+		close(d->blocks[i].fd);
+	}
 	if (d->region)
 		munmap(d->region, d->region_size);
 	unlink(d->path);
@@ -263,4 +266,20 @@ uint64_t dirty_count(const struct dirty *d)
 		for (uint64_t w = 0; w < d->blocks[i].nr_words; w++)
 			n += (uint64_t)__builtin_popcountll(__atomic_load_n(&d->blocks[i].bitmap[w], __ATOMIC_RELAXED));
 	return n;
+}
+
+uint64_t dirty_next_data(const struct dirty_block *b, uint64_t page, uint64_t *data_end)
+{
+	off_t data = lseek(b->fd, (off_t)(page * DIRTY_PAGE_SIZE), SEEK_DATA);
+
+	if (data < 0) {
+		*data_end = b->nr_pages;
+		return errno == ENXIO ? b->nr_pages : page;
+	}
+	off_t hole = lseek(b->fd, data, SEEK_HOLE);
+	uint64_t end = hole < 0 ? b->nr_pages : ((uint64_t)hole + DIRTY_PAGE_SIZE - 1) / DIRTY_PAGE_SIZE;
+	uint64_t first = (uint64_t)data / DIRTY_PAGE_SIZE;
+
+	*data_end = end < b->nr_pages ? end : b->nr_pages;
+	return first < b->nr_pages ? first : b->nr_pages;
 }

@@ -29,6 +29,7 @@ struct dirty_block {
 	uint64_t length;		/* bytes of guest RAM in the block */
 	uint64_t nr_pages;		/* length / DIRTY_PAGE_SIZE */
 	const uint8_t *mem;		/* read-only mapping of the block */
+	int fd;				/* the block's memory file, read-only */
 	uint64_t *bitmap;		/* in the shared region, nr_words words */
 	uint64_t nr_words;
 };
@@ -67,6 +68,15 @@ static inline uint64_t dirty_take_word(const struct dirty_block *b, uint64_t w)
 		return 0;
 	return __atomic_exchange_n(&b->bitmap[w], 0, __ATOMIC_ACQ_REL);
 }
+
+/* The first page at or after `page` that may hold data, or nr_pages when
+ * the rest is a hole; *data_end: the end of that run of data pages.  The
+ * file's holes (pages the guest never wrote) read as zeros, so they need
+ * not be read, which on a kernel without a shared zero page would allocate
+ * each one.  The answer is as of the call: take it after publishing what
+ * the dirty log must cover.  A file system without SEEK_DATA reports
+ * everything as data. */
+uint64_t dirty_next_data(const struct dirty_block *b, uint64_t page, uint64_t *data_end);
 
 /* Count the set bits of every block (pages waiting). */
 uint64_t dirty_count(const struct dirty *d);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # timeout: 420
 # TLM live migration of a 256 MiB test guest whose vc-dirtier rewrites
-# 128 MiB flat out: a chain of hops (default 4: streams 1, 4, 1, 4), each
+# 128 MiB flat out: a chain of hops (default 8: streams 1, 4, 1, 4, ...), each
 # from the current VM into a new destination QEMU.  Each hop: both sides
 # succeed, the CRC32C of guest RAM at the source after the stop equals the
 # destination's before it resumes, the destination runs.  At the end the
@@ -17,7 +17,7 @@ trap 'rm -f /dev/shm/tlm-$(basename "$VC_T")-*; vc_cleanup' EXIT
 make -s -C "$VC_ROOT" qemu >"$VC_T/make-qemu.log" 2>&1 || { tail "$VC_T/make-qemu.log"; fail "make qemu failed"; }
 [[ -x "$TLM_BIN" ]] || fail "$TLM_BIN not built"
 
-hops=(${TLM_TEST_HOPS:-1 4 1 4})
+hops=(${TLM_TEST_HOPS:-1 4 1 4 1 4 1 4})
 mib=256
 echo 'vc-dirtier --mib 128 --seconds 0 & p=$!; read x; kill $p; wait $p' >"$VC_T/guest.cmd"
 tlm_vm_start vm0 $mib "$(cat "$VC_T/guest.cmd")" || fail "cannot start the source QEMU"
