@@ -911,11 +911,11 @@ int tlm_receive(const struct tlm_dst_opts *o, struct tlm_dst_result *r,
 		if (!crc_thread)
 			dst_crc_thread(&job);
 	}
-	if (q)
+	if (q) {
 		err = qmp_wait_migration(q, o->timeout_ms, NULL, why, whylen);
-	if (q)
-		fprintf(stderr, "tlm-recv: +%.3f s: device state loaded\n",
-			(double)(realtime_ns() - s0) / 1e9);
+		fprintf(stderr, "tlm-recv: +%.3f s: device state %s\n",
+			(double)(realtime_ns() - s0) / 1e9, err ? "not loaded" : "loaded");
+	}
 	if (crc_thread)
 		pthread_join(job.thread, NULL);
 	if (o->verify) {
