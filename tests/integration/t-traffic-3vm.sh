@@ -9,7 +9,10 @@ out=$VC_T/out
 vc_launch 3 "$out" --guest-cmd 'vcluster-traffic --all --seconds 20' --timeout 300
 rc=$?
 cat "$out" | grep -E 'VCTRAFFIC|VCLUSTER-EXIT|launch:' || true
-[[ $rc -eq 0 ]] || fail "launcher exited $rc"
+if [[ $rc -ne 0 ]]; then
+	for r in 0 1 2; do echo "--- node$r console (tail)"; tail -n 15 "$VC_T/run/rank$r/console.log"; done
+	fail "launcher exited $rc"
+fi
 assert_grep 'VCTRAFFIC rank=[0-2] peers=2 .* udp_lost=0 udp_dup=0 udp_reorder=0 errors=0 .* result=PASS' "$out" 3
 # The UDP stream really ran: each node received datagrams from both peers.
 for r in 0 1 2; do
