@@ -145,9 +145,20 @@ int rq_load(const char *path, uint64_t epoch, int rank, struct rq **out,
 		snprintf(why, whylen, "%s", strerror(-r));
 		return r;
 	}
+	r = rq_parse(text, len, epoch, rank, out, why, whylen);
+	free(text);
+	return r;
+}
+
+int rq_parse(const void *buf, size_t len, uint64_t epoch, int rank,
+	     struct rq **out, char *why, size_t whylen)
+{
+	int r;
+
+	*out = NULL;
 	const uint8_t *p;
 	uint64_t blen;
-	r = vcfmt_unwrap((uint8_t *)text, len, VC_MAGIC_RQ, RQ_VERSION, RQ_MAX_FILE, &p, &blen,
+	r = vcfmt_unwrap(buf, len, VC_MAGIC_RQ, RQ_VERSION, RQ_MAX_FILE, &p, &blen,
 			 why, whylen);
 	if (r < 0)
 		goto out;
@@ -192,6 +203,5 @@ int rq_load(const char *path, uint64_t epoch, int rank, struct rq **out,
 	*out = q;
 	r = 0;
 out:
-	free(text);
 	return r;
 }

@@ -44,4 +44,8 @@ int rq_save(const struct rq *q, const char *path, uint64_t epoch, int rank,
 int rq_load(const char *path, uint64_t epoch, int rank, struct rq **out,
 	    char *why, size_t whylen);
 
+/* The same checks on a file already in memory: len bytes at buf. */
+int rq_parse(const void *buf, size_t len, uint64_t epoch, int rank,
+	     struct rq **out, char *why, size_t whylen);
+
 #endif
