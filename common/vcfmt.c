@@ -104,10 +104,14 @@ int vcfmt_unwrap(const uint8_t *buf, size_t len, uint32_t magic,
 	r = vcfmt_hdr_decode(buf, magic, max_version, max_body, &h, why, whylen);
 	if (r < 0)
 		return r;
-	if (len != VCFMT_HDR_SIZE + h.body_len + 4) {
-		snprintf(why, whylen, "%s: %zu bytes, header says %llu",
-			 len < VCFMT_HDR_SIZE + h.body_len + 4 ? "truncated" : "trailing data",
-			 len, (unsigned long long)(VCFMT_HDR_SIZE + h.body_len + 4));
+	/* Compare without adding to body_len: a huge one (max_body allowing)
+	 * would wrap the sum around to len. */
+	int trunc = h.body_len > len - VCFMT_HDR_SIZE ||
+		    len - VCFMT_HDR_SIZE - h.body_len < 4;
+	if (trunc || len - VCFMT_HDR_SIZE - h.body_len != 4) {
+		snprintf(why, whylen, "%s: %zu bytes, the header says a %llu-byte body",
+			 trunc ? "truncated" : "trailing data", len,
+			 (unsigned long long)h.body_len);
 		return -EBADMSG;
 	}
 	uint32_t crc = vcfmt_crc32c(0, buf + VCFMT_HDR_SIZE, h.body_len);
