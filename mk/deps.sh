@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the Debian packages a part of vcluster needs, or say what is missing.
-#   mk/deps.sh GROUP...    groups: core guest qemu-build bench slurm
+#   mk/deps.sh GROUP...    groups: core guest qemu-build bench slurm fuzz
 # As root, missing packages are installed with apt-get.  Otherwise the one
 # apt-get line needed is printed and the script fails.
 set -euo pipefail
@@ -15,6 +15,7 @@ pkgs_for() {
 		    libglib2.0-dev libpixman-1-dev zlib1g-dev libvdeplug-dev libslirp-dev ;;
 	bench) echo gnuplot-nox iproute2 ;;
 	slurm) echo slurm-wlm munge ;;
+	fuzz)  echo clang libclang-rt-dev ;;	# libFuzzer (make fuzz)
 	*) echo "mk/deps.sh: unknown package group '$1'" >&2; return 2 ;;
 	esac
 }
