@@ -163,11 +163,15 @@ int rq_parse(const void *buf, size_t len, uint64_t epoch, int rank,
 	if (r < 0)
 		goto out;
 	const uint8_t *end = p + blen;
-	struct vcfmt_hdr h = { .body_len = blen };
-	if (h.body_len < 16 || vcfmt_get_be64(p) != epoch || vcfmt_get_be32(p + 8) != (uint32_t)rank) {
+	if (blen < 16) {
+		snprintf(why, whylen, "body of %llu bytes, shorter than its 16-byte head",
+			 (unsigned long long)blen);
+		r = -EBADMSG;
+		goto out;
+	}
+	if (vcfmt_get_be64(p) != epoch || vcfmt_get_be32(p + 8) != (uint32_t)rank) {
 		snprintf(why, whylen, "belongs to epoch %llu rank %u, expected epoch %llu rank %d",
-			 h.body_len < 16 ? 0ull : (unsigned long long)vcfmt_get_be64(p),
-			 h.body_len < 16 ? 0u : vcfmt_get_be32(p + 8),
+			 (unsigned long long)vcfmt_get_be64(p), vcfmt_get_be32(p + 8),
 			 (unsigned long long)epoch, rank);
 		r = -EBADMSG;
 		goto out;
