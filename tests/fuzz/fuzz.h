@@ -14,28 +14,6 @@
 
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
-/* Recompute the CRCs of an mstream stream file (tlm-migrate/README.md):
- * the 40-byte hello, then each chunk's 40-byte header CRC and, where its
- * payload fits, the trailer CRC over header and payload. */
-static inline void fuzz_fix_mstream(uint8_t *p, size_t len)
-{
-	size_t off;
-
-	if (len < 40)
-		return;
-	vcfmt_put_be32(p + 36, vcfmt_crc32c(0, p, 36));
-	for (off = 40; len - off >= 40; ) {
-		uint8_t *h = p + off;
-		vcfmt_put_be32(h + 36, vcfmt_crc32c(0, h, 36));
-		uint32_t n = vcfmt_get_be32(h + 32);
-		if (len - off - 40 < (size_t)n + 4)
-			return;
-		vcfmt_put_be32(h + 40 + n,
-			       vcfmt_crc32c(vcfmt_crc32c(0, h, 40), h + 40, n));
-		off += 40 + (size_t)n + 4;
-	}
-}
-
 #endif
 #include <errno.h>
 #include <fcntl.h>
@@ -49,7 +27,21 @@ static inline void fuzz_fix_mstream(uint8_t *p, size_t len)
 
 #include "vcfmt.h"
 
+/* gcc says __SANITIZE_ADDRESS__, clang __has_feature(address_sanitizer). */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FUZZ_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(FUZZ_ASAN)
+#undef FUZZ_ASAN
+#define FUZZ_ASAN 1
+#include <sanitizer/common_interface_defs.h>
+#endif
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static inline void fuzz_dir_cleanup(void);
 
 /* Stop on a broken property: a crash with a reason, so both libFuzzer and
  * the replay driver keep the input. */
@@ -58,6 +50,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 		if (!(cond)) {							\
 			fprintf(stderr, "fuzz: %s:%d: property failed: %s\n",	\
 				__FILE__, __LINE__, #cond);			\
+			fuzz_dir_cleanup();	/* abort() skips atexit */	\
 			abort();						\
 		}								\
 	} while (0)
@@ -109,6 +102,9 @@ static inline const char *fuzz_dir(void)
 		abort();
 	}
 	atexit(fuzz_dir_cleanup);
+#ifdef FUZZ_ASAN
+	__sanitizer_set_death_callback(fuzz_dir_cleanup);	/* a finding */
+#endif
 	return fuzz_dir_path;
 }
 
