@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <spawn.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -67,36 +68,83 @@ static void last_line(const char *path, char *out, size_t len)
 	free(text);
 }
 
+/* Run a tool (argv[0] looked up in PATH) without a shell: stdin from
+ * /dev/null, stdout and stderr into logpath.  0 when it exited 0; else
+ * -errno or -EIO with one line in why naming the tool, how it ended and
+ * the last line it printed. */
+static int run_tool(char *const argv[], const char *logpath, char *why, size_t whylen)
+{
+	posix_spawn_file_actions_t fa;
+	pid_t pid;
+	int st, r, logfd;
+
+	logfd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (logfd < 0) {
+		r = -errno;
+		snprintf(why, whylen, "%s: %s", logpath, strerror(errno));
+		return r;
+	}
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_adddup2(&fa, logfd, 1);
+	posix_spawn_file_actions_adddup2(&fa, logfd, 2);
+	r = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	close(logfd);
+	if (r) {
+		snprintf(why, whylen, "could not run %s: %s", argv[0], strerror(r));
+		return -r;
+	}
+	while (waitpid(pid, &st, 0) < 0) {
+		if (errno != EINTR) {
+			r = -errno;
+			snprintf(why, whylen, "waiting for %s: %s", argv[0], strerror(errno));
+			return r;
+		}
+	}
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+		return 0;
+	char tail[256], how[48];
+	last_line(logpath, tail, sizeof(tail));
+	if (WIFSIGNALED(st))
+		snprintf(how, sizeof(how), "was killed by signal %d", WTERMSIG(st));
+	else
+		snprintf(how, sizeof(how), "exited with status %d", WEXITSTATUS(st));
+	snprintf(why, whylen, "%s %s%s%s", argv[0], how, tail[0] ? ": " : "", tail);
+	return -EIO;
+}
+
 static int make_overlay(const struct vm_spec *s, char *overlay, size_t len,
 			char *why, size_t whylen)
 {
-	char base[PATH_MAX], cmd[3 * PATH_MAX];
+	char base[PATH_MAX], log[PATH_MAX + 16], inner[512];
+	int r;
 
 	if (!realpath(s->cfg->disk, base)) {
+		r = -errno;
 		snprintf(why, whylen, "disk image %s: %s", s->cfg->disk, strerror(errno));
-		return -errno;
+		return r;
 	}
 	snprintf(overlay, len, "%s/disk.qcow2", s->rank_dir);
+	snprintf(log, sizeof(log), "%s/qemu-img.log", s->rank_dir);
 	if (s->restore_disk) {
 		/* The checkpoint's image is standalone: a copy is the disk. */
-		snprintf(cmd, sizeof(cmd), "cp --sparse=always '%s' '%s' 2>'%s/qemu-img.log'",
-			 s->restore_disk, overlay, s->rank_dir);
-		if (system(cmd) != 0) {
-			snprintf(why, whylen, "could not copy the checkpoint's disk %s", s->restore_disk);
-			return -EIO;
-		}
-		return 0;
+		char *argv[] = { "cp", "--sparse=always", "--", (char *)s->restore_disk,
+				 overlay, NULL };
+		r = run_tool(argv, log, inner, sizeof(inner));
+		if (r < 0)
+			snprintf(why, whylen, "could not copy the checkpoint's disk %s: %s",
+				 s->restore_disk, inner);
+		return r;
 	}
 	if (access(overlay, F_OK) == 0)
 		return 0;	/* a restarted rank keeps its overlay */
-	snprintf(cmd, sizeof(cmd), "qemu-img create -q -f qcow2 -F qcow2 -b '%s' '%s' >'%s/qemu-img.log' 2>&1",
-		 base, overlay, s->rank_dir);
-	if (system(cmd) != 0) {
-		snprintf(why, whylen, "qemu-img could not create an overlay on %s (see %s/qemu-img.log)",
-			 s->cfg->disk, s->rank_dir);
-		return -EIO;
-	}
-	return 0;
+	char *argv[] = { "qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base,
+			 overlay, NULL };
+	r = run_tool(argv, log, inner, sizeof(inner));
+	if (r < 0)
+		snprintf(why, whylen, "could not create an overlay on %s: %s", s->cfg->disk, inner);
+	return r;
 }
 
 struct vm *vm_start(const struct vm_spec *s, int *link_fd, char *why,
