@@ -68,6 +68,24 @@ static void last_line(const char *path, char *out, size_t len)
 	free(text);
 }
 
+/* Copy in into out for a QEMU option value: commas doubled, as QEMU's
+ * option parser reads ",," as a literal comma.  0 or -ENAMETOOLONG. */
+static int qemu_opt_escape(const char *in, char *out, size_t len)
+{
+	size_t o = 0;
+
+	for (; *in; in++) {
+		size_t need = *in == ',' ? 2 : 1;
+		if (o + need >= len)
+			return -ENAMETOOLONG;
+		out[o++] = *in;
+		if (*in == ',')
+			out[o++] = ',';
+	}
+	out[o] = '\0';
+	return 0;
+}
+
 /* Run a tool (argv[0] looked up in PATH) without a shell: stdin from
  * /dev/null, stdout and stderr into logpath.  0 when it exited 0; else
  * -errno or -EIO with one line in why naming the tool, how it ended and
@@ -153,11 +171,11 @@ struct vm *vm_start(const struct vm_spec *s, int *link_fd, char *why,
 	const struct vc_config *c = s->cfg;
 	char *argv[MAX_ARGS];
 	int argc = 0;
-	char mem[32], smp[32], qmp_arg[PATH_MAX + 32], chardev[PATH_MAX + 64];
+	char mem[32], smp[32], qmp_arg[2 * PATH_MAX + 32], chardev[2 * PATH_MAX + 64];
 	char netdev[64], fabric_dev[128], append[2048], cmdhex[1300], net[40];
-	char head_netdev[96], overlay[PATH_MAX], drive[PATH_MAX + 64];
-	char mac[24], name[48], qmp_path[PATH_MAX];
-	int sv[2], r;
+	char head_netdev[96], overlay[PATH_MAX], drive[2 * PATH_MAX + 64];
+	char mac[24], name[48], qmp_path[PATH_MAX], esc[2 * PATH_MAX];
+	int sv[2] = { -1, -1 }, r;
 	struct vm *vm = calloc(1, sizeof(*vm));
 
 	if (!vm) {
@@ -173,6 +191,19 @@ struct vm *vm_start(const struct vm_spec *s, int *link_fd, char *why,
 	unlink(qmp_path);
 	unlink(vm->console_path);
 
+	/* Paths go into QEMU option strings, where a comma separates options
+	 * (",," is a literal one). */
+	if (qemu_opt_escape(qmp_path, esc, sizeof(esc)) < 0 ||
+	    snprintf(qmp_arg, sizeof(qmp_arg), "unix:%s,server=on,wait=off", esc) >=
+		    (int)sizeof(qmp_arg) ||
+	    qemu_opt_escape(vm->console_path, esc, sizeof(esc)) < 0 ||
+	    snprintf(chardev, sizeof(chardev), "file,id=con0,path=%s", esc) >=
+		    (int)sizeof(chardev)) {
+		r = -ENAMETOOLONG;
+		snprintf(why, whylen, "run directory %s: path too long for QEMU's options", s->rank_dir);
+		goto fail;
+	}
+
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) < 0) {
 		r = -errno;
 		snprintf(why, whylen, "socketpair: %s", strerror(errno));
@@ -185,8 +216,6 @@ struct vm *vm_start(const struct vm_spec *s, int *link_fd, char *why,
 	snprintf(name, sizeof(name), "vcluster-node%d", s->rank);
 	snprintf(mem, sizeof(mem), "%llu", (unsigned long long)c->memory_mib);
 	snprintf(smp, sizeof(smp), "%d", c->vcpus);
-	snprintf(qmp_arg, sizeof(qmp_arg), "unix:%s,server=on,wait=off", qmp_path);
-	snprintf(chardev, sizeof(chardev), "file,id=con0,path=%s", vm->console_path);
 	snprintf(netdev, sizeof(netdev), "vde,id=fabric,sock=seqpacket://%d", sv[1]);
 	snprintf(fabric_dev, sizeof(fabric_dev), "virtio-net-pci,netdev=fabric,mac=%s,romfile=", mac);
 	cfg_subnet_str(c, net, sizeof(net));
@@ -241,8 +270,13 @@ struct vm *vm_start(const struct vm_spec *s, int *link_fd, char *why,
 		r = make_overlay(s, overlay, sizeof(overlay), why, whylen);
 		if (r < 0)
 			goto fail_close;
-		snprintf(drive, sizeof(drive), "file=%s,if=virtio,id=" VM_DISK_ID ",format=qcow2,cache=writeback",
-			 overlay);
+		if (qemu_opt_escape(overlay, esc, sizeof(esc)) < 0 ||
+		    snprintf(drive, sizeof(drive), "file=%s,if=virtio,id=" VM_DISK_ID
+			     ",format=qcow2,cache=writeback", esc) >= (int)sizeof(drive)) {
+			r = -ENAMETOOLONG;
+			snprintf(why, whylen, "disk overlay %s: path too long for QEMU's options", overlay);
+			goto fail_close;
+		}
 		argv[argc++] = "-drive";
 		argv[argc++] = drive;
 	}
