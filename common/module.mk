@@ -12,3 +12,5 @@ all: $(COMMON_LIB)
 $(eval $(call unit_test,test_vcfmt,tests/unit/test_vcfmt.c common/vcfmt.c,-lisal))
 $(eval $(call unit_test,test_jobspec,tests/unit/test_jobspec.c common/jobspec.c common/afile.c,))
 $(eval $(call unit_test,test_qmp,tests/unit/test_qmp.c common/qmp.c common/log.c,-ljansson -lpthread))
+comma := ,
+$(eval $(call unit_test,test_afile,tests/unit/test_afile.c common/afile.c,-Wl$(comma)--wrap=fstat))
