@@ -254,7 +254,13 @@ int afile_read_all(const char *path, size_t max, char **out, size_t *len)
 		ssize_t n = read(fd, buf + off, (size_t)st.st_size - off);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n <= 0)
+		if (n < 0) {
+			int r = -errno;	/* EIO, EISDIR: not a short file */
+			close(fd);
+			free(buf);
+			return r;
+		}
+		if (n == 0)
 			break;
 		off += (size_t)n;
 	}
