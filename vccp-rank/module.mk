@@ -9,4 +9,4 @@ $(BIN)/vcluster-ckpt: $(call objs,vccp-rank/vcluster-ckpt.c vccp-rank/manifest.c
 all: $(BIN)/vcluster-ckpt
 
 $(eval $(call unit_test,test_rq,tests/unit/test_rq.c vccp-rank/rq.c common/vcfmt.c common/afile.c,-lisal))
-$(eval $(call unit_test,test_manifest,tests/unit/test_manifest.c vccp-rank/manifest.c vccp-rank/rq.c common/vcfmt.c common/afile.c,-lisal -ljansson))
+$(eval $(call unit_test,test_manifest,tests/unit/test_manifest.c vccp-rank/manifest.c vccp-rank/rq.c common/vcfmt.c common/afile.c common/log.c,-lisal -ljansson -Wl$(comma)--wrap=fsync))
