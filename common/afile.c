@@ -100,38 +100,68 @@ static const char *private_problem(const struct stat *st, char *buf, size_t len)
 	return NULL;
 }
 
-int afile_private_dir(const char *dir, mode_t mode, char *why, size_t whylen)
+/* lstat dir and check it as private_problem() does; st gets the result. */
+static int check_private(const char *dir, struct stat *st, char *why, size_t whylen)
 {
 	char buf[96];
-	struct stat st;
 	const char *bad;
+
+	if (lstat(dir, st) < 0) {
+		int r = -errno;
+		snprintf(why, whylen, "%s: %s", dir, strerror(errno));
+		return r;
+	}
+	bad = private_problem(st, buf, sizeof(buf));
+	if (bad) {
+		snprintf(why, whylen, "%s %s (refusing to use it as a private directory)", dir, bad);
+		return S_ISDIR(st->st_mode) ? -EPERM : -ENOTDIR;
+	}
+	return 0;
+}
+
+int afile_check_private(const char *dir, char *why, size_t whylen)
+{
+	struct stat st;
+
+	return check_private(dir, &st, why, whylen);
+}
+
+int afile_private_dir(const char *dir, mode_t mode, char *why, size_t whylen)
+{
+	struct stat st;
+	int r;
 
 	mode &= 0700;
 	if (mkdir(dir, mode | S_IRWXU) == 0)
 		return 0;
 	if (errno != EEXIST) {
-		int r = -errno;
+		r = -errno;
 		snprintf(why, whylen, "%s: %s", dir, strerror(errno));
 		return r;
 	}
-	if (lstat(dir, &st) < 0) {
-		int r = -errno;
-		snprintf(why, whylen, "%s: %s", dir, strerror(errno));
+	r = check_private(dir, &st, why, whylen);
+	if (r < 0)
 		return r;
-	}
-	bad = private_problem(&st, buf, sizeof(buf));
-	if (bad) {
-		snprintf(why, whylen, "%s %s (refusing to use it as a private directory)", dir, bad);
-		return S_ISDIR(st.st_mode) ? -EPERM : -ENOTDIR;
-	}
 	/* Ours: tighten a 0755 left by an older version (no one else could
-	 * write into it). */
-	if ((st.st_mode & 07777) != (mode | S_IRWXU) && chmod(dir, mode | S_IRWXU) < 0) {
-		int r = -errno;
-		snprintf(why, whylen, "%s: chmod: %s", dir, strerror(errno));
-		return r;
-	}
-	return 0;
+	 * write into it), through an fd of the very directory checked. */
+	if ((st.st_mode & 07777) == (mode | S_IRWXU))
+		return 0;
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct stat fst;
+	if (fd < 0)
+		r = -errno;
+	else if (fstat(fd, &fst) < 0)
+		r = -errno;
+	else if (fst.st_ino != st.st_ino || fst.st_dev != st.st_dev)
+		r = -EAGAIN;
+	else if (fchmod(fd, mode | S_IRWXU) < 0)
+		r = -errno;
+	if (fd >= 0)
+		close(fd);
+	if (r < 0)
+		snprintf(why, whylen, "%s: could not make it mode %04o: %s", dir,
+			 (unsigned)(mode | S_IRWXU), r == -EAGAIN ? "it was replaced" : strerror(-r));
+	return r;
 }
 
 /* An existing parent on the way to a private directory: it must be a

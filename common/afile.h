@@ -24,6 +24,8 @@ int afile_sync_dir_of(const char *path);
  * mode.  0 or -errno with one line in why naming the path and what is
  * wrong ("... is owned by uid 1001, not by you (uid 1000)"). */
 int afile_private_dir(const char *dir, mode_t mode, char *why, size_t whylen);
+/* The same checks on an existing directory, creating nothing. */
+int afile_check_private(const char *dir, char *why, size_t whylen);
 
 /* Create dir and its parents.  Parents it creates get mode; existing ones
  * are checked: a directory (a symlink is followed), not writable by others
