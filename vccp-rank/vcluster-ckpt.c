@@ -122,8 +122,9 @@ static int cmd_list(const char *dir)
 	}
 	json_t *arr = json_array();
 	while ((de = readdir(d))) {
-		if (strncmp(de->d_name, "epoch-", 6))
-			continue;
+		uint64_t e;
+		if (ckpt_epoch_from_name(de->d_name, &e) < 0)
+			continue;	/* only names the writer makes */
 		json_t *m;
 		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
 		int r = manifest_read(path, &m, why, sizeof(why));

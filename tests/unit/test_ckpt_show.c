@@ -91,6 +91,18 @@ int main(void)
 	CHECK(!strcmp(json_string_value(json_object_get(f60, "ethertype")), "ipv4"));
 	json_decref(j);
 	free(text);
+
+	/* list shows the epochs the writer names, not look-alikes. */
+	char alias[PATH_MAX + 16];
+	snprintf(alias, sizeof(alias), "%s/epoch-7", root);
+	CHECK_EQ(afile_mkdir_p(alias, 0700), 0);
+	CHECK(freopen(out, "w", stdout));
+	char *list[] = { "vcluster-ckpt", "list", root, NULL };
+	CHECK_EQ(ckpt_main(3, list), 0);
+	fflush(stdout);
+	CHECK_EQ(afile_read_all(out, 1 << 20, &text, &len), 0);
+	CHECK(strstr(text, "\"epoch-000001\"") && !strstr(text, "\"epoch-7\""));
+	free(text);
 	CHECK_EQ(ckpt_remove_tree(root), 0);
 	fprintf(stderr, "ok: vcluster-ckpt show on short frames\n");
 	return 0;
