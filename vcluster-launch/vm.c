@@ -68,6 +68,22 @@ static void last_line(const char *path, char *out, size_t len)
 	free(text);
 }
 
+/* The first non-empty line of a file, for error messages. */
+static void first_line(const char *path, char *out, size_t len)
+{
+	char *text, *p;
+	size_t n;
+
+	out[0] = '\0';
+	if (afile_read_all(path, 1 << 20, &text, &n) < 0)
+		return;
+	for (p = text; *p == '\n' || *p == '\r'; p++)
+		;
+	p[strcspn(p, "\r\n")] = '\0';
+	snprintf(out, len, "%s", p);
+	free(text);
+}
+
 /* Copy in into out for a QEMU option value: commas doubled, as QEMU's
  * option parser reads ",," as a literal comma.  0 or -ENAMETOOLONG. */
 static int qemu_opt_escape(const char *in, char *out, size_t len)
@@ -89,7 +105,7 @@ static int qemu_opt_escape(const char *in, char *out, size_t len)
 /* Run a tool (argv[0] looked up in PATH) without a shell: stdin from
  * /dev/null, stdout and stderr into logpath.  0 when it exited 0; else
  * -errno or -EIO with one line in why naming the tool, how it ended and
- * the last line it printed. */
+ * the first line it printed. */
 static int run_tool(char *const argv[], const char *logpath, char *why, size_t whylen)
 {
 	posix_spawn_file_actions_t fa;
@@ -106,7 +122,19 @@ static int run_tool(char *const argv[], const char *logpath, char *why, size_t w
 	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
 	posix_spawn_file_actions_adddup2(&fa, logfd, 1);
 	posix_spawn_file_actions_adddup2(&fa, logfd, 2);
-	r = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+	/* The rank blocks signals for its signalfd and ignores SIGPIPE; the
+	 * tool starts with neither. */
+	posix_spawnattr_t at;
+	sigset_t none, pipe;
+	sigemptyset(&none);
+	sigemptyset(&pipe);
+	sigaddset(&pipe, SIGPIPE);
+	posix_spawnattr_init(&at);
+	posix_spawnattr_setsigmask(&at, &none);
+	posix_spawnattr_setsigdefault(&at, &pipe);
+	posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+	r = posix_spawnp(&pid, argv[0], &fa, &at, argv, environ);
+	posix_spawnattr_destroy(&at);
 	posix_spawn_file_actions_destroy(&fa);
 	close(logfd);
 	if (r) {
@@ -123,7 +151,7 @@ static int run_tool(char *const argv[], const char *logpath, char *why, size_t w
 	if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
 		return 0;
 	char tail[256], how[48];
-	last_line(logpath, tail, sizeof(tail));
+	first_line(logpath, tail, sizeof(tail));	/* the error; later lines add notes */
 	if (WIFSIGNALED(st))
 		snprintf(how, sizeof(how), "was killed by signal %d", WTERMSIG(st));
 	else

@@ -9,6 +9,13 @@
 marker=$VC_T/injected
 disk="$VC_T/x'\$(touch injected)'y.qcow2"	# relative: the ranks run in $VC_T
 qemu-img create -q -f qcow2 "$disk" 8M || fail "qemu-img create"
+# A tool that fails says why in the one error line (qemu-img's own words).
+echo 'not an image' > "$VC_T/plain,file.img"
+mpirun -np 1 "$VC_BIN/vcluster-launch" --run-dir "$VC_T/bad" --disk "$VC_T/plain,file.img" \
+	>"$VC_T/bad.out" 2>&1; rc=$?
+[[ $rc -eq 2 ]] || fail "an overlay on a non-image: exit $rc, expected 2"
+assert_grep "rank 0: could not create an overlay on $VC_T/plain,file.img: qemu-img exited with status 1: qemu-img: .*Image is not in qcow2 format" "$VC_T/bad.out" 1
+
 run="$VC_T/run,a=b"
 out=$VC_T/out
 cd "$VC_T" || fail "cd $VC_T"
