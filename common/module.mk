@@ -1,5 +1,5 @@
 # common/: the library both vcluster programs and tlm-migrate link.
-COMMON_SRCS := common/log.c common/vcfmt.c common/qmp.c common/afile.c \
+COMMON_SRCS := common/log.c common/vcfmt.c common/qmp.c common/afile.c common/rundir.c \
 	       common/jobspec.c
 COMMON_LIB  := $(BUILD)/lib/libvccommon.a
 
@@ -12,3 +12,6 @@ all: $(COMMON_LIB)
 $(eval $(call unit_test,test_vcfmt,tests/unit/test_vcfmt.c common/vcfmt.c,-lisal))
 $(eval $(call unit_test,test_jobspec,tests/unit/test_jobspec.c common/jobspec.c common/afile.c,))
 $(eval $(call unit_test,test_qmp,tests/unit/test_qmp.c common/qmp.c common/log.c,-ljansson -lpthread))
+comma := ,
+$(eval $(call unit_test,test_afile,tests/unit/test_afile.c common/afile.c,-Wl$(comma)--wrap=fstat))
+$(eval $(call unit_test,test_rundir,tests/unit/test_rundir.c common/rundir.c common/afile.c,))

@@ -1,6 +1,8 @@
+#define LOG_PREFIX "ckpt"
 #include "manifest.h"
 
 #include "afile.h"
+#include "log.h"
 #include "vc_magic.h"
 #include "vcfmt.h"
 
@@ -22,17 +24,41 @@ void ckpt_epoch_dir(const char *dir, uint64_t epoch, char *out, size_t len)
 	snprintf(out, len, "%s/epoch-%06llu", dir, (unsigned long long)epoch);
 }
 
-static int parse_epoch_name(const char *name, uint64_t *epoch)
+/* Digits only (no sign, space or 0x), no overflow, not 0. */
+static int parse_epoch_number(const char *s, uint64_t *epoch)
 {
-	char *end;
-	if (strncmp(name, "epoch-", 6) != 0)
+	uint64_t e = 0;
+
+	if (!*s)
 		return -1;
-	unsigned long long e = strtoull(name + 6, &end, 10);
-	if (*end || end == name + 6)
+	for (const char *p = s; *p; p++) {
+		if (*p < '0' || *p > '9' || e > (UINT64_MAX - 9) / 10)
+			return -1;
+		e = e * 10 + (uint64_t)(*p - '0');
+	}
+	if (e == 0)
 		return -1;
 	*epoch = e;
 	return 0;
 }
+
+int ckpt_epoch_from_name(const char *name, uint64_t *epoch)
+{
+	char canon[48];
+	uint64_t e;
+
+	if (strncmp(name, "epoch-", 6) != 0 || parse_epoch_number(name + 6, &e) < 0)
+		return -1;
+	/* Exactly what ckpt_epoch_dir() writes, so that one epoch has one
+	 * name ("epoch-7" and "epoch-0000007" are not epoch-000007). */
+	snprintf(canon, sizeof(canon), "epoch-%06llu", (unsigned long long)e);
+	if (strcmp(canon, name) != 0)
+		return -1;
+	*epoch = e;
+	return 0;
+}
+
+#define parse_epoch_name ckpt_epoch_from_name
 
 uint64_t ckpt_next_epoch(const char *dir)
 {
@@ -131,9 +157,7 @@ int ckpt_resolve(const char *dir, const char *which, char *epoch_dir,
 			return -EINVAL;
 		}
 	} else {
-		char *end;
-		e = strtoull(which, &end, 10);
-		if (*end || end == which || e == 0) {
+		if (parse_epoch_number(which, &e) < 0) {
 			snprintf(why, whylen, "--restore '%s': not 'latest' or an epoch number", which);
 			return -EINVAL;
 		}
@@ -241,51 +265,118 @@ int ckpt_verify_rank(const char *epoch_dir, json_t *m, int rank, char *why,
 	return r;
 }
 
-int ckpt_set_latest(const char *dir, uint64_t epoch)
+/* Replace dir/latest by a symlink to target (a fresh temporary link
+ * renamed over it).  0 or -errno; nothing is left behind on failure. */
+static int link_latest(const char *dir, const char *target)
 {
-	char tmp[PATH_MAX], link[PATH_MAX], target[64];
+	static unsigned seq;
+	char tmp[PATH_MAX], link[PATH_MAX];
+	int r = -EEXIST;
 
-	snprintf(target, sizeof(target), "epoch-%06llu", (unsigned long long)epoch);
-	snprintf(tmp, sizeof(tmp), "%s/.latest.tmp.%d", dir, (int)getpid());
 	snprintf(link, sizeof(link), "%s/latest", dir);
-	unlink(tmp);
-	if (symlink(target, tmp) < 0)
-		return -errno;
+	for (int tries = 0; r == -EEXIST && tries < 8; tries++) {
+		snprintf(tmp, sizeof(tmp), "%s/.latest.tmp.%d.%u", dir, (int)getpid(), seq++);
+		r = symlink(target, tmp) < 0 ? -errno : 0;
+	}
+	if (r < 0)
+		return r;
 	if (rename(tmp, link) < 0) {
-		int r = -errno;
+		r = -errno;
 		unlink(tmp);
 		return r;
 	}
-	return afile_sync_dir_of(link);
+	return 0;
 }
 
-static int remove_cb_tree(const char *path)
+int ckpt_set_latest(const char *dir, uint64_t epoch)
 {
-	DIR *d = opendir(path);
-	struct dirent *de;
-	char child[PATH_MAX];
+	char link[PATH_MAX], target[64], old[PATH_MAX];
+	ssize_t n;
+	int r;
+
+	snprintf(target, sizeof(target), "epoch-%06llu", (unsigned long long)epoch);
+	snprintf(link, sizeof(link), "%s/latest", dir);
+	n = readlink(link, old, sizeof(old) - 1);
+	if (n < 0 && errno != ENOENT && errno != EINVAL)
+		return -errno;
+	if (n >= 0)
+		old[n] = '\0';
+	r = link_latest(dir, target);
+	if (r < 0)
+		return r;
+	r = afile_sync_dir_of(link);
+	if (r == 0)
+		return 0;
+	/* Not known to be durable: put the old link back, so that a caller
+	 * that now aborts this epoch does not leave latest naming it. */
+	if (n >= 0)
+		link_latest(dir, old);
+	else if (n < 0 && errno != EINVAL)
+		unlink(link);
+	afile_sync_dir_of(link);
+	return r;
+}
+
+/* Remove name (a file, or a directory tree) inside dirfd, never following a
+ * symlink: a symlink is removed itself.  0 or the first -errno. */
+static int remove_at(int dirfd, const char *name)
+{
+	int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	int r = 0;
 
-	if (!d)
-		return unlink(path) < 0 ? -errno : 0;
+	if (fd < 0) {
+		if (errno != ENOTDIR && errno != ELOOP)
+			return -errno;
+		return unlinkat(dirfd, name, 0) < 0 ? -errno : 0;
+	}
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		r = -errno;
+		close(fd);
+		return r;
+	}
+	struct dirent *de;
 	while ((de = readdir(d))) {
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
-		snprintf(child, sizeof(child), "%s/%s", path, de->d_name);
-		if (de->d_type == DT_DIR)
-			r = remove_cb_tree(child);
-		else if (unlink(child) < 0)
-			r = -errno;
+		int e = remove_at(fd, de->d_name);
+		if (e < 0 && r == 0)
+			r = e;
 	}
 	closedir(d);
-	if (rmdir(path) < 0 && r == 0)
+	if (unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && r == 0)
 		r = -errno;
 	return r;
 }
 
 int ckpt_remove_tree(const char *path)
 {
-	return remove_cb_tree(path);
+	char parent[PATH_MAX];
+	const char *base;
+	int dfd, r;
+
+	if (snprintf(parent, sizeof(parent), "%s", path) >= (int)sizeof(parent))
+		return -ENAMETOOLONG;
+	size_t len = strlen(parent);
+	while (len > 1 && parent[len - 1] == '/')
+		parent[--len] = '\0';
+	char *slash = strrchr(parent, '/');
+	if (!slash) {
+		base = parent;
+		dfd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	} else {
+		*slash = '\0';
+		base = slash + 1;
+		dfd = open(slash == parent ? "/" : parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	}
+	if (dfd < 0)
+		return -errno;
+	if (!*base || !strcmp(base, ".") || !strcmp(base, ".."))
+		r = -EINVAL;
+	else
+		r = remove_at(dfd, base);
+	close(dfd);
+	return r;
 }
 
 static int cmp_u64_desc(const void *a, const void *b)
@@ -296,33 +387,65 @@ static int cmp_u64_desc(const void *a, const void *b)
 
 int ckpt_prune(const char *dir, int keep, uint64_t keep_epoch)
 {
-	DIR *d = opendir(dir);
-	struct dirent *de;
-	uint64_t epochs[4096], e;
+	static uint64_t epochs[4096];
+	char path[PATH_MAX], why[PATH_MAX + 200], target[64];
+	uint64_t e, latest = 0;
 	int n = 0, removed = 0, complete = 0;
-	char path[PATH_MAX], why[256];
+	struct dirent *de;
+	struct stat st;
 
-	if (!d)
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
 		return 0;
-	while ((de = readdir(d)) && n < 4096)
-		if (parse_epoch_name(de->d_name, &e) == 0)
-			epochs[n++] = e;
-	closedir(d);
+	DIR *d = fdopendir(dfd);
+	if (!d) {
+		close(dfd);
+		return 0;
+	}
+	while ((de = readdir(d)) && n < 4096) {
+		if (parse_epoch_name(de->d_name, &e) < 0)
+			continue;
+		/* Only real directories: a symlink named like an epoch is
+		 * neither counted nor followed. */
+		if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode))
+			continue;
+		epochs[n++] = e;
+	}
+	/* Whatever latest names stays, even if it is older than keep allows. */
+	snprintf(path, sizeof(path), "%s/latest", dir);
+	ssize_t tn = readlink(path, target, sizeof(target) - 1);
+	if (tn > 0) {
+		target[tn] = '\0';
+		if (parse_epoch_name(target, &e) == 0)
+			latest = e;
+	}
 	qsort(epochs, (size_t)n, sizeof(uint64_t), cmp_u64_desc);
 	for (int i = 0; i < n; i++) {
 		json_t *m;
 		ckpt_epoch_dir(dir, epochs[i], path, sizeof(path));
-		bool ok = manifest_read(path, &m, why, sizeof(why)) == 0;
+		int r = manifest_read(path, &m, why, sizeof(why));
 		json_decref(m);
-		if (epochs[i] == keep_epoch) {
-			complete += ok;
+		if (epochs[i] == keep_epoch || epochs[i] == latest) {
+			complete += r == 0;
+			continue;
+		}
+		if (r < 0 && r != -ENOENT) {
+			/* Present but unreadable (EIO, EMFILE, a newer format,
+			 * damage): maybe a checkpoint; never delete it. */
+			pr_warn("keeping %s: %s", path, why);
 			continue;
 		}
 		/* Newer incomplete epochs may be in progress: leave them. */
-		if ((ok && ++complete > keep) || (!ok && complete > 0)) {
-			if (ckpt_remove_tree(path) == 0)
+		if ((r == 0 && ++complete > keep) || (r == -ENOENT && complete > 0)) {
+			char name[64];
+			snprintf(name, sizeof(name), "epoch-%06llu", (unsigned long long)epochs[i]);
+			int e2 = remove_at(dfd, name);
+			if (e2 == 0)
 				removed++;
+			else
+				pr_warn("could not remove %s: %s", path, strerror(-e2));
 		}
 	}
+	closedir(d);
 	return removed;
 }

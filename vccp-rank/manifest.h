@@ -23,6 +23,11 @@
 /* DIR/epoch-%06llu */
 void ckpt_epoch_dir(const char *dir, uint64_t epoch, char *out, size_t len);
 
+/* The epoch of a directory name as ckpt_epoch_dir() writes it
+ * ("epoch-000007"; "epoch-7", "epoch-+7", "epoch-0000007" are not epoch
+ * names).  0, or -1 when name is not one. */
+int ckpt_epoch_from_name(const char *name, uint64_t *epoch);
+
 /* The epoch after the newest one found in dir (1 when none). */
 uint64_t ckpt_next_epoch(const char *dir);
 
@@ -48,16 +53,24 @@ int ckpt_verify_rank(const char *epoch_dir, json_t *m, int rank, char *why,
 /* CRC32C and size of a whole file.  0 or -errno. */
 int ckpt_file_crc(const char *path, uint32_t *crc, uint64_t *size);
 
-/* Point dir/latest at epoch (a new symlink renamed over the old).  0 or
- * -errno. */
+/* Point dir/latest at epoch (a new symlink renamed over the old, then an
+ * fsync of dir): durable or unchanged -- when the fsync fails the old link
+ * is put back before the error is returned, so a caller that then aborts
+ * the epoch never leaves latest naming it.  0 or -errno. */
 int ckpt_set_latest(const char *dir, uint64_t epoch);
 
 /* Remove epoch directories beyond the newest keep complete ones (and
- * incomplete ones older than the newest complete), never keep_epoch.
+ * incomplete ones -- no manifest at all -- older than the newest complete
+ * one), never keep_epoch nor the one latest names.  An epoch whose
+ * manifest exists but cannot be read (EIO, EMFILE, a newer version,
+ * damage) is kept and reported (a warning naming it); symlinks named like
+ * epochs are ignored.  Call it only after ckpt_set_latest() succeeded.
  * Returns how many were removed. */
 int ckpt_prune(const char *dir, int keep, uint64_t keep_epoch);
 
-/* Remove a directory tree (an aborted epoch).  0 or -errno. */
+/* Remove a directory tree (an aborted epoch) with openat/unlinkat, never
+ * following a symlink (a symlink at path or inside is removed itself).
+ * 0 or -errno. */
 int ckpt_remove_tree(const char *path);
 
 #endif

@@ -9,4 +9,7 @@ $(BIN)/vcluster-ckpt: $(call objs,vccp-rank/vcluster-ckpt.c vccp-rank/manifest.c
 all: $(BIN)/vcluster-ckpt
 
 $(eval $(call unit_test,test_rq,tests/unit/test_rq.c vccp-rank/rq.c common/vcfmt.c common/afile.c,-lisal))
-$(eval $(call unit_test,test_manifest,tests/unit/test_manifest.c vccp-rank/manifest.c vccp-rank/rq.c common/vcfmt.c common/afile.c,-lisal -ljansson))
+$(eval $(call unit_test,test_manifest,tests/unit/test_manifest.c vccp-rank/manifest.c vccp-rank/rq.c common/vcfmt.c common/afile.c common/log.c,-lisal -ljansson -Wl$(comma)--wrap=fsync))
+# vcluster-ckpt itself under ASan, its main() renamed for the test to call.
+$(eval $(call unit_test,test_ckpt_show,tests/unit/test_ckpt_show.c vccp-rank/vcluster-ckpt.c vccp-rank/manifest.c vccp-rank/rq.c common/vcfmt.c common/afile.c common/log.c,-lisal -ljansson))
+$(ASANDIR)/vccp-rank/vcluster-ckpt.o: ALL_CFLAGS += -Dmain=ckpt_main

@@ -30,6 +30,32 @@ static void usage(FILE *out)
 		"DIR is a --checkpoint-dir; EPOCH defaults to latest.\n");
 }
 
+static void mac_str(const uint8_t *m, char *out, size_t len)
+{
+	snprintf(out, len, "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+}
+
+/* One frame of a receive queue as JSON.  A frame may be any length from 0
+ * (a checkpoint that verifies says nothing about its frames): only the
+ * fields it holds are read -- dst needs 6 bytes, src 12, the type 14. */
+static json_t *decode_frame(int from, const uint8_t *f, uint16_t len)
+{
+	json_t *o = json_pack("{s:i, s:i}", "from_rank", from, "length", len);
+	char mac[18];
+
+	if (len >= 6) {
+		mac_str(f, mac, sizeof(mac));
+		json_object_set_new(o, "dst", json_string(mac));
+	}
+	if (len >= 12) {
+		mac_str(f + 6, mac, sizeof(mac));
+		json_object_set_new(o, "src", json_string(mac));
+	}
+	json_object_set_new(o, "ethertype", json_string(len < 14 ? "runt" :
+		f[12] == 8 && f[13] == 0 ? "ipv4" : f[12] == 8 && f[13] == 6 ? "arp" : "other"));
+	return o;
+}
+
 static int cmd_verify_show(const char *dir, const char *which, int show)
 {
 	char edir[PATH_MAX], why[512];
@@ -62,15 +88,7 @@ static int cmd_verify_show(const char *dir, const char *which, int show)
 				const uint8_t *f;
 				uint16_t len;
 				while (rq_peek(q, &from, &f, &len) == 0) {
-					char dst[18], src[18];
-					snprintf(dst, sizeof(dst), "%02x:%02x:%02x:%02x:%02x:%02x",
-						 f[0], f[1], f[2], f[3], f[4], f[5]);
-					snprintf(src, sizeof(src), "%02x:%02x:%02x:%02x:%02x:%02x",
-						 f[6], f[7], f[8], f[9], f[10], f[11]);
-					json_array_append_new(frames, json_pack("{s:i, s:i, s:s, s:s, s:s}",
-						"from_rank", from, "length", len, "dst", dst, "src", src,
-						"ethertype", len >= 14 ? (f[12] == 8 && f[13] == 0 ? "ipv4" :
-							f[12] == 8 && f[13] == 6 ? "arp" : "other") : "runt"));
+					json_array_append_new(frames, decode_frame(from, f, len));
 					rq_pop(q);
 				}
 				json_object_set_new(json_object_get(ri, "rq"), "decoded", frames);
@@ -104,8 +122,9 @@ static int cmd_list(const char *dir)
 	}
 	json_t *arr = json_array();
 	while ((de = readdir(d))) {
-		if (strncmp(de->d_name, "epoch-", 6))
-			continue;
+		uint64_t e;
+		if (ckpt_epoch_from_name(de->d_name, &e) < 0)
+			continue;	/* only names the writer makes */
 		json_t *m;
 		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
 		int r = manifest_read(path, &m, why, sizeof(why));

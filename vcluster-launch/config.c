@@ -131,8 +131,8 @@ static int set_memory(struct vc_config *c, const char *v, char *why, size_t whyl
 	if (!errno && end != v && x > 0) {
 		if (!strcmp(end, "") || !strcasecmp(end, "M") || !strcasecmp(end, "MiB"))
 			mib = x;
-		else if (!strcasecmp(end, "G") || !strcasecmp(end, "GiB"))
-			mib = x * 1024;
+		else if ((!strcasecmp(end, "G") || !strcasecmp(end, "GiB")) && x <= 1024)
+			mib = x * 1024;	/* bounded first: x * 1024 could wrap */
 	}
 	if (mib < 64 || mib > 1024 * 1024) {
 		snprintf(why, whylen, "--memory: '%s' is not a size from 64M to 1024G (e.g. 256M, 2G)", v);

@@ -13,6 +13,7 @@
 #include "config.h"
 #include "ctl.h"
 #include "fabric.h"
+#include "lifeline.h"
 #include "log.h"
 #include "manifest.h"
 #include "pin.h"
@@ -665,6 +666,7 @@ int main(int argc, char **argv)
 	int provided, r, code = 2;
 
 	MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+	lifeline_arm();		/* a dead mpirun/orted kills this rank and its QEMU */
 	MPI_Comm_rank(MPI_COMM_WORLD, &L->rank);
 	MPI_Comm_size(MPI_COMM_WORLD, &L->size);
 	log_init("vcluster-launch", L->rank);

@@ -2,6 +2,7 @@
 LAUNCH_SRCS := vcluster-launch/main.c vcluster-launch/config.c \
 	       vcluster-launch/fabric.c vcluster-launch/vm.c \
 	       vcluster-launch/accel.c vcluster-launch/pin.c vcluster-launch/ctl.c \
+	       vcluster-launch/lifeline.c \
 	       $(VCCP_SRCS)
 LAUNCH_LIBS := -lvdeplug -lhwloc $(LDLIBS_COMMON)
 

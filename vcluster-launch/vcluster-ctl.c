@@ -4,6 +4,7 @@
  *   vcluster-ctl [--run-dir DIR] [--json] status|shutdown
  */
 #include "ctl.h"
+#include "rundir.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -25,7 +26,9 @@ static void usage(FILE *out)
 		"  shutdown   power every VM down (grace period as the launcher's --grace)\n"
 		"  checkpoint checkpoint the whole cluster now and wait for the outcome\n"
 		"             (exit 0 committed, 1 aborted); --no-wait returns at once\n"
-		"--run-dir defaults to the newest run: /tmp/vcluster-UID/latest.\n"
+		"--run-dir defaults to the newest run: $XDG_RUNTIME_DIR/vcluster/latest or\n"
+		"/tmp/vcluster-UID/latest (followed only when it, its directory and its target\n"
+		"are yours and writable by no one else).\n"
 		"--json prints the launcher's reply as it came.\n");
 }
 
@@ -76,6 +79,16 @@ static json_t *request(const char *path, const char *cmd)
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		fprintf(stderr, "vcluster-ctl: %s: %s (is the virtual cluster running?)\n",
 			path, strerror(errno));
+		close(fd);
+		return NULL;
+	}
+	/* Only our own launcher (or root's) is believed. */
+	struct ucred cred = { .pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1 };
+	socklen_t clen = sizeof(cred);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0 ||
+	    (cred.uid != geteuid() && cred.uid != 0)) {
+		fprintf(stderr, "vcluster-ctl: %s is served by uid %u (pid %d), not by you: "
+			"not your virtual cluster\n", path, (unsigned)cred.uid, (int)cred.pid);
 		close(fd);
 		return NULL;
 	}
@@ -171,8 +184,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "vcluster-ctl: unknown command '%s' (status, shutdown, checkpoint)\n", cmd);
 		return 2;
 	}
-	if (!dir[0])
-		snprintf(dir, sizeof(dir), "/tmp/vcluster-%u/latest", (unsigned)getuid());
+	char why[2 * PATH_MAX];
+	if (!dir[0] ? rundir_find_latest(dir, sizeof(dir), why, sizeof(why)) < 0
+		    : rundir_check(dir, why, sizeof(why)) < 0) {
+		fprintf(stderr, "vcluster-ctl: %s\n", why);
+		return 1;
+	}
 	snprintf(path, sizeof(path), "%s/ctl.sock", dir);
 
 	json_t *rep = request(path, cmd);

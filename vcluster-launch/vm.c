@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <spawn.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -67,36 +68,129 @@ static void last_line(const char *path, char *out, size_t len)
 	free(text);
 }
 
+/* The first non-empty line of a file, for error messages. */
+static void first_line(const char *path, char *out, size_t len)
+{
+	char *text, *p;
+	size_t n;
+
+	out[0] = '\0';
+	if (afile_read_all(path, 1 << 20, &text, &n) < 0)
+		return;
+	for (p = text; *p == '\n' || *p == '\r'; p++)
+		;
+	p[strcspn(p, "\r\n")] = '\0';
+	snprintf(out, len, "%s", p);
+	free(text);
+}
+
+/* Copy in into out for a QEMU option value: commas doubled, as QEMU's
+ * option parser reads ",," as a literal comma.  0 or -ENAMETOOLONG. */
+static int qemu_opt_escape(const char *in, char *out, size_t len)
+{
+	size_t o = 0;
+
+	for (; *in; in++) {
+		size_t need = *in == ',' ? 2 : 1;
+		if (o + need >= len)
+			return -ENAMETOOLONG;
+		out[o++] = *in;
+		if (*in == ',')
+			out[o++] = ',';
+	}
+	out[o] = '\0';
+	return 0;
+}
+
+/* Run a tool (argv[0] looked up in PATH) without a shell: stdin from
+ * /dev/null, stdout and stderr into logpath.  0 when it exited 0; else
+ * -errno or -EIO with one line in why naming the tool, how it ended and
+ * the first line it printed. */
+static int run_tool(char *const argv[], const char *logpath, char *why, size_t whylen)
+{
+	posix_spawn_file_actions_t fa;
+	pid_t pid;
+	int st, r, logfd;
+
+	logfd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (logfd < 0) {
+		r = -errno;
+		snprintf(why, whylen, "%s: %s", logpath, strerror(errno));
+		return r;
+	}
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_adddup2(&fa, logfd, 1);
+	posix_spawn_file_actions_adddup2(&fa, logfd, 2);
+	/* The rank blocks signals for its signalfd and ignores SIGPIPE; the
+	 * tool starts with neither. */
+	posix_spawnattr_t at;
+	sigset_t none, pipe;
+	sigemptyset(&none);
+	sigemptyset(&pipe);
+	sigaddset(&pipe, SIGPIPE);
+	posix_spawnattr_init(&at);
+	posix_spawnattr_setsigmask(&at, &none);
+	posix_spawnattr_setsigdefault(&at, &pipe);
+	posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+	r = posix_spawnp(&pid, argv[0], &fa, &at, argv, environ);
+	posix_spawnattr_destroy(&at);
+	posix_spawn_file_actions_destroy(&fa);
+	close(logfd);
+	if (r) {
+		snprintf(why, whylen, "could not run %s: %s", argv[0], strerror(r));
+		return -r;
+	}
+	while (waitpid(pid, &st, 0) < 0) {
+		if (errno != EINTR) {
+			r = -errno;
+			snprintf(why, whylen, "waiting for %s: %s", argv[0], strerror(errno));
+			return r;
+		}
+	}
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+		return 0;
+	char tail[256], how[48];
+	first_line(logpath, tail, sizeof(tail));	/* the error; later lines add notes */
+	if (WIFSIGNALED(st))
+		snprintf(how, sizeof(how), "was killed by signal %d", WTERMSIG(st));
+	else
+		snprintf(how, sizeof(how), "exited with status %d", WEXITSTATUS(st));
+	snprintf(why, whylen, "%s %s%s%s", argv[0], how, tail[0] ? ": " : "", tail);
+	return -EIO;
+}
+
 static int make_overlay(const struct vm_spec *s, char *overlay, size_t len,
 			char *why, size_t whylen)
 {
-	char base[PATH_MAX], cmd[3 * PATH_MAX];
+	char base[PATH_MAX], log[PATH_MAX + 16], inner[512];
+	int r;
 
 	if (!realpath(s->cfg->disk, base)) {
+		r = -errno;
 		snprintf(why, whylen, "disk image %s: %s", s->cfg->disk, strerror(errno));
-		return -errno;
+		return r;
 	}
 	snprintf(overlay, len, "%s/disk.qcow2", s->rank_dir);
+	snprintf(log, sizeof(log), "%s/qemu-img.log", s->rank_dir);
 	if (s->restore_disk) {
 		/* The checkpoint's image is standalone: a copy is the disk. */
-		snprintf(cmd, sizeof(cmd), "cp --sparse=always '%s' '%s' 2>'%s/qemu-img.log'",
-			 s->restore_disk, overlay, s->rank_dir);
-		if (system(cmd) != 0) {
-			snprintf(why, whylen, "could not copy the checkpoint's disk %s", s->restore_disk);
-			return -EIO;
-		}
-		return 0;
+		char *argv[] = { "cp", "--sparse=always", "--", (char *)s->restore_disk,
+				 overlay, NULL };
+		r = run_tool(argv, log, inner, sizeof(inner));
+		if (r < 0)
+			snprintf(why, whylen, "could not copy the checkpoint's disk %s: %s",
+				 s->restore_disk, inner);
+		return r;
 	}
 	if (access(overlay, F_OK) == 0)
 		return 0;	/* a restarted rank keeps its overlay */
-	snprintf(cmd, sizeof(cmd), "qemu-img create -q -f qcow2 -F qcow2 -b '%s' '%s' >'%s/qemu-img.log' 2>&1",
-		 base, overlay, s->rank_dir);
-	if (system(cmd) != 0) {
-		snprintf(why, whylen, "qemu-img could not create an overlay on %s (see %s/qemu-img.log)",
-			 s->cfg->disk, s->rank_dir);
-		return -EIO;
-	}
-	return 0;
+	char *argv[] = { "qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base,
+			 overlay, NULL };
+	r = run_tool(argv, log, inner, sizeof(inner));
+	if (r < 0)
+		snprintf(why, whylen, "could not create an overlay on %s: %s", s->cfg->disk, inner);
+	return r;
 }
 
 struct vm *vm_start(const struct vm_spec *s, int *link_fd, char *why,
@@ -105,11 +199,11 @@ struct vm *vm_start(const struct vm_spec *s, int *link_fd, char *why,
 	const struct vc_config *c = s->cfg;
 	char *argv[MAX_ARGS];
 	int argc = 0;
-	char mem[32], smp[32], qmp_arg[PATH_MAX + 32], chardev[PATH_MAX + 64];
+	char mem[32], smp[32], qmp_arg[2 * PATH_MAX + 32], chardev[2 * PATH_MAX + 64];
 	char netdev[64], fabric_dev[128], append[2048], cmdhex[1300], net[40];
-	char head_netdev[96], overlay[PATH_MAX], drive[PATH_MAX + 64];
-	char mac[24], name[48], qmp_path[PATH_MAX];
-	int sv[2], r;
+	char head_netdev[96], overlay[PATH_MAX], drive[2 * PATH_MAX + 64];
+	char mac[24], name[48], qmp_path[PATH_MAX], esc[2 * PATH_MAX];
+	int sv[2] = { -1, -1 }, r;
 	struct vm *vm = calloc(1, sizeof(*vm));
 
 	if (!vm) {
@@ -125,6 +219,19 @@ struct vm *vm_start(const struct vm_spec *s, int *link_fd, char *why,
 	unlink(qmp_path);
 	unlink(vm->console_path);
 
+	/* Paths go into QEMU option strings, where a comma separates options
+	 * (",," is a literal one). */
+	if (qemu_opt_escape(qmp_path, esc, sizeof(esc)) < 0 ||
+	    snprintf(qmp_arg, sizeof(qmp_arg), "unix:%s,server=on,wait=off", esc) >=
+		    (int)sizeof(qmp_arg) ||
+	    qemu_opt_escape(vm->console_path, esc, sizeof(esc)) < 0 ||
+	    snprintf(chardev, sizeof(chardev), "file,id=con0,path=%s", esc) >=
+		    (int)sizeof(chardev)) {
+		r = -ENAMETOOLONG;
+		snprintf(why, whylen, "run directory %s: path too long for QEMU's options", s->rank_dir);
+		goto fail;
+	}
+
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) < 0) {
 		r = -errno;
 		snprintf(why, whylen, "socketpair: %s", strerror(errno));
@@ -137,8 +244,6 @@ struct vm *vm_start(const struct vm_spec *s, int *link_fd, char *why,
 	snprintf(name, sizeof(name), "vcluster-node%d", s->rank);
 	snprintf(mem, sizeof(mem), "%llu", (unsigned long long)c->memory_mib);
 	snprintf(smp, sizeof(smp), "%d", c->vcpus);
-	snprintf(qmp_arg, sizeof(qmp_arg), "unix:%s,server=on,wait=off", qmp_path);
-	snprintf(chardev, sizeof(chardev), "file,id=con0,path=%s", vm->console_path);
 	snprintf(netdev, sizeof(netdev), "vde,id=fabric,sock=seqpacket://%d", sv[1]);
 	snprintf(fabric_dev, sizeof(fabric_dev), "virtio-net-pci,netdev=fabric,mac=%s,romfile=", mac);
 	cfg_subnet_str(c, net, sizeof(net));
@@ -193,8 +298,13 @@ struct vm *vm_start(const struct vm_spec *s, int *link_fd, char *why,
 		r = make_overlay(s, overlay, sizeof(overlay), why, whylen);
 		if (r < 0)
 			goto fail_close;
-		snprintf(drive, sizeof(drive), "file=%s,if=virtio,id=" VM_DISK_ID ",format=qcow2,cache=writeback",
-			 overlay);
+		if (qemu_opt_escape(overlay, esc, sizeof(esc)) < 0 ||
+		    snprintf(drive, sizeof(drive), "file=%s,if=virtio,id=" VM_DISK_ID
+			     ",format=qcow2,cache=writeback", esc) >= (int)sizeof(drive)) {
+			r = -ENAMETOOLONG;
+			snprintf(why, whylen, "disk overlay %s: path too long for QEMU's options", overlay);
+			goto fail_close;
+		}
 		argv[argc++] = "-drive";
 		argv[argc++] = drive;
 	}

@@ -78,6 +78,10 @@ int main(void)
 	struct { const char *opt, *val, *msg; } cases[] = {
 		{ "--memory", "12", "--memory: '12' is not a size" },
 		{ "--memory", "2T", "--memory: '2T'" },
+		/* 2^54 + 1 GiB: times 1024 wraps to 1024 MiB unless bounded. */
+		{ "--memory", "18014398509481985G", "--memory: '18014398509481985G' is not a size" },
+		{ "--memory", "1025G", "--memory: '1025G' is not a size" },
+		{ "--memory", "99999999999999999999M", "is not a size" },
 		{ "--accel", "xen", "--accel: 'xen' is not one of auto, kvm, tcg" },
 		{ "--subnet", "10.10.0.1/24", "has host bits set" },
 		{ "--subnet", "10.10.0.0", "is not an IPv4 network" },

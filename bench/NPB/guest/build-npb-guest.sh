@@ -88,8 +88,13 @@ put_libs() {
 }
 
 # pack ROOT OUTFILE: ROOT as a gzipped newc cpio archive, atomically.
+# The archive holds the cluster's private ssh keys: it is written 0600
+# (umask 077 for the file itself; the modes inside are the tree's own).
 pack() {
-	(cd "$1" && find . | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0) | gzip -6 > "$2.tmp"
+	rm -f "$2.tmp"
+	(umask 077; (cd "$1" && find . | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0) |
+		gzip -6 > "$2.tmp")
+	chmod 0600 "$2.tmp"
 	mv "$2.tmp" "$2"
 }
 
@@ -166,9 +171,11 @@ install -m 0644 "$here/openmpi-mca-params.conf" "$root$sysconfdir/openmpi-mca-pa
 install -m 0755 /usr/sbin/dropbear "$root/usr/sbin/dropbear"
 install -m 0755 /usr/bin/dbclient "$root/usr/bin/dbclient"
 keys=$work/keys
-mkdir -p "$keys"
-dropbearkey -t ed25519 -f "$keys/host_key" >/dev/null 2>&1
-dropbearkey -t ed25519 -f "$keys/id_dropbear" >/dev/null 2>&1
+mkdir -p -m 0700 "$keys"
+chmod 0700 "$keys"
+(umask 077
+ dropbearkey -t ed25519 -f "$keys/host_key" >/dev/null 2>&1
+ dropbearkey -t ed25519 -f "$keys/id_dropbear" >/dev/null 2>&1)
 install -m 0600 "$keys/host_key" "$root/etc/dropbear/dropbear_ed25519_host_key"
 dropbearkey -y -f "$keys/host_key" | awk '/^ssh-/ {print $1, $2}' > "$root/etc/dropbear/host_key.pub"
 install -m 0600 "$keys/id_dropbear" "$root/root/.ssh/id_dropbear"
