@@ -988,9 +988,10 @@ int main(int argc, char **argv)
 		struct fabric_stats fs;
 		fabric_get_stats(L->fab, &fs);
 		pr_info("fabric totals: frames_from_vm=%llu frames_to_vm=%llu frames_from_rq=%llu "
-			"discarded=%llu stalls=%llu spill_reads=%llu",
+			"frames_from_cut=%llu discarded=%llu stalls=%llu spill_reads=%llu",
 			(unsigned long long)fs.frames_from_vm, (unsigned long long)fs.frames_to_vm,
-			(unsigned long long)fs.frames_from_rq, (unsigned long long)fs.frames_discarded,
+			(unsigned long long)fs.frames_from_rq, (unsigned long long)fs.frames_from_cut,
+			(unsigned long long)fs.frames_discarded,
 			(unsigned long long)fs.backpressure_stalls, (unsigned long long)fs.spill_reads);
 	}
 	if (L->vccp && vccp_finish(L->vccp, QUIESCE_MS) < 0)
