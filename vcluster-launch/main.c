@@ -664,6 +664,19 @@ int main(int argc, char **argv)
 	char err[512] = "", why[512] = "", dir[PATH_MAX];
 	int provided, r, code = 2;
 
+	/* The signals the event loop reads are blocked before MPI starts its
+	 * threads, which inherit the mask: a signal to the process would
+	 * otherwise land in one of them and kill the rank (SIGUSR1 forwarded
+	 * by mpirun did, with a checkpoint running) or be lost (SIGCHLD). */
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGCHLD);
+	sigaddset(&set, SIGUSR1);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+
 	MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
 	MPI_Comm_rank(MPI_COMM_WORLD, &L->rank);
 	MPI_Comm_size(MPI_COMM_WORLD, &L->size);
@@ -847,15 +860,7 @@ int main(int argc, char **argv)
 		}
 	}
 
-	/* Signals: one descriptor in the event loop. */
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
-	sigaddset(&set, SIGCHLD);
-	sigaddset(&set, SIGUSR1);
-	sigprocmask(SIG_BLOCK, &set, NULL);
+	/* Signals: one descriptor in the event loop (blocked above). */
 	L->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 
 	/* The VM. */
