@@ -92,6 +92,7 @@ struct fabric {
 	bool draining;			/* checkpoint: read the VM past the bound */
 	bool link_empty;		/* the last read found the VM link empty */
 	struct rq *rq;			/* frames for the VM, delivered first */
+	size_t cut_left;		/* of them, still to deliver from the last cut */
 	struct peer *peers;
 	uint8_t *frame;			/* scratch for one frame from the VM */
 	uint8_t **spare;		/* free batch buffers */
@@ -634,8 +635,13 @@ static int deliver_rq(struct fabric *f, bool *busy)
 		int w = vm_write(f, frame, len);
 		if (w <= 0)
 			return w;
-		if (from != f->rank)	/* not one of our own (clock) frames */
+		if (from != f->rank) {	/* not one of our own (clock) frames */
 			f->st.frames_from_rq++;
+			if (f->cut_left)
+				f->st.frames_from_cut++;
+		}
+		if (f->cut_left)
+			f->cut_left--;
 		rq_pop(f->rq);
 		*busy = true;
 	}
@@ -685,11 +691,14 @@ void fabric_detach_vm(struct fabric *f)
 	f->vm_blocked = false;
 	if (f->rq)
 		rq_clear(f->rq);
+	f->cut_left = 0;
 }
 
 void fabric_hold(struct fabric *f, bool hold)
 {
 	f->held = hold;
+	if (!hold)	/* what the cut queued; later frames queue behind */
+		f->cut_left = rq_count(f->rq);
 }
 
 void fabric_drain_vm(struct fabric *f, bool drain)
@@ -728,6 +737,7 @@ void fabric_set_rq(struct fabric *f, struct rq *q)
 {
 	rq_destroy(f->rq);
 	f->rq = q;
+	f->cut_left = rq_count(q);
 }
 
 int fabric_send_marker(struct fabric *f, uint64_t epoch)

@@ -63,6 +63,7 @@ struct fabric_stats {
 	uint64_t backpressure_stalls;	/* times reading the VM was paused */
 	uint64_t spill_reads;		/* frames read past the normal bound */
 	uint64_t frames_from_rq;	/* delivered from the receive queue */
+	uint64_t frames_from_cut;	/* of those, queued at a cut or restored */
 	uint32_t rq_frames;		/* in the receive queue now */
 	uint32_t deliver_queue_bytes;	/* waiting to be written to the VM */
 	uint32_t deliver_queue_max;	/* high-water mark */

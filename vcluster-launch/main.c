@@ -665,6 +665,19 @@ int main(int argc, char **argv)
 	char err[512] = "", why[512] = "", dir[PATH_MAX];
 	int provided, r, code = 2;
 
+	/* The signals the event loop reads are blocked before MPI starts its
+	 * threads, which inherit the mask: a signal to the process would
+	 * otherwise land in one of them and kill the rank (SIGUSR1 forwarded
+	 * by mpirun did, with a checkpoint running) or be lost (SIGCHLD). */
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGCHLD);
+	sigaddset(&set, SIGUSR1);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+
 	MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
 	lifeline_arm();		/* a dead mpirun/orted kills this rank and its QEMU */
 	MPI_Comm_rank(MPI_COMM_WORLD, &L->rank);
@@ -849,15 +862,7 @@ int main(int argc, char **argv)
 		}
 	}
 
-	/* Signals: one descriptor in the event loop. */
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
-	sigaddset(&set, SIGCHLD);
-	sigaddset(&set, SIGUSR1);
-	sigprocmask(SIG_BLOCK, &set, NULL);
+	/* Signals: one descriptor in the event loop (blocked above). */
 	L->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 
 	/* The VM. */
@@ -990,9 +995,10 @@ int main(int argc, char **argv)
 		struct fabric_stats fs;
 		fabric_get_stats(L->fab, &fs);
 		pr_info("fabric totals: frames_from_vm=%llu frames_to_vm=%llu frames_from_rq=%llu "
-			"discarded=%llu stalls=%llu spill_reads=%llu",
+			"frames_from_cut=%llu discarded=%llu stalls=%llu spill_reads=%llu",
 			(unsigned long long)fs.frames_from_vm, (unsigned long long)fs.frames_to_vm,
-			(unsigned long long)fs.frames_from_rq, (unsigned long long)fs.frames_discarded,
+			(unsigned long long)fs.frames_from_rq, (unsigned long long)fs.frames_from_cut,
+			(unsigned long long)fs.frames_discarded,
 			(unsigned long long)fs.backpressure_stalls, (unsigned long long)fs.spill_reads);
 	}
 	if (L->vccp && vccp_finish(L->vccp, QUIESCE_MS) < 0)

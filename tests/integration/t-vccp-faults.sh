@@ -4,8 +4,11 @@
 #  1. a QEMU killed while a checkpoint is being saved aborts that epoch; the
 #     job stops naming the rank; the previous checkpoint restores and runs
 #     to the end;
-#  2. a truncated or bit-flipped checkpoint file is refused at restore with
-#     a message naming the file, and nothing in the checkpoint changes;
+#     a request for a checkpoint while one runs is refused (vcluster-ctl
+#     and SIGUSR1) with one clear line, and starts no epoch;
+#  2. a truncated, bit-flipped or missing checkpoint file is refused at
+#     restore with a message naming the file, and nothing in the checkpoint
+#     changes; the intact checkpoint then restores and runs to the end;
 #  3. a full disk (a small tmpfs) aborts the epoch with a clear error and
 #     leaves the previous checkpoint intact.
 . "$(dirname "$0")/../lib/vc-test.sh"
@@ -27,6 +30,15 @@ ctl checkpoint --no-wait >/dev/null || fail "first checkpoint request refused"
 wait_for 'VCCP-CHECKPOINT epoch=1 status=ok' "$out"
 ctl checkpoint --no-wait >/dev/null || fail "second checkpoint request refused"
 wait_for 'epoch 2: VM paused' "$VC_T/run/rank1/rank.log"
+# A request while epoch 2 runs is refused with one clear line, by
+# vcluster-ctl and by SIGUSR1 alike, and starts no epoch.
+ctl checkpoint --no-wait >"$VC_T/busy.out" 2>&1 && fail "a checkpoint request while epoch 2 runs was accepted"
+cat "$VC_T/busy.out"
+grep -q '^vcluster-ctl: a checkpoint is already running$' "$VC_T/busy.out" ||
+	fail "the refused request did not say why: $(cat "$VC_T/busy.out")"
+mp=$(pgrep -P $job -x mpirun) || fail "no mpirun under the job"
+kill -USR1 $mp
+wait_for 'SIGUSR1: a checkpoint is already running' "$VC_T/run/rank0/rank.log"
 sleep 1		# inside the save: 8 MiB/s for tens of MiB
 qpid=$(pgrep -f "qemu-system-x86_64 .*-name vcluster-node1 .*$VC_T") || fail "no QEMU for node1"
 kill -KILL $qpid
@@ -35,6 +47,8 @@ wait $job; rc=$?
 assert_grep 'rank 1 \(node1\): QEMU was killed by signal 9' "$out"
 assert_grep 'checkpoint epoch 2 aborted' "$out"
 assert_no_grep 'VCCP-CHECKPOINT epoch=2 status=ok' "$out"
+assert_no_grep 'checkpoint epoch 3 requested' "$out"
+[[ ! -e "$ck/epoch-000003" ]] || fail "a refused request left an epoch 3 behind"
 [[ ! -e "$ck/epoch-000002/manifest" ]] || fail "the aborted epoch has a manifest"
 [[ $(readlink "$ck/latest") == epoch-000001 ]] || fail "latest moved off epoch 1"
 "$VC_BIN/vcluster-ckpt" verify "$ck" >/dev/null || fail "epoch 1 no longer verifies"
@@ -62,6 +76,18 @@ assert_grep "epoch-000001/rank0.rq: .*truncated" "$res"
 "$VC_BIN/vcluster-ckpt" verify "$ck" > /dev/null 2> "$VC_T/verify.err" && fail "vcluster-ckpt verify accepted a truncated file"
 grep -q 'rank0.rq' "$VC_T/verify.err" || fail "vcluster-ckpt verify did not name the damaged file"
 cp "$VC_T/backup/rank0.rq" "$e1/"
+
+# One rank's file missing: refused, naming the file; nothing changed.
+mv "$e1/rank1.vmstate" "$VC_T/rank1.vmstate.away"
+before=$(tree_sum)
+rm -rf "$VC_T/run"
+vc_launch 2 "$res" --checkpoint-dir "$ck" --restore latest; rc=$?
+[[ $rc -ne 0 ]] || fail "a checkpoint with a missing file was restored"
+grep -E 'rank1.vmstate|refused' "$res"
+assert_grep "epoch-000001/rank1.vmstate: No such file or directory" "$res"
+assert_grep 'restore refused; nothing was changed' "$res"
+[[ "$(tree_sum)" == "$before" ]] || fail "the refused restore changed the checkpoint"
+mv "$VC_T/rank1.vmstate.away" "$e1/rank1.vmstate"
 
 vc_launch 3 "$res" --checkpoint-dir "$ck" --restore latest; rc=$?
 [[ $rc -ne 0 ]] || fail "restored a 2-rank checkpoint with 3 ranks"

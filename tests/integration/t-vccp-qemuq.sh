@@ -57,6 +57,8 @@ scenario() {
 	assert_nothing_running
 	echo "---- $kind: exit $(cat "$VC_T/$kind.rc")"
 	grep -E 'VCTRAFFIC|restoring epoch' "$res" || true
+	grep -oE 'VCTRAFFIC rank=[01] .*tcp_retrans=-?[0-9]+' "$res" |
+		sed -E "s/^VCTRAFFIC (rank=[01]).* (tcp_retrans=)/$kind: TCP retransmissions after the restore: \1 \2/" || true
 	assert_grep 'restoring epoch 1 from' "$res"
 }
 

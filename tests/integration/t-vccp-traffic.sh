@@ -5,7 +5,8 @@
 # loss, duplication and reordering; at least one cut must have caught
 # frames in flight (rank 2 pauses 300 ms after the others, so its VM keeps
 # sending into the paused ones), and every frame a receive queue held must
-# have been delivered exactly once after the resume.
+# have been delivered exactly once after the resume (counted rank by rank,
+# without the frames that queued behind it after a resume).
 . "$(dirname "$0")/../lib/vc-test.sh"
 
 out=$VC_T/out
@@ -19,13 +20,39 @@ grep -E 'VCTRAFFIC|VCCP-CHECKPOINT|succeeded|error' "$out" || true
 assert_grep 'VCTRAFFIC rank=[0-2] peers=2 .* udp_lost=0 udp_dup=0 udp_reorder=0 errors=0 .* result=PASS' "$out" 3
 n=$(grep -c 'VCCP-CHECKPOINT .*status=ok' "$out")
 (( n >= 3 )) || fail "only $n checkpoints completed during the run"
-assert_no_grep 'VCCP-CHECKPOINT .*status=aborted' "$out"
+# No epoch aborts while the guests run.  The interval timer can start one
+# as the first guest powers off; that one aborts ("pausing the VM" of a
+# QEMU that is gone) and is no fault of the protocol.
+first_exit=$(grep -n 'VCLUSTER-EXIT' "$out" | head -n 1 | cut -d: -f1)
+for e in $(grep -oE 'VCCP-CHECKPOINT epoch=[0-9]+ status=aborted' "$out" | grep -oE 'epoch=[0-9]+' | cut -d= -f2 | sort -u); do
+	req=$(grep -n "checkpoint epoch $e requested" "$out" | head -n 1 | cut -d: -f1)
+	[[ -n "$first_exit" && -n "$req" ]] && (( req > first_exit )) ||
+		fail "checkpoint epoch $e aborted while the guests ran: $(grep "checkpoint epoch $e aborted" "$out" | head -n 1)"
+	echo "epoch $e was requested after a guest had powered off and aborted, as it must"
+done
 
-# Frames in flight at a cut, and exactly-once delivery of them.
-queued=$(grep -oE 'VCCP-CHECKPOINT .*rq_frames=[0-9]+' "$out" | grep -oE '[0-9]+$' | paste -sd+ | bc)
+# Frames in flight at a cut, and exactly-once delivery of them, rank by
+# rank: the frames each rank's receive queue held at its cuts (the sum of
+# rq_frames over its VCCP-RANK lines) against those delivered to its VM from
+# those queues (frames_from_cut).  Frames that a peer sent after its resume
+# and that queued behind a queue still being delivered are delivered from
+# it too (frames_from_rq counts them); they were not in flight at a cut and
+# are not counted.
+queued=0
+for r in 0 1 2; do
+	log=$VC_T/run/rank$r/rank.log
+	q=$(grep -oE 'VCCP-RANK .*rq_frames=[0-9]+' "$log" | grep -oE '[0-9]+$' | paste -sd+ | bc)
+	d=$(grep -oE 'fabric totals: .*frames_from_cut=[0-9]+' "$log" | grep -oE '[0-9]+$')
+	all=$(grep -oE 'fabric totals: .*frames_from_rq=[0-9]+' "$log" | grep -oE '[0-9]+$')
+	[[ -n "$q" && -n "$d" && -n "$all" ]] || fail "rank $r: no VCCP-RANK lines or fabric totals in $log"
+	echo "rank $r: $q frames queued at its cuts, $d of them delivered; $((all - d)) more queued behind after a resume"
+	[[ "$d" -eq "$q" ]] || fail "rank $r: its receive queues held $q frames at the cuts, $d were delivered"
+	queued=$((queued + q))
+done
+total=$(grep -oE 'VCCP-CHECKPOINT .*rq_frames=[0-9]+' "$out" | grep -oE '[0-9]+$' | paste -sd+ | bc)
+[[ "$total" -eq "$queued" ]] || fail "the checkpoint lines count $total queued frames, the ranks $queued"
 (( queued > 0 )) || fail "no cut caught a frame in flight: the receive queue was never exercised"
-delivered=$(cat "$VC_T"/run/rank*/rank.log | grep -oE 'frames_from_rq=[0-9]+' | grep -oE '[0-9]+$' | paste -sd+ | bc)
-[[ "$delivered" -eq "$queued" ]] || fail "receive queues held $queued frames at the cuts, $delivered were delivered"
+grep -oE 'VCTRAFFIC rank=[0-2] .*tcp_retrans=-?[0-9]+' "$out" | sed -E 's/^VCTRAFFIC (rank=[0-2]).* (tcp_retrans=)/TCP retransmissions: \1 \2/'
 
 # --keep 2 and a complete, valid latest checkpoint with private files.
 [[ $(ls -d "$ck"/epoch-* | wc -l) -eq 2 ]] || fail "--keep 2 left $(ls -d "$ck"/epoch-* | wc -l) epochs"
