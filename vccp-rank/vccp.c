@@ -198,6 +198,7 @@ struct vccp {
 	int jobs;			/* worker jobs of ours not done */
 	bool query_out;			/* a query-migrate is in flight */
 	bool migration_done;
+	bool migrate_started;		/* QEMU accepted "migrate" this epoch */
 	bool starting;			/* the save's QMP chain is running */
 	bool follow_busy, disk_busy;	/* those jobs are out */
 	struct prep_job prep;
@@ -724,6 +725,7 @@ static void begin_epoch(struct vccp *v)
 	v->me.t_request = vc_wall_s();
 	v->bytes_saved = v->bytes_total = 0;
 	v->migration_done = false;
+	v->migrate_started = false;
 	ckpt_epoch_dir(v->dir, v->epoch, v->epoch_dir, sizeof(v->epoch_dir));
 	snprintf(v->vm_path, sizeof(v->vm_path), "%s/rank%d.vmstate", v->epoch_dir, v->rank);
 	snprintf(v->vm_tmp, sizeof(v->vm_tmp), "%s.tmp", v->vm_path);
@@ -842,6 +844,7 @@ static void migrating(struct vccp *v, int err, json_t *ret, const char *why)
 		start_jobs(v);
 		return;
 	}
+	v->migrate_started = true;
 	if (!v->disk_device[0]) {
 		v->disk.frozen[0] = '\0';
 		start_jobs(v);
@@ -1132,6 +1135,13 @@ static void resumed(struct vccp *v, int err, json_t *ret, const char *why)
 	v->state = V_TIMES;
 }
 
+static void cancelled(struct vccp *v, int err, json_t *ret, const char *why)
+{
+	if (err && err != -ECHILD)
+		pr_warn("epoch %llu: migrate_cancel: %s", (unsigned long long)v->epoch, why);
+	call(v, "cont", NULL, -1, resumed);
+}
+
 static void resume(struct vccp *v)
 {
 	if (v->decision != DECIDE_COMMIT) {
@@ -1147,6 +1157,12 @@ static void resume(struct vccp *v)
 	}
 	v->fab->hold(v->fab_ctx, false);
 	v->state = V_CONT;
+	if (v->migrate_started && !v->migration_done) {
+		/* a save cut short: a migration still running would stop the
+		 * VM again when it completes */
+		call(v, "migrate_cancel", NULL, -1, cancelled);
+		return;
+	}
 	call(v, "cont", NULL, -1, resumed);
 }
 

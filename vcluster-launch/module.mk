@@ -3,6 +3,7 @@ LAUNCH_SRCS := vcluster-launch/main.c vcluster-launch/config.c \
 	       vcluster-launch/fabric.c vcluster-launch/vm.c \
 	       vcluster-launch/accel.c vcluster-launch/pin.c vcluster-launch/ctl.c \
 	       vcluster-launch/loop.c vcluster-launch/ctrlmsg.c vcluster-launch/status.c \
+	       vcluster-launch/setup.c \
 	       $(VCCP_SRCS)
 LAUNCH_LIBS := -lvdeplug -lhwloc $(LDLIBS_COMMON)
 
