@@ -2,7 +2,6 @@
 #include "vctime.h"
 #include "vccp.h"
 
-#include "afile.h"
 #include "firsterr.h"
 #include "log.h"
 #include "manifest.h"
@@ -10,21 +9,13 @@
 #include "qmpmig.h"
 #include "restore.h"
 #include "rq.h"
-#include "vcfmt.h"
+#include "vccpio.h"
 #include "worker.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
-#include <signal.h>
-#include <spawn.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #define CMD_CHECKPOINT	1
@@ -35,9 +26,7 @@
 #define POLL_MIGRATE_S	0.02
 /* How long a held VM may take to read what is already on its link. */
 #define SETTLE_MAX_S	0.2
-#define FOLLOW_NAP_MS	20
 
-extern char **environ;
 
 enum vstate {
 	V_IDLE,
@@ -77,82 +66,6 @@ struct report {
 	uint32_t pad;
 	double t_request, t_pause, t_marked, t_saved;	/* CLOCK_REALTIME */
 	char err[200];
-};
-
-/*
- * Worker jobs.  Ownership, as in QEMU's multifd: [loop] fields are set by
- * the loop thread before worker_submit() and only read by run(); [worker]
- * fields are written by run() and read by the loop thread only after the
- * job's done() has been called; [shared] fields are atomics both touch.
- * Between submit and done() the loop thread touches nothing else of a job.
- */
-
-/* Prepare: the epoch directory and the VM state file. */
-struct prep_job {
-	char epoch_dir[PATH_MAX];	/* [loop] */
-	char tmp[PATH_MAX];		/* [loop] */
-	int wfd, rfd;			/* [worker] QEMU's and our view; -1 */
-	int err;			/* [worker] 0 or -errno */
-	char why[200];			/* [worker] */
-};
-
-/* Follow the VM state file while QEMU writes it; then fsync, rename. */
-struct follow_job {
-	int fd;				/* [loop] our read view; run() closes it */
-	char tmp[PATH_MAX], path[PATH_MAX];	/* [loop] */
-	atomic_bool qemu_done;		/* [shared] loop: QEMU has finished */
-	atomic_bool cancel;		/* [shared] loop: the epoch failed */
-	atomic_ullong followed;		/* [shared] worker: bytes in the CRC */
-	uint32_t crc;			/* [worker] of the whole file */
-	uint64_t size;			/* [worker] */
-	int err;			/* [worker] */
-	char why[200];			/* [worker] */
-};
-
-/* Flatten the frozen disk chain with qemu-img; fsync, CRC, rename. */
-struct disk_job {
-	char frozen[PATH_MAX];		/* [loop] the overlay QEMU no longer writes */
-	char tmp[PATH_MAX], path[PATH_MAX];	/* [loop] */
-	atomic_bool cancel;		/* [shared] */
-	uint32_t crc;			/* [worker] */
-	uint64_t size;			/* [worker] */
-	int err;			/* [worker] */
-	char why[200];			/* [worker] */
-};
-
-/* Receive queue file and the directory fsyncs that make the epoch's files
- * durable before the report says so. */
-struct finish_job {
-	struct rq *q;			/* [loop] taken from the fabric; run() reads it */
-	char rq_path[PATH_MAX];		/* [loop] */
-	char vm_path[PATH_MAX];		/* [loop] a file in the epoch directory */
-	char epoch_dir[PATH_MAX];	/* [loop] */
-	uint64_t epoch;			/* [loop] */
-	int rank;			/* [loop] */
-	uint32_t crc;			/* [worker] */
-	uint64_t size;			/* [worker] */
-	int err;			/* [worker] */
-	char why[200];			/* [worker] */
-};
-
-/* Root: manifest, then latest (then pruning). */
-struct commit_job {
-	json_t *manifest;		/* [loop] a tree of its own; run() frees it */
-	char dir[PATH_MAX];		/* [loop] */
-	char epoch_dir[PATH_MAX];	/* [loop] */
-	uint64_t epoch;			/* [loop] */
-	uint64_t prev_epoch;		/* [loop] latest before this one, or 0 */
-	int keep;			/* [loop] */
-	int pruned;			/* [worker] */
-	int err;			/* [worker] */
-	char why[256];			/* [worker] */
-};
-
-/* Remove what an aborted epoch left (fire and forget). */
-struct cleanup_job {
-	struct vccp *v;			/* [loop] for done() */
-	char paths[5][PATH_MAX];	/* [loop] files to unlink, "" unused */
-	char tree[PATH_MAX];		/* [loop] a directory to remove, or "" */
 };
 
 struct vccp {
@@ -311,10 +224,6 @@ void vccp_destroy(struct vccp *v)
 {
 	if (!v)
 		return;
-	if (v->req_r != MPI_REQUEST_NULL) {
-		MPI_Cancel(&v->req_r);
-		MPI_Wait(&v->req_r, MPI_STATUS_IGNORE);
-	}
 	v->fab->set_marker_cb(v->fab_ctx, NULL, NULL);
 	firsterr_destroy(&v->err);
 	json_decref(v->config);
@@ -444,9 +353,10 @@ static void job_done(void *p)
 	free(j);
 }
 
-/* Run run(arg) on the worker and done(v, arg) on the loop afterwards.
- * When the job cannot be queued it runs here (rare: out of memory). */
-static void submit(struct vccp *v, worker_fn run, void *arg,
+/* Run run(arg) on the worker and done(v, arg) on the loop afterwards.  When
+ * the job cannot be queued (out of memory) it does not run: *errp gets
+ * -ENOMEM, the epoch fails, and done() still follows, from here. */
+static void submit(struct vccp *v, worker_fn run, void *arg, int *errp,
 		   void (*done)(struct vccp *v, void *arg))
 {
 	struct vccp_job *j = calloc(1, sizeof(*j));
@@ -462,247 +372,11 @@ static void submit(struct vccp *v, worker_fn run, void *arg,
 		v->jobs--;
 		free(j);
 	}
-	run(arg);
+	fail(v, -ENOMEM, "rank %d: cannot queue file work: out of memory", v->rank);
+	if (errp)
+		*errp = -ENOMEM;
 	if (done)
 		done(v, arg);
-}
-
-/* ---- what the worker runs (no MPI, no logging) ------------------------- */
-
-static void prep_run(void *p)
-{
-	struct prep_job *j = p;
-	int r = afile_mkdir_p(j->epoch_dir, 0700);
-
-	j->wfd = j->rfd = -1;
-	if (r < 0) {
-		j->err = r;
-		snprintf(j->why, sizeof(j->why), "%s: %s", j->epoch_dir, strerror(-r));
-		return;
-	}
-	j->wfd = open(j->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (j->wfd >= 0)
-		j->rfd = open(j->tmp, O_RDONLY | O_CLOEXEC);
-	if (j->wfd < 0 || j->rfd < 0) {
-		j->err = -errno;
-		snprintf(j->why, sizeof(j->why), "%s: %s", j->tmp, strerror(errno));
-		if (j->wfd >= 0)
-			close(j->wfd);
-		j->wfd = -1;
-	}
-}
-
-/* Overlap the tail work with QEMU's writing: start writeback of what it
- * has written (so the final fsync finds little left) and fold into the CRC
- * what it has finished with.  QEMU writes the stream sequentially in
- * buffers of tens of KiB and never rewrites, so everything more than `lag`
- * bytes below the end is final. */
-static int follow_catch_up(struct follow_job *j, uint64_t lag, uint64_t *off,
-			   uint8_t *buf, size_t blen)
-{
-	struct stat st;
-
-	if (fstat(j->fd, &st) < 0)
-		return -errno;
-	sync_file_range(j->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-	uint64_t upto = (uint64_t)st.st_size > lag ? (uint64_t)st.st_size - lag : 0;
-	while (*off < upto) {
-		size_t want = upto - *off < blen ? upto - *off : blen;
-		ssize_t n = pread(j->fd, buf, want, (off_t)*off);
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		j->crc = vcfmt_crc32c(j->crc, buf, (size_t)n);
-		*off += (uint64_t)n;
-		atomic_store(&j->followed, *off);
-	}
-	return 0;
-}
-
-static void follow_run(void *p)
-{
-	struct follow_job *j = p;
-	const size_t blen = 1 << 20;
-	uint8_t *buf = malloc(blen);
-	uint64_t off = 0;
-	int r = buf ? 0 : -ENOMEM;
-
-	j->crc = 0;
-	while (r == 0 && !atomic_load(&j->cancel)) {
-		bool last = atomic_load(&j->qemu_done);
-		r = follow_catch_up(j, last ? 0 : 1 << 20, &off, buf, blen);
-		if (last)
-			break;
-		struct timespec ts = { 0, FOLLOW_NAP_MS * 1000000L };
-		nanosleep(&ts, NULL);
-	}
-	free(buf);
-	if (r == 0 && atomic_load(&j->cancel))
-		r = -ECANCELED;
-	if (r < 0) {
-		snprintf(j->why, sizeof(j->why), "reading back %s: %s", j->tmp, strerror(-r));
-	} else if (fsync(j->fd) < 0) {
-		r = -errno;
-		snprintf(j->why, sizeof(j->why), "fsync %s: %s", j->tmp, strerror(errno));
-	} else if (rename(j->tmp, j->path) < 0) {
-		r = -errno;
-		snprintf(j->why, sizeof(j->why), "rename %s: %s", j->tmp, strerror(errno));
-	}
-	close(j->fd);
-	j->fd = -1;
-	j->size = off;
-	j->err = r;
-}
-
-static void disk_run(void *p)
-{
-	struct disk_job *j = p;
-	char *argv[] = { "qemu-img", "convert", "-q", "-O", "qcow2", j->frozen, j->tmp, NULL };
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t at;
-	sigset_t none;
-	pid_t pid;
-	int st = 0, r;
-
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-	posix_spawnattr_init(&at);
-	sigemptyset(&none);
-	posix_spawnattr_setsigmask(&at, &none);
-	posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK);
-	r = posix_spawnp(&pid, "qemu-img", &fa, &at, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	posix_spawnattr_destroy(&at);
-	if (r) {
-		j->err = -r;
-		snprintf(j->why, sizeof(j->why), "starting qemu-img: %s", strerror(r));
-		return;
-	}
-	for (;;) {
-		pid_t w = waitpid(pid, &st, WNOHANG);
-		if (w == pid)
-			break;
-		if (w < 0 && errno != EINTR) {
-			j->err = -errno;
-			snprintf(j->why, sizeof(j->why), "waiting for qemu-img: %s", strerror(errno));
-			return;
-		}
-		if (atomic_load(&j->cancel)) {
-			kill(pid, SIGKILL);
-			waitpid(pid, &st, 0);
-			j->err = -ECANCELED;
-			snprintf(j->why, sizeof(j->why), "disk copy cancelled");
-			return;
-		}
-		struct timespec ts = { 0, 20 * 1000000L };
-		nanosleep(&ts, NULL);
-	}
-	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-		j->err = -EIO;
-		snprintf(j->why, sizeof(j->why), "qemu-img could not copy the disk to %s (disk full?)",
-			 j->tmp);
-		return;
-	}
-	int fd = open(j->tmp, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || fsync(fd) < 0) {
-		j->err = -errno;
-		snprintf(j->why, sizeof(j->why), "fsync %s: %s", j->tmp, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return;
-	}
-	close(fd);
-	r = ckpt_file_crc(j->tmp, &j->crc, &j->size);
-	if (r == 0 && rename(j->tmp, j->path) < 0)
-		r = -errno;
-	if (r < 0)
-		snprintf(j->why, sizeof(j->why), "%s: %s", j->tmp, strerror(-r));
-	j->err = r;
-}
-
-static void finish_run(void *p)
-{
-	struct finish_job *j = p;
-	struct stat st;
-	int r;
-
-	r = rq_save(j->q, j->rq_path, j->epoch, j->rank, &j->crc);
-	if (r < 0) {
-		snprintf(j->why, sizeof(j->why), "writing %s: %s", j->rq_path, strerror(-r));
-		goto out;
-	}
-	if (stat(j->rq_path, &st) < 0) {
-		r = -errno;
-		snprintf(j->why, sizeof(j->why), "stat %s: %s", j->rq_path, strerror(errno));
-		goto out;
-	}
-	j->size = (uint64_t)st.st_size;
-	/* The renames inside the epoch directory, then the epoch directory's
-	 * own entry: durable before the report says "saved". */
-	r = afile_sync_dir_of(j->vm_path);
-	if (r < 0) {
-		snprintf(j->why, sizeof(j->why), "fsync of the directory %s: %s", j->epoch_dir,
-			 strerror(-r));
-		goto out;
-	}
-	r = afile_sync_dir_of(j->epoch_dir);
-	if (r < 0)
-		snprintf(j->why, sizeof(j->why), "fsync of the directory holding %s: %s",
-			 j->epoch_dir, strerror(-r));
-out:
-	j->err = r;
-}
-
-/* Manifest first, latest last: latest never names an epoch whose files are
- * not all durable (every rank fsynced its files and directories before it
- * reported).  When moving latest fails, it is put back on the previous
- * epoch, which is still whole. */
-static void commit_run(void *p)
-{
-	struct commit_job *j = p;
-	char mpath[PATH_MAX + 16];
-	int r = manifest_write(j->epoch_dir, j->manifest);
-
-	json_decref(j->manifest);
-	j->manifest = NULL;
-	if (r < 0) {
-		snprintf(j->why, sizeof(j->why), "writing the manifest of %s: %s", j->epoch_dir,
-			 strerror(-r));
-		goto out_abort;
-	}
-	r = ckpt_set_latest(j->dir, j->epoch);
-	if (r < 0) {
-		char lpath[PATH_MAX + 16];
-		int back = 0;
-		snprintf(lpath, sizeof(lpath), "%s/latest", j->dir);
-		if (j->prev_epoch)
-			back = ckpt_set_latest(j->dir, j->prev_epoch);
-		else if (unlink(lpath) < 0 && errno != ENOENT)
-			back = -errno;
-		snprintf(j->why, sizeof(j->why), "moving %s/latest to epoch %llu: %s%s", j->dir,
-			 (unsigned long long)j->epoch, strerror(-r),
-			 back < 0 ? " (and putting it back failed)" : "");
-		goto out_abort;
-	}
-	j->err = 0;
-	if (j->keep > 0)
-		j->pruned = ckpt_prune(j->dir, j->keep, j->epoch);
-	return;
-out_abort:
-	snprintf(mpath, sizeof(mpath), "%s/manifest", j->epoch_dir);
-	unlink(mpath);
-	j->err = r;
-}
-
-static void cleanup_run(void *p)
-{
-	struct cleanup_job *j = p;
-
-	for (int i = 0; i < 5; i++)
-		if (j->paths[i][0])
-			unlink(j->paths[i]);
-	if (j->tree[0])
-		ckpt_remove_tree(j->tree);
 }
 
 static void cleanup_done(struct vccp *v, void *p)
@@ -813,10 +487,10 @@ static void start_jobs(struct vccp *v)
 	if (failed(v))
 		return;
 	v->follow_busy = true;
-	submit(v, follow_run, &v->follow, follow_done);
+	submit(v, vccpio_follow, &v->follow, &v->follow.err, follow_done);
 	if (v->disk.frozen[0]) {
 		v->disk_busy = true;
-		submit(v, disk_run, &v->disk, disk_done);
+		submit(v, vccpio_disk, &v->disk, &v->disk.err, disk_done);
 	}
 }
 
@@ -930,7 +604,7 @@ static void start_save(struct vccp *v)
 	snprintf(v->prep.tmp, sizeof(v->prep.tmp), "%s", v->vm_tmp);
 	v->disk.frozen[0] = '\0';
 	v->state = V_SAVING;
-	submit(v, prep_run, &v->prep, prep_done);
+	submit(v, vccpio_prep, &v->prep, &v->prep.err, prep_done);
 }
 
 static void queried(struct vccp *v, int err, json_t *ret, const char *why)
@@ -1026,7 +700,7 @@ static void end_save(struct vccp *v)
 	snprintf(j->epoch_dir, sizeof(j->epoch_dir), "%s", v->epoch_dir);
 	j->epoch = v->epoch;
 	j->rank = v->rank;
-	submit(v, finish_run, j, finish_done);
+	submit(v, vccpio_finish, j, &j->err, finish_done);
 }
 
 static json_t *file_entry(const char *name, uint64_t size, uint32_t crc)
@@ -1045,6 +719,8 @@ static void commit_done(struct vccp *v, void *arg)
 {
 	struct commit_job *j = arg;
 
+	json_decref(j->manifest);	/* only when the job never ran */
+	j->manifest = NULL;
 	if (j->err) {
 		pr_err("checkpoint epoch %llu aborted: %s", (unsigned long long)v->epoch, j->why);
 		v->decision = DECIDE_ABORT;
@@ -1110,7 +786,7 @@ static void decide(struct vccp *v)
 	j->prev_epoch = v->prev_epoch;
 	j->keep = v->keep;
 	v->state = V_COMMITTING;
-	submit(v, commit_run, j, commit_done);
+	submit(v, vccpio_commit, j, &j->err, commit_done);
 }
 
 static void resumed(struct vccp *v, int err, json_t *ret, const char *why)
@@ -1152,7 +828,7 @@ static void resume(struct vccp *v)
 			snprintf(j->paths[2], PATH_MAX, "%s", v->rq_path);
 			snprintf(j->paths[3], PATH_MAX, "%s", v->disk_tmp);
 			snprintf(j->paths[4], PATH_MAX, "%s", v->disk_path);
-			submit(v, cleanup_run, j, cleanup_done);
+			submit(v, vccpio_cleanup, j, NULL, cleanup_done);
 		}
 	}
 	v->fab->hold(v->fab_ctx, false);
@@ -1217,7 +893,7 @@ static void report_times(struct vccp *v)
 		struct cleanup_job *j = calloc(1, sizeof(*j));
 		if (j) {
 			snprintf(j->tree, sizeof(j->tree), "%s", v->epoch_dir);
-			submit(v, cleanup_run, j, cleanup_done);
+			submit(v, vccpio_cleanup, j, NULL, cleanup_done);
 		}
 	}
 }

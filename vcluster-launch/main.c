@@ -480,6 +480,10 @@ static int before_sleep(struct loop *lp, void *ctx)
 		vm_tick(L->vm);
 		if (!L->ranks[L->rank].exited && vm_check_exit(L->vm))
 			vm_gone(L);
+		/* QMP may have just closed: the callbacks of this pass (worker
+		 * completions) must not see the old connection */
+		if (L->vccp)
+			vccp_set_qmp(L->vccp, !L->ranks[L->rank].exited ? vm_qmp(L->vm) : NULL);
 	}
 	now = vc_mono_s();
 	if (L->vccp_live && L->rank != 0 && now - L->last_stats >= STATS_PERIOD_MS / 1000.0) {
