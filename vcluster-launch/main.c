@@ -382,9 +382,9 @@ static void on_qmp_fd(struct loop *lp, int fd, unsigned ev, void *ctx)
 		return;
 	}
 	if (qmp_pump(q) < 0) {
-		/* QEMU closed it; vm_check_exit() tells why */
-		loop_del_fd(lp, fd);
-		L->qmp_fd = -1;
+		/* QEMU closed it; vm_check_exit() tells why.  Silence it until
+		 * vm.c closes it (update_watches then drops the watch). */
+		loop_mod_fd(lp, fd, 0);
 	}
 	while ((e = qmp_next_event(q))) {
 		pr_debug("QMP event %s", json_string_value(json_object_get(e, "event")));
