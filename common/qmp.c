@@ -3,6 +3,7 @@
 #include "qmp.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,32 +16,47 @@
 #define QMP_MAX_LINE (4u << 20)
 #define QMP_MAX_EVENTS 1024
 
+/* An asynchronous command, from qmp_exec_async() until its callback. */
+struct qmp_call {
+	char id[32];
+	qmp_cb cb;
+	void *ctx;
+	long long deadline;	/* monotonic ms */
+	char command[48];	/* for the error text */
+	json_t *msg;		/* the reply once read (owned), or NULL */
+	int err;		/* result once known */
+	struct qmp_call *next;
+};
+
 struct qmp {
 	int fd;
 	char *buf;		/* bytes read but not yet parsed */
 	size_t len, cap;
 	json_t *events;		/* array of queued events */
 	unsigned long next_id;
-	void (*wait_hook)(void *ctx);
-	void *wait_ctx;
-	int in_hook;
+	struct qmp_call *calls;	/* asynchronous commands, oldest first */
+	int ncalls;
+	bool eof;		/* QEMU closed the socket */
+	bool closing;		/* qmp_close() runs the last callbacks */
 };
-
-void qmp_set_wait_hook(struct qmp *q, void (*hook)(void *ctx), void *ctx)
-{
-	q->wait_hook = hook;
-	q->wait_ctx = ctx;
-}
 
 int qmp_fd(const struct qmp *q)
 {
 	return q->fd;
 }
 
+static void qmp_finish_calls(struct qmp *q, bool all);
+
 void qmp_close(struct qmp *q)
 {
 	if (!q)
 		return;
+	q->closing = true;
+	for (struct qmp_call *c = q->calls; c; c = c->next) {
+		if (!c->msg && !c->err)
+			c->err = -EPIPE;
+	}
+	qmp_finish_calls(q, true);
 	if (q->fd >= 0)
 		close(q->fd);
 	free(q->buf);
@@ -116,16 +132,35 @@ static int qmp_next_message(struct qmp *q, long long deadline, json_t **out)
 		if (left <= 0)
 			return -ETIMEDOUT;
 		struct pollfd pfd = { .fd = q->fd, .events = POLLIN };
-		int slice = q->wait_hook && left > 2 ? 2 : (int)left;
-		int pr = poll(&pfd, 1, slice);
+		int pr = poll(&pfd, 1, (int)left);
 		if (pr < 0 && errno != EINTR)
 			return -errno;
-		if (pr == 0 && q->wait_hook && !q->in_hook) {
-			q->in_hook = 1;
-			q->wait_hook(q->wait_ctx);
-			q->in_hook = 0;
+	}
+}
+
+/* A reply (not an event) read off the socket: to an asynchronous command
+ * (kept on it for qmp_finish_calls), or to an abandoned blocking call
+ * (dropped).  Returns true when it was taken. */
+static bool qmp_take_reply(struct qmp *q, json_t *msg)
+{
+	const char *id = json_string_value(json_object_get(msg, "id"));
+
+	for (struct qmp_call **pp = &q->calls; id && *pp; pp = &(*pp)->next) {
+		struct qmp_call *c = *pp;
+		if (!c->msg && !c->err && !strcmp(c->id, id)) {
+			c->msg = msg;
+			/* to the tail: callbacks run in the order replies came */
+			*pp = c->next;
+			struct qmp_call **tail = pp;
+			while (*tail)
+				tail = &(*tail)->next;
+			c->next = NULL;
+			*tail = c;
+			return true;
 		}
 	}
+	json_decref(msg);
+	return false;
 }
 
 static void qmp_error_text(json_t *msg, char *why, size_t whylen)
@@ -198,6 +233,11 @@ static int qmp_exec_common(struct qmp *q, const char *command, json_t *args,
 
 	if (reply)
 		*reply = NULL;
+	if (q->eof || q->closing) {
+		json_decref(args);
+		snprintf(why, whylen, "'%s': QEMU closed the QMP socket", command);
+		return -EPIPE;
+	}
 	snprintf(idbuf, sizeof(idbuf), "vc-%lu", ++q->next_id);
 	json_object_set_new(req, "execute", json_string(command));
 	if (args)
@@ -231,7 +271,7 @@ static int qmp_exec_common(struct qmp *q, const char *command, json_t *args,
 		}
 		const char *id = json_string_value(json_object_get(msg, "id"));
 		if (!id || strcmp(id, idbuf) != 0) {
-			json_decref(msg);	/* reply to an abandoned call */
+			qmp_take_reply(q, msg);	/* asynchronous or abandoned */
 			continue;
 		}
 		if (json_object_get(msg, "error")) {
@@ -317,22 +357,133 @@ fail_quiet:
 	return NULL;
 }
 
+/* Run the callbacks of the commands that have a result: a reply, an error
+ * code, or (unless all) a passed deadline.  A callback may start new
+ * commands; those wait for the next pump. */
+static void qmp_finish_calls(struct qmp *q, bool all)
+{
+	long long now = vc_mono_ms();
+	struct qmp_call *done = NULL, **tail = &done, **pp = &q->calls;
+
+	while (*pp) {
+		struct qmp_call *c = *pp;
+		if (!c->msg && !c->err && now >= c->deadline)
+			c->err = -ETIMEDOUT;
+		if (c->msg || c->err || all) {
+			*pp = c->next;
+			c->next = NULL;
+			*tail = c;
+			tail = &c->next;
+			continue;
+		}
+		pp = &c->next;
+	}
+	while (done) {
+		struct qmp_call *c = done;
+		char why[512] = "";
+		json_t *ret = NULL;
+		int err = c->err;
+		done = c->next;
+		q->ncalls--;
+		if (c->msg && json_object_get(c->msg, "error")) {
+			qmp_error_text(c->msg, why, sizeof(why));
+			err = -EIO;
+		} else if (c->msg) {
+			ret = json_object_get(c->msg, "return");
+			err = 0;
+		} else {
+			if (!err)
+				err = -EPIPE;
+			snprintf(why, sizeof(why), "'%s': %s", c->command,
+				 err == -ETIMEDOUT ? "no reply in time" :
+				 err == -EPIPE ? "QEMU closed the QMP socket" : strerror(-err));
+		}
+		c->cb(c->ctx, err, ret, why);
+		json_decref(c->msg);
+		free(c);
+	}
+}
+
 int qmp_pump(struct qmp *q)
 {
-	for (;;) {
-		int r = qmp_read_some(q);
-		if (r == -EAGAIN)
+	int r = 0;
+
+	while (!q->eof) {
+		r = qmp_read_some(q);
+		if (r == -EAGAIN) {
+			r = 0;
 			break;
-		if (r < 0)
-			return r;
+		}
+		if (r < 0) {
+			q->eof = true;
+			break;
+		}
 	}
 	json_t *msg;
 	while ((msg = qmp_take_message(q))) {
 		if (json_object_get(msg, "event"))
 			qmp_queue_event(q, msg);
 		else
-			json_decref(msg);
+			qmp_take_reply(q, msg);
 	}
+	if (q->eof) {
+		for (struct qmp_call *c = q->calls; c; c = c->next)
+			if (!c->msg && !c->err)
+				c->err = -EPIPE;
+	}
+	qmp_finish_calls(q, false);
+	return q->eof ? (r < 0 && r != -EPIPE ? r : -EPIPE) : 0;
+}
+
+int qmp_pending(const struct qmp *q)
+{
+	return q->ncalls;
+}
+
+int qmp_exec_async(struct qmp *q, const char *command, json_t *args, int pass_fd,
+		   int timeout_ms, qmp_cb cb, void *ctx)
+{
+	struct qmp_call *c;
+	int r;
+
+	if (q->eof || q->closing) {
+		json_decref(args);
+		return -EPIPE;
+	}
+	c = calloc(1, sizeof(*c));
+	json_t *req = json_object();
+	if (!c || !req) {
+		free(c);
+		json_decref(req);
+		json_decref(args);
+		return -ENOMEM;
+	}
+	snprintf(c->id, sizeof(c->id), "vc-a%lu", ++q->next_id);
+	snprintf(c->command, sizeof(c->command), "%s", command);
+	c->cb = cb;
+	c->ctx = ctx;
+	c->deadline = vc_mono_ms() + timeout_ms;
+	json_object_set_new(req, "execute", json_string(command));
+	if (args)
+		json_object_set_new(req, "arguments", args);
+	json_object_set_new(req, "id", json_string(c->id));
+	char *text = json_dumps(req, JSON_COMPACT);
+	json_decref(req);
+	if (!text) {
+		free(c);
+		return -ENOMEM;
+	}
+	r = qmp_send_text(q, text, strlen(text), pass_fd);
+	free(text);
+	if (r < 0) {
+		free(c);
+		return r;
+	}
+	struct qmp_call **pp = &q->calls;
+	while (*pp)
+		pp = &(*pp)->next;
+	*pp = c;
+	q->ncalls++;
 	return 0;
 }
 
@@ -367,6 +518,6 @@ json_t *qmp_wait_event(struct qmp *q, const char *name, int timeout_ms)
 		if (json_object_get(msg, "event"))
 			qmp_queue_event(q, msg);
 		else
-			json_decref(msg);
+			qmp_take_reply(q, msg);
 	}
 }

@@ -3,6 +3,16 @@
  * JSON is parsed by jansson.  Every call takes a timeout, so a hung QEMU
  * costs a bounded wait and an -ETIMEDOUT, never a hung rank.  Asynchronous
  * events that arrive while waiting for a reply are kept in a queue.
+ *
+ * Two ways to run a command on one connection:
+ *   - blocking: qmp_exec()/qmp_getfd() wait for the reply (tools with a
+ *     thread of their own, e.g. tlm-migrate);
+ *   - asynchronous: qmp_exec_async() sends and returns; the reply is an
+ *     event: its callback runs from qmp_pump(), which an event loop calls
+ *     when qmp_fd() is readable and while qmp_pending() is not zero (for
+ *     the timeouts).  Nothing waits inside the loop.
+ * Both may be mixed: a reply to an asynchronous command that a blocking
+ * call reads is kept for the next qmp_pump().
  */
 #ifndef VC_QMP_H
 #define VC_QMP_H
@@ -27,11 +37,21 @@ int qmp_fd(const struct qmp *q);
 int qmp_exec(struct qmp *q, const char *command, json_t *args, json_t **reply,
 	     int timeout_ms, char *why, size_t whylen);
 
-/* While a call waits for QEMU's reply, run hook(ctx) every few ms.  QEMU's
- * main loop may itself be waiting on the caller (a full network link that
- * only the caller drains), so a caller that stopped all other work while
- * waiting could deadlock with it.  The hook must not call into this qmp. */
-void qmp_set_wait_hook(struct qmp *q, void (*hook)(void *ctx), void *ctx);
+/* The reply to an asynchronous command: err 0 and ret (QEMU's "return"
+ * value, borrowed: valid during the call) on success; -EIO with QEMU's
+ * error in why; -ETIMEDOUT; -EPIPE when QEMU closed the socket (also for
+ * commands still waiting when qmp_close() runs). */
+typedef void (*qmp_cb)(void *ctx, int err, json_t *ret, const char *why);
+
+/* Send command (args stolen, may be NULL; pass_fd >= 0 travels as
+ * SCM_RIGHTS as with qmp_getfd, the caller keeps its copy).  Returns 0 and
+ * cb(ctx, ...) runs exactly once later, from qmp_pump() or qmp_close(),
+ * never from inside this call; or -errno (nothing sent, cb never runs). */
+int qmp_exec_async(struct qmp *q, const char *command, json_t *args, int pass_fd,
+		   int timeout_ms, qmp_cb cb, void *ctx);
+
+/* Asynchronous commands whose callback has not run yet. */
+int qmp_pending(const struct qmp *q);
 
 /* Hand QEMU a file descriptor under the name fdname (QMP getfd, the
  * descriptor travelling as SCM_RIGHTS), e.g. for migrate "fd:NAME".  QEMU
@@ -40,7 +60,9 @@ int qmp_getfd(struct qmp *q, const char *fdname, int fd, int timeout_ms,
 	      char *why, size_t whylen);
 
 /* Read whatever QEMU has sent without waiting (call when qmp_fd() is
- * readable) and queue the events.  Returns 0, or -EPIPE on EOF. */
+ * readable), queue the events, and run the callbacks of the asynchronous
+ * commands that got their reply or passed their timeout.  Returns 0, or
+ * -EPIPE on EOF (pending commands then get -EPIPE). */
 int qmp_pump(struct qmp *q);
 
 /* Take the oldest queued event (a new reference) or NULL if none. */

@@ -8,5 +8,6 @@
 #define VC_MAGIC_RQ		0x56435251u	/* "VCRQ" receive queue image */
 #define VC_MAGIC_MANIFEST	0x56434d46u	/* "VCMF" checkpoint manifest */
 #define VC_MAGIC_MSTREAM	0x56434d53u	/* "VCMS" parallel stream hello/chunk */
+#define VC_MAGIC_CTRLMSG	0x5643524du	/* "VCRM" control message between ranks */
 
 #endif

@@ -2,23 +2,20 @@
 #include "vctime.h"
 #include "vccp.h"
 
-#include "afile.h"
-#include "fabric.h"
+#include "firsterr.h"
 #include "log.h"
 #include "manifest.h"
 #include "qmp.h"
+#include "qmpmig.h"
+#include "restore.h"
 #include "rq.h"
-#include "vcfmt.h"
+#include "vccpio.h"
+#include "worker.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #define CMD_CHECKPOINT	1
@@ -29,20 +26,23 @@
 #define POLL_MIGRATE_S	0.02
 /* How long a held VM may take to read what is already on its link. */
 #define SETTLE_MAX_S	0.2
-/* QEMU's default max-bandwidth (128 MiB/s) would cap a paused save. */
-#define SAVE_BANDWIDTH	"1099511627776"
+
 
 enum vstate {
 	V_IDLE,
 	V_PREPAUSE,	/* test knob: pausing later than the others */
-	V_LATEHOLD,	/* test knob: delivering to the paused VM a while */
 	V_SETTLE,	/* held; the running VM takes what is on its link */
+	V_STOPPING,	/* QMP stop sent */
+	V_LATEHOLD,	/* test knob: delivering to the paused VM a while */
 	V_DRAIN,	/* paused; reading what the VM had written */
 	V_MARKED,	/* markers sent; waiting for everyone's */
-	V_SAVING,	/* QEMU writes the VM state */
+	V_SAVING,	/* files opened, QEMU writes, the worker follows */
+	V_FINISHING,	/* worker: receive queue, directory fsyncs */
 	V_REPORT,	/* Igather of the reports */
+	V_COMMITTING,	/* root, worker: manifest, then latest */
 	V_DECIDE,	/* Ibcast of the decision */
 	V_BARRIER,	/* Ibarrier, then cont */
+	V_CONT,		/* QMP cont sent */
 	V_TIMES,	/* Igather of resume times (VM already running) */
 };
 
@@ -71,7 +71,9 @@ struct report {
 struct vccp {
 	MPI_Comm comm;
 	int rank, size;
-	struct fabric *fab;
+	const struct vccp_fabric_ops *fab;
+	void *fab_ctx;
+	struct worker *worker;
 	struct qmp *qmp;
 	char dir[PATH_MAX];
 	int keep, interval_s, bandwidth_mibs;
@@ -87,6 +89,7 @@ struct vccp {
 	MPI_Request req_r;		/* non-root: always posted when idle */
 	uint64_t epoch;
 	uint64_t next_epoch;		/* root */
+	uint64_t prev_epoch;		/* root: what latest names, 0 none */
 	uint64_t *marker_epoch;		/* newest marker seen from each rank */
 	char epoch_dir[PATH_MAX];
 	char vm_tmp[PATH_MAX], vm_path[PATH_MAX], rq_path[PATH_MAX];
@@ -103,11 +106,22 @@ struct vccp {
 	char disk_device[64];		/* "" when the VM has no disk */
 	char disk_active[PATH_MAX];	/* the overlay QEMU writes now */
 	char disk_tmp[PATH_MAX], disk_path[PATH_MAX];
-	pid_t convert_pid;		/* qemu-img flattening the frozen chain */
-	int save_fd;			/* our read/sync view of the file QEMU writes */
-	uint64_t crc_off;		/* bytes of it already in crc */
-	uint32_t crc;
+
+	int cmds;			/* QMP commands of ours in flight */
+	int jobs;			/* worker jobs of ours not done */
+	bool query_out;			/* a query-migrate is in flight */
 	bool migration_done;
+	bool migrate_started;		/* QEMU accepted "migrate" this epoch */
+	bool starting;			/* the save's QMP chain is running */
+	bool follow_busy, disk_busy;	/* those jobs are out */
+	struct prep_job prep;
+	struct follow_job follow;
+	struct disk_job disk;
+	struct finish_job finish;
+	struct commit_job commit;
+	bool step_done;			/* the job of this state is back */
+
+	struct firsterr err;		/* this rank's first failure in the epoch */
 	char reason[64];
 	json_t *last;
 	bool ended;
@@ -133,15 +147,42 @@ static void post_request(struct vccp *v)
 		MPI_Ibcast(&v->req, sizeof(v->req), MPI_BYTE, 0, v->comm, &v->req_r);
 }
 
-struct vccp *vccp_create(MPI_Comm comm, struct fabric *f, const struct vccp_opts *o)
+/* The epoch latest names now, or 0. */
+static uint64_t latest_epoch(const char *dir)
 {
+	char path[PATH_MAX + 16], target[PATH_MAX];
+	unsigned long long e = 0;
+
+	snprintf(path, sizeof(path), "%s/latest", dir);
+	ssize_t n = readlink(path, target, sizeof(target) - 1);
+	if (n <= 0)
+		return 0;
+	target[n] = '\0';
+	if (sscanf(target, "epoch-%llu", &e) != 1)
+		return 0;
+	return e;
+}
+
+struct vccp *vccp_create(MPI_Comm comm, const struct vccp_opts *o)
+{
+	char why[256];
+
+	if (restore_config_check(o->config, "the checkpoint's configuration", why,
+				 sizeof(why)) < 0) {
+		pr_err("%s", why);
+		errno = EINVAL;
+		return NULL;
+	}
 	struct vccp *v = calloc(1, sizeof(*v));
 	if (!v)
 		return NULL;
 	MPI_Comm_dup(comm, &v->comm);
+	MPI_Comm_set_errhandler(v->comm, MPI_ERRORS_RETURN);
 	MPI_Comm_rank(v->comm, &v->rank);
 	MPI_Comm_size(v->comm, &v->size);
-	v->fab = f;
+	v->fab = o->fab;
+	v->fab_ctx = o->fab_ctx;
+	v->worker = o->worker;
 	{
 		const char *td = getenv("VC_TEST_PAUSE_DELAY_MS"), *tr = getenv("VC_TEST_PAUSE_RANK");
 		if (td && tr && atoi(tr) == v->rank)
@@ -156,22 +197,25 @@ struct vccp *vccp_create(MPI_Comm comm, struct fabric *f, const struct vccp_opts
 	v->bandwidth_mibs = o->bandwidth_mibs;
 	v->on_resume = o->on_resume;
 	v->ctx = o->ctx;
-	v->config = json_incref(o->config);
+	v->config = json_deep_copy(o->config);
 	v->marker_epoch = calloc((size_t)v->size, sizeof(uint64_t));
 	v->all = calloc((size_t)v->size, sizeof(struct report));
 	v->resume_times = calloc((size_t)v->size, sizeof(double));
 	v->req_r = MPI_REQUEST_NULL;
 	v->coll = MPI_REQUEST_NULL;
-	v->save_fd = -1;
+	v->follow.fd = -1;
+	firsterr_init(&v->err);
 	if (o->disk_device) {
 		snprintf(v->disk_device, sizeof(v->disk_device), "%s", o->disk_device);
 		snprintf(v->disk_active, sizeof(v->disk_active), "%s", o->disk_active);
 	}
 	v->last_end = vc_mono_s();
-	if (v->rank == 0)
+	if (v->rank == 0) {
 		v->next_epoch = ckpt_next_epoch(v->dir);
+		v->prev_epoch = latest_epoch(v->dir);
+	}
 	MPI_Bcast(&v->next_epoch, 1, MPI_UINT64_T, 0, v->comm);
-	fabric_set_marker_cb(f, on_marker, v);
+	v->fab->set_marker_cb(v->fab_ctx, on_marker, v);
 	post_request(v);
 	return v;
 }
@@ -180,6 +224,8 @@ void vccp_destroy(struct vccp *v)
 {
 	if (!v)
 		return;
+	v->fab->set_marker_cb(v->fab_ctx, NULL, NULL);
+	firsterr_destroy(&v->err);
 	json_decref(v->config);
 	json_decref(v->last);
 	free(v->marker_epoch);
@@ -209,37 +255,156 @@ json_t *vccp_last_json(const struct vccp *v)
 	return v->last ? json_incref(v->last) : NULL;
 }
 
-/* Record the first failure of this rank in this epoch. */
+/* Record the first failure of this rank in this epoch (later failures are
+ * its consequences); it goes into the report. */
 static void fail(struct vccp *v, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 static void fail(struct vccp *v, int err, const char *fmt, ...)
 {
+	char msg[FIRSTERR_MSG_MAX];
 	va_list ap;
-	if (v->me.status)
-		return;
-	v->me.status = err ? err : -EIO;
+
 	va_start(ap, fmt);
-	vsnprintf(v->me.err, sizeof(v->me.err), fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	pr_err("checkpoint epoch %llu: %s", (unsigned long long)v->epoch, v->me.err);
+	if (firsterr_set(&v->err, err, 0, "%s", msg))
+		pr_err("checkpoint epoch %llu: %s", (unsigned long long)v->epoch, msg);
+}
+
+static bool failed(struct vccp *v)
+{
+	return firsterr_get(&v->err, NULL, NULL, 0) != 0;
+}
+
+/* ---- asynchronous QMP and worker jobs --------------------------------- */
+
+typedef void (*step_fn)(struct vccp *v, int err, json_t *ret, const char *why);
+
+struct vccp_call {
+	struct vccp *v;
+	step_fn then;
+};
+
+static void call_done(void *ctx, int err, json_t *ret, const char *why)
+{
+	struct vccp_call *c = ctx;
+	struct vccp *v = c->v;
+	step_fn then = c->then;
+
+	free(c);
+	v->cmds--;
+	then(v, err, ret, why);
+}
+
+/* Send a QMP command; then() gets the reply (from qmp_pump), or at once
+ * when it could not be sent. */
+static void call(struct vccp *v, const char *cmd, json_t *args, int pass_fd, step_fn then)
+{
+	struct vccp_call *c;
+	int r = -ENOMEM;
+
+	if (!v->qmp) {
+		json_decref(args);
+		then(v, -ECHILD, NULL, "the VM is not running");
+		return;
+	}
+	c = malloc(sizeof(*c));
+	if (c) {
+		c->v = v;
+		c->then = then;
+		v->cmds++;
+		r = qmp_exec_async(v->qmp, cmd, args, pass_fd, QMP_TIMEOUT_MS, call_done, c);
+		if (r < 0) {
+			v->cmds--;
+			free(c);
+		}
+	} else {
+		json_decref(args);
+	}
+	if (r < 0) {
+		char why[128];
+		snprintf(why, sizeof(why), "'%s': %s", cmd,
+			 r == -EPIPE ? "QEMU closed the QMP socket" : strerror(-r));
+		then(v, r, NULL, why);
+	}
+}
+
+struct vccp_job {
+	struct vccp *v;
+	worker_fn run;
+	void *arg;
+	void (*done)(struct vccp *v, void *arg);
+};
+
+static void job_run(void *p)
+{
+	struct vccp_job *j = p;
+	j->run(j->arg);
+}
+
+static void job_done(void *p)
+{
+	struct vccp_job *j = p;
+	struct vccp *v = j->v;
+
+	v->jobs--;
+	if (j->done)
+		j->done(v, j->arg);
+	free(j);
+}
+
+/* Run run(arg) on the worker and done(v, arg) on the loop afterwards.  When
+ * the job cannot be queued (out of memory) it does not run: *errp gets
+ * -ENOMEM, the epoch fails, and done() still follows, from here. */
+static void submit(struct vccp *v, worker_fn run, void *arg, int *errp,
+		   void (*done)(struct vccp *v, void *arg))
+{
+	struct vccp_job *j = calloc(1, sizeof(*j));
+
+	if (j) {
+		j->v = v;
+		j->run = run;
+		j->arg = arg;
+		j->done = done;
+		v->jobs++;
+		if (worker_submit(v->worker, job_run, job_done, j) == 0)
+			return;
+		v->jobs--;
+		free(j);
+	}
+	fail(v, -ENOMEM, "rank %d: cannot queue file work: out of memory", v->rank);
+	if (errp)
+		*errp = -ENOMEM;
+	if (done)
+		done(v, arg);
+}
+
+static void cleanup_done(struct vccp *v, void *p)
+{
+	free(p);
 }
 
 /* ---- the epoch, step by step ---------------------------------------- */
 
 static void pause_vm(struct vccp *v);
 static void settle_vm(struct vccp *v);
+static void end_save(struct vccp *v);
 
 static void begin_epoch(struct vccp *v)
 {
 	v->epoch = v->req.epoch;
 	memset(&v->me, 0, sizeof(v->me));
+	firsterr_clear(&v->err);
 	v->me.rank = v->rank;
 	v->me.t_request = vc_wall_s();
 	v->bytes_saved = v->bytes_total = 0;
+	v->migration_done = false;
+	v->migrate_started = false;
 	ckpt_epoch_dir(v->dir, v->epoch, v->epoch_dir, sizeof(v->epoch_dir));
 	snprintf(v->vm_path, sizeof(v->vm_path), "%s/rank%d.vmstate", v->epoch_dir, v->rank);
 	snprintf(v->vm_tmp, sizeof(v->vm_tmp), "%s.tmp", v->vm_path);
 	snprintf(v->rq_path, sizeof(v->rq_path), "%s/rank%d.rq", v->epoch_dir, v->rank);
+	v->disk_tmp[0] = v->disk_path[0] = '\0';
 	if (v->test_delay_ms) {
 		v->pause_at = vc_mono_s() + v->test_delay_ms / 1000.0;
 		v->state = V_PREPAUSE;
@@ -256,7 +421,7 @@ static void begin_epoch(struct vccp *v)
 static void settle_vm(struct vccp *v)
 {
 	if (!v->test_late_hold_ms) {
-		fabric_hold(v->fab, true);
+		v->fab->hold(v->fab_ctx, true);
 		v->settle_until = vc_mono_s() + SETTLE_MAX_S;
 		v->state = V_SETTLE;
 		return;
@@ -264,259 +429,278 @@ static void settle_vm(struct vccp *v)
 	pause_vm(v);
 }
 
-static void pause_vm(struct vccp *v)
+static void stopped(struct vccp *v, int err, json_t *ret, const char *why)
 {
-	char why[256];
-
-	if (!v->qmp) {
-		fail(v, -ECHILD, "rank %d: the VM is not running", v->rank);
-	} else if (qmp_exec(v->qmp, "stop", NULL, NULL, QMP_TIMEOUT_MS, why, sizeof(why)) < 0) {
-		fail(v, -EIO, "rank %d: pausing the VM: %s", v->rank, why);
-	}
+	if (err == -ECHILD)
+		fail(v, err, "rank %d: the VM is not running", v->rank);
+	else if (err)
+		fail(v, err, "rank %d: pausing the VM: %s", v->rank, why);
 	v->me.t_pause = vc_wall_s();
 	if (v->test_late_hold_ms) {
 		v->hold_at = vc_mono_s() + v->test_late_hold_ms / 1000.0;
 		v->state = V_LATEHOLD;
 		return;
 	}
-	fabric_drain_vm(v->fab, true);
+	v->fab->drain(v->fab_ctx, true);
 	v->state = V_DRAIN;
 	pr_info("epoch %llu: VM paused (%s)", (unsigned long long)v->epoch,
 		v->rank == 0 ? v->reason : "coordinator's request");
 }
 
-/* The disk at the cut: freeze the active overlay (new writes go to a fresh
- * one) and flatten the frozen chain into a standalone image in the epoch
- * directory while the VM state is being saved. */
-static void start_disk(struct vccp *v)
+static void pause_vm(struct vccp *v)
 {
-	char why[256], next[PATH_MAX];
+	v->state = V_STOPPING;
+	call(v, "stop", NULL, -1, stopped);
+}
 
+/* -- the save: prepare (worker), QMP chain, follow (worker), finish ---- */
+
+static void follow_done(struct vccp *v, void *arg)
+{
+	struct follow_job *j = arg;
+
+	v->follow_busy = false;
+	if (j->err && j->err != -ECANCELED)
+		fail(v, j->err, "rank %d: %s", v->rank, j->why);
+	else if (!j->err) {
+		v->me.vm_size = j->size;
+		v->me.vm_crc = j->crc;
+	}
+}
+
+static void disk_done(struct vccp *v, void *arg)
+{
+	struct disk_job *j = arg;
+
+	v->disk_busy = false;
+	if (j->err && j->err != -ECANCELED)
+		fail(v, j->err, "rank %d: %s", v->rank, j->why);
+	else if (!j->err) {
+		v->me.disk_size = j->size;
+		v->me.disk_crc = j->crc;
+	}
+}
+
+static void start_jobs(struct vccp *v)
+{
+	v->starting = false;
+	if (failed(v))
+		return;
+	v->follow_busy = true;
+	submit(v, vccpio_follow, &v->follow, &v->follow.err, follow_done);
+	if (v->disk.frozen[0]) {
+		v->disk_busy = true;
+		submit(v, vccpio_disk, &v->disk, &v->disk.err, disk_done);
+	}
+}
+
+/* The disk at the cut: freeze the active overlay (new writes go to a fresh
+ * one); the worker flattens the frozen chain into a standalone image in the
+ * epoch directory while the VM state is being saved. */
+static void disk_frozen(struct vccp *v, int err, json_t *ret, const char *why)
+{
+	if (err) {
+		fail(v, err, "rank %d: freezing the disk %s: %s", v->rank, v->disk_active, why);
+		v->disk.frozen[0] = '\0';
+	} else {
+		snprintf(v->disk.frozen, sizeof(v->disk.frozen), "%s", v->disk_active);
+		snprintf(v->disk_active, sizeof(v->disk_active), "%.*s.%llu",
+			 (int)(sizeof(v->disk_active) - 24), v->disk.frozen,
+			 (unsigned long long)v->epoch);
+	}
+	start_jobs(v);
+}
+
+static void migrating(struct vccp *v, int err, json_t *ret, const char *why)
+{
+	if (err) {
+		fail(v, err, "rank %d: starting the VM state save: %s", v->rank, why);
+		start_jobs(v);
+		return;
+	}
+	v->migrate_started = true;
+	if (!v->disk_device[0]) {
+		v->disk.frozen[0] = '\0';
+		start_jobs(v);
+		return;
+	}
+	char next[PATH_MAX];
 	snprintf(next, sizeof(next), "%.*s.%llu", (int)(sizeof(next) - 24), v->disk_active,
 		 (unsigned long long)v->epoch);
 	snprintf(v->disk_path, sizeof(v->disk_path), "%s/rank%d.disk.qcow2", v->epoch_dir, v->rank);
 	snprintf(v->disk_tmp, sizeof(v->disk_tmp), "%s.tmp", v->disk_path);
-	int r = qmp_exec(v->qmp, "blockdev-snapshot-sync",
-			 json_pack("{s:s, s:s, s:s}", "device", v->disk_device,
-				   "snapshot-file", next, "format", "qcow2"),
-			 NULL, QMP_TIMEOUT_MS, why, sizeof(why));
-	if (r < 0) {
-		fail(v, r, "rank %d: freezing the disk %s: %s", v->rank, v->disk_active, why);
-		return;
-	}
-	char frozen[PATH_MAX];
-	snprintf(frozen, sizeof(frozen), "%s", v->disk_active);
-	snprintf(v->disk_active, sizeof(v->disk_active), "%s", next);
-	v->convert_pid = fork();
-	if (v->convert_pid == 0) {
-		int devnull = open("/dev/null", O_RDWR);
-		dup2(devnull, 0);
-		dup2(devnull, 1);
-		execlp("qemu-img", "qemu-img", "convert", "-q", "-O", "qcow2", frozen,
-		       v->disk_tmp, (char *)NULL);
-		_exit(127);
-	}
-	if (v->convert_pid < 0)
-		fail(v, -errno, "rank %d: fork for qemu-img: %s", v->rank, strerror(errno));
+	snprintf(v->disk.tmp, sizeof(v->disk.tmp), "%s", v->disk_tmp);
+	snprintf(v->disk.path, sizeof(v->disk.path), "%s", v->disk_path);
+	atomic_store(&v->disk.cancel, false);
+	v->disk.err = 0;
+	call(v, "blockdev-snapshot-sync",
+	     json_pack("{s:s, s:s, s:s}", "device", v->disk_device, "snapshot-file", next,
+		       "format", "qcow2"), -1, disk_frozen);
 }
 
-/* 1 when the disk copy is finished (or there is none), 0 while it runs. */
-static int poll_disk(struct vccp *v)
+static void fd_given(struct vccp *v, int err, json_t *ret, const char *why)
 {
-	int st;
+	close(v->prep.wfd);	/* QEMU has its own copy now (or none) */
+	v->prep.wfd = -1;
+	if (err) {
+		migrating(v, err, NULL, why);
+		return;
+	}
+	call(v, "migrate", qmpmig_fd_uri_args("vccp-save"), -1, migrating);
+}
 
-	if (v->convert_pid <= 0)
-		return 1;
-	pid_t r = waitpid(v->convert_pid, &st, WNOHANG);
-	if (r == 0)
-		return 0;
-	v->convert_pid = 0;
-	if (r < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
-		fail(v, -EIO, "rank %d: qemu-img could not copy the disk to %s (disk full?)",
-		     v->rank, v->disk_tmp);
-	return 1;
+static void bandwidth_set(struct vccp *v, int err, json_t *ret, const char *why)
+{
+	if (err) {
+		close(v->prep.wfd);
+		v->prep.wfd = -1;
+		migrating(v, err, NULL, why);
+		return;
+	}
+	call(v, "getfd", qmpmig_getfd_args("vccp-save"), v->prep.wfd, fd_given);
+}
+
+static void prep_done(struct vccp *v, void *arg)
+{
+	struct prep_job *j = arg;
+
+	v->step_done = true;
+	if (j->err) {
+		fail(v, j->err, "rank %d: %s", v->rank, j->why);
+		v->starting = false;
+		return;
+	}
+	v->follow.fd = j->rfd;
+	snprintf(v->follow.tmp, sizeof(v->follow.tmp), "%s", v->vm_tmp);
+	snprintf(v->follow.path, sizeof(v->follow.path), "%s", v->vm_path);
+	atomic_store(&v->follow.qemu_done, false);
+	atomic_store(&v->follow.cancel, false);
+	atomic_store(&v->follow.followed, 0);
+	v->follow.err = 0;
+	if (failed(v) || !v->qmp) {
+		close(j->wfd);
+		j->wfd = -1;
+		close(v->follow.fd);
+		v->follow.fd = -1;
+		fail(v, -ECHILD, "rank %d: the VM is not running", v->rank);
+		v->starting = false;
+		return;
+	}
+	uint64_t bw = v->bandwidth_mibs ? (uint64_t)v->bandwidth_mibs << 20 : 0;
+	call(v, "migrate-set-parameters", qmpmig_bandwidth_args(bw), -1, bandwidth_set);
 }
 
 static void start_save(struct vccp *v)
 {
-	char why[256];
-	int fd, r;
-
 	v->me.t_marked = vc_wall_s();
 	v->last_progress_log = vc_mono_s();
-	r = afile_mkdir_p(v->epoch_dir, 0700);
-	if (r < 0) {
-		fail(v, r, "rank %d: %s: %s", v->rank, v->epoch_dir, strerror(-r));
-		return;
-	}
-	if (v->me.status || !v->qmp)
-		return;
-	fd = open(v->vm_tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		fail(v, -errno, "rank %d: %s: %s", v->rank, v->vm_tmp, strerror(errno));
-		return;
-	}
-	v->save_fd = open(v->vm_tmp, O_RDONLY | O_CLOEXEC);
-	v->migration_done = false;
-	v->crc_off = 0;
-	v->crc = 0;
-	json_int_t bw = v->bandwidth_mibs ? (json_int_t)v->bandwidth_mibs << 20 :
-			(json_int_t)strtoll(SAVE_BANDWIDTH, NULL, 10);
-	r = qmp_exec(v->qmp, "migrate-set-parameters", json_pack("{s:I}", "max-bandwidth", bw),
-		     NULL, QMP_TIMEOUT_MS, why, sizeof(why));
-	if (r == 0)
-		r = qmp_getfd(v->qmp, "vccp-save", fd, QMP_TIMEOUT_MS, why, sizeof(why));
-	close(fd);
-	if (r == 0)
-		r = qmp_exec(v->qmp, "migrate", json_pack("{s:s}", "uri", "fd:vccp-save"), NULL,
-			     QMP_TIMEOUT_MS, why, sizeof(why));
-	if (r < 0) {
-		fail(v, r, "rank %d: starting the VM state save: %s", v->rank, why);
-		return;
-	}
-	if (v->disk_device[0])
-		start_disk(v);
+	v->last_poll = 0;
+	v->query_out = false;
+	v->starting = true;
+	v->step_done = false;
+	memset(&v->prep, 0, sizeof(v->prep));
+	v->prep.wfd = v->prep.rfd = -1;
+	snprintf(v->prep.epoch_dir, sizeof(v->prep.epoch_dir), "%s", v->epoch_dir);
+	snprintf(v->prep.tmp, sizeof(v->prep.tmp), "%s", v->vm_tmp);
+	v->disk.frozen[0] = '\0';
+	v->state = V_SAVING;
+	submit(v, vccpio_prep, &v->prep, &v->prep.err, prep_done);
 }
 
-/* Overlap the tail work with QEMU's writing: start writeback of what it has
- * written (so the final fsync finds little left) and fold into the CRC what
- * it has finished with.  QEMU writes the stream sequentially in buffers of
- * tens of KiB and never rewrites, so everything more than `lag` bytes below
- * the end is final.  At most `budget` bytes per call keep the loop lively. */
-static int crc_catch_up(struct vccp *v, uint64_t lag, uint64_t budget)
+static void queried(struct vccp *v, int err, json_t *ret, const char *why)
 {
-	static uint8_t buf[1 << 20];
-	struct stat st;
+	struct qmpmig_status st;
 
-	if (v->save_fd < 0 || fstat(v->save_fd, &st) < 0)
-		return -EIO;
-	sync_file_range(v->save_fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-	uint64_t upto = (uint64_t)st.st_size > lag ? (uint64_t)st.st_size - lag : 0;
-	while (v->crc_off < upto && budget) {
-		size_t want = upto - v->crc_off < sizeof(buf) ? upto - v->crc_off : sizeof(buf);
-		ssize_t n = pread(v->save_fd, buf, want, (off_t)v->crc_off);
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		v->crc = vcfmt_crc32c(v->crc, buf, (size_t)n);
-		v->crc_off += (uint64_t)n;
-		budget = budget > (uint64_t)n ? budget - (uint64_t)n : 0;
+	v->query_out = false;
+	if (err) {
+		fail(v, err, "rank %d: query-migrate: %s", v->rank, why);
+		return;
 	}
-	return 0;
-}
-
-/* 1: finished (ok or failed), 0: still running. */
-static int poll_save(struct vccp *v)
-{
-	char why[256];
-	json_t *st;
-
-	if (v->me.status || !v->qmp) {
-		/* a failed epoch still waits for its disk copy to end */
-		if (v->convert_pid > 0) {
-			kill(v->convert_pid, SIGKILL);
-			waitpid(v->convert_pid, NULL, 0);
-			v->convert_pid = 0;
-		}
-		return 1;
-	}
-	if (vc_mono_s() - v->last_poll < POLL_MIGRATE_S)
-		return 0;
-	v->last_poll = vc_mono_s();
-	crc_catch_up(v, 1 << 20, 64 << 20);
-	if (v->migration_done)
-		return poll_disk(v);
-	if (qmp_exec(v->qmp, "query-migrate", NULL, &st, QMP_TIMEOUT_MS, why, sizeof(why)) < 0) {
-		fail(v, -EIO, "rank %d: query-migrate: %s", v->rank, why);
-		return 1;
-	}
-	const char *status = json_string_value(json_object_get(st, "status"));
-	json_t *ram = json_object_get(st, "ram");
-	if (ram) {
-		v->bytes_saved = (uint64_t)json_integer_value(json_object_get(ram, "transferred"));
-		v->bytes_total = (uint64_t)json_integer_value(json_object_get(ram, "total"));
-	}
-	int done = 0;
-	if (status && !strcmp(status, "completed")) {
+	qmpmig_parse(ret, &st);
+	v->bytes_saved = st.transferred;
+	v->bytes_total = st.total;
+	if (st.state == QMPMIG_COMPLETED) {
 		v->migration_done = true;
-		done = poll_disk(v);
-	} else if (status && (!strcmp(status, "failed") || !strcmp(status, "cancelled"))) {
-		const char *desc = json_string_value(json_object_get(st, "error-desc"));
+		atomic_store(&v->follow.qemu_done, true);
+	} else if (st.state == QMPMIG_FAILED) {
 		fail(v, -EIO, "rank %d: saving the VM state to %s failed: %s", v->rank,
-		     v->vm_tmp, desc ? desc : status);
-		done = 1;
+		     v->vm_tmp, st.error);
 	} else if (vc_mono_s() - v->last_progress_log > 2.0) {
 		v->last_progress_log = vc_mono_s();
 		pr_info("epoch %llu: saved %.1f of %.1f MiB", (unsigned long long)v->epoch,
 			v->bytes_saved / 1048576.0, v->bytes_total / 1048576.0);
 	}
-	json_decref(st);
-	return done;
 }
 
-static void finish_save(struct vccp *v)
+/* V_SAVING: poll QEMU; when it and the worker are done, finish. */
+static bool poll_save(struct vccp *v)
 {
-	int r, fd;
-	uint32_t crc;
-	uint64_t size;
+	if (failed(v)) {
+		/* a failed epoch still waits for its jobs and commands */
+		atomic_store(&v->follow.cancel, true);
+		atomic_store(&v->disk.cancel, true);
+	} else if (!v->qmp && !v->starting && !v->migration_done) {
+		fail(v, -ECHILD, "rank %d: the VM went away during the save", v->rank);
+		return false;
+	} else if (!v->starting && !v->migration_done && !v->query_out &&
+		   vc_mono_s() - v->last_poll >= POLL_MIGRATE_S) {
+		v->last_poll = vc_mono_s();
+		v->query_out = true;
+		call(v, "query-migrate", NULL, -1, queried);
+		return true;
+	}
+	if (v->starting || v->query_out || v->follow_busy || v->disk_busy || v->cmds)
+		return false;
+	if (!failed(v) && !v->migration_done)
+		return false;
+	end_save(v);
+	return true;
+}
 
-	if (v->me.status)
-		goto out;
-	/* QEMU is done: the rest of the CRC, then durable before it is
-	 * named: fsync, rename, fsync the directory. */
-	r = crc_catch_up(v, 0, UINT64_MAX);
-	if (r < 0) {
-		fail(v, r, "rank %d: reading back %s: %s", v->rank, v->vm_tmp, strerror(-r));
-		goto out;
+static void finish_done(struct vccp *v, void *arg)
+{
+	struct finish_job *j = arg;
+
+	v->fab->put_rq(v->fab_ctx, j->q);
+	j->q = NULL;
+	if (j->err) {
+		fail(v, j->err, "rank %d: %s", v->rank, j->why);
+	} else {
+		v->me.rq_crc = j->crc;
+		v->me.rq_size = j->size;
 	}
-	crc = v->crc;
-	size = v->crc_off;
-	fd = v->save_fd;
-	if (fsync(fd) < 0) {
-		fail(v, -errno, "rank %d: fsync %s: %s", v->rank, v->vm_tmp, strerror(errno));
-		goto out;
-	}
-	if (rename(v->vm_tmp, v->vm_path) < 0) {
-		fail(v, -errno, "rank %d: rename %s: %s", v->rank, v->vm_tmp, strerror(errno));
-		goto out;
-	}
-	v->me.vm_size = size;
-	v->me.vm_crc = crc;
-	struct rq *q = fabric_rq(v->fab);
-	r = rq_save(q, v->rq_path, v->epoch, v->rank, &v->me.rq_crc);
-	if (r < 0) {
-		fail(v, r, "rank %d: writing %s: %s", v->rank, v->rq_path, strerror(-r));
-		goto out;
-	}
-	struct stat st;
-	stat(v->rq_path, &st);
-	v->me.rq_size = (uint64_t)st.st_size;
-	v->me.rq_frames = (uint32_t)rq_count(q);
-	if (v->disk_device[0]) {
-		int dfd = open(v->disk_tmp, O_RDONLY | O_CLOEXEC);
-		if (dfd < 0 || fsync(dfd) < 0) {
-			fail(v, -errno, "rank %d: fsync %s: %s", v->rank, v->disk_tmp, strerror(errno));
-			if (dfd >= 0)
-				close(dfd);
-			goto out;
-		}
-		close(dfd);
-		r = ckpt_file_crc(v->disk_tmp, &v->me.disk_crc, &v->me.disk_size);
-		if (r == 0 && rename(v->disk_tmp, v->disk_path) < 0)
-			r = -errno;
-		if (r < 0) {
-			fail(v, r, "rank %d: %s: %s", v->rank, v->disk_tmp, strerror(-r));
-			goto out;
-		}
-	}
-	afile_sync_dir_of(v->vm_path);
-out:
-	if (v->save_fd >= 0)
-		close(v->save_fd);
-	v->save_fd = -1;
 	v->me.t_saved = vc_wall_s();
+	v->me.status = firsterr_get(&v->err, NULL, v->me.err, sizeof(v->me.err));
 	MPI_Igather(&v->me, sizeof(v->me), MPI_BYTE, v->all, sizeof(v->me), MPI_BYTE, 0,
 		    v->comm, &v->coll);
 	v->state = V_REPORT;
+}
+
+/* The VM state (and disk) are saved or the epoch failed: write the
+ * receive queue and make the epoch durable, then report. */
+static void end_save(struct vccp *v)
+{
+	if (v->follow.fd >= 0) {	/* prepared but the save never started */
+		close(v->follow.fd);
+		v->follow.fd = -1;
+	}
+	struct finish_job *j = &v->finish;
+	memset(j, 0, sizeof(*j));
+	j->q = v->fab->take_rq(v->fab_ctx);
+	if (!j->q)
+		fail(v, -ENOMEM, "rank %d: no memory for the receive queue", v->rank);
+	v->me.rq_frames = j->q ? (uint32_t)rq_count(j->q) : 0;
+	v->state = V_FINISHING;
+	if (failed(v)) {
+		finish_done(v, j);	/* nothing to write */
+		return;
+	}
+	snprintf(j->rq_path, sizeof(j->rq_path), "%s", v->rq_path);
+	snprintf(j->vm_path, sizeof(j->vm_path), "%s", v->vm_path);
+	snprintf(j->epoch_dir, sizeof(j->epoch_dir), "%s", v->epoch_dir);
+	j->epoch = v->epoch;
+	j->rank = v->rank;
+	submit(v, vccpio_finish, j, &j->err, finish_done);
 }
 
 static json_t *file_entry(const char *name, uint64_t size, uint32_t crc)
@@ -525,11 +709,36 @@ static json_t *file_entry(const char *name, uint64_t size, uint32_t crc)
 			 "crc32c", (json_int_t)crc);
 }
 
-/* Root: all reports are in.  Write the manifest or abort. */
+static void start_decision(struct vccp *v)
+{
+	MPI_Ibcast(&v->decision, 1, MPI_INT32_T, 0, v->comm, &v->coll);
+	v->state = V_DECIDE;
+}
+
+static void commit_done(struct vccp *v, void *arg)
+{
+	struct commit_job *j = arg;
+
+	json_decref(j->manifest);	/* only when the job never ran */
+	j->manifest = NULL;
+	if (j->err) {
+		pr_err("checkpoint epoch %llu aborted: %s", (unsigned long long)v->epoch, j->why);
+		v->decision = DECIDE_ABORT;
+		snprintf(v->reason, sizeof(v->reason), "%.63s", j->why);
+	} else {
+		v->decision = DECIDE_COMMIT;
+		v->prev_epoch = v->epoch;
+		if (j->pruned)
+			pr_info("removed %d old checkpoint%s (--keep %d)", j->pruned,
+				j->pruned == 1 ? "" : "s", v->keep);
+	}
+	start_decision(v);
+}
+
+/* Root: all reports are in.  Write the manifest (on the worker) or abort. */
 static void decide(struct vccp *v)
 {
 	int failed = -1;
-	char why[256];
 
 	for (int r = 0; r < v->size; r++)
 		if (v->all[r].status && failed < 0)
@@ -539,6 +748,7 @@ static void decide(struct vccp *v)
 		       v->all[failed].err);
 		v->decision = DECIDE_ABORT;
 		snprintf(v->reason, sizeof(v->reason), "%.60s", v->all[failed].err);
+		start_decision(v);
 		return;
 	}
 	json_t *ranks = json_array();
@@ -563,47 +773,25 @@ static void decide(struct vccp *v)
 	time_t now = time(NULL);
 	char stamp[40];
 	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-	json_t *m = json_pack("{s:I, s:i, s:s, s:s, s:O, s:o}", "epoch", (json_int_t)v->epoch,
-			      "nranks", v->size, "created", stamp, "vcluster_version", VC_VERSION,
-			      "config", v->config, "ranks", ranks);
-	int r = manifest_write(v->epoch_dir, m);
-	json_decref(m);
-	if (r == 0)
-		r = ckpt_set_latest(v->dir, v->epoch);
-	if (r < 0) {
-		snprintf(why, sizeof(why), "writing the manifest of %s: %s", v->epoch_dir,
-			 strerror(-r));
-		pr_err("checkpoint epoch %llu aborted: %s", (unsigned long long)v->epoch, why);
-		char mpath[PATH_MAX + 16];
-		snprintf(mpath, sizeof(mpath), "%s/manifest", v->epoch_dir);
-		unlink(mpath);
-		v->decision = DECIDE_ABORT;
-		snprintf(v->reason, sizeof(v->reason), "manifest: %s", strerror(-r));
-		return;
-	}
-	v->decision = DECIDE_COMMIT;
-	if (v->keep > 0) {
-		int n = ckpt_prune(v->dir, v->keep, v->epoch);
-		if (n)
-			pr_info("removed %d old checkpoint%s (--keep %d)", n, n == 1 ? "" : "s", v->keep);
-	}
+	struct commit_job *j = &v->commit;
+	memset(j, 0, sizeof(*j));
+	/* a tree of the job's own: no reference shared across threads */
+	j->manifest = json_pack("{s:I, s:i, s:s, s:s, s:o, s:o}", "epoch", (json_int_t)v->epoch,
+				"nranks", v->size, "created", stamp,
+				"vcluster_version", VC_VERSION,
+				"config", json_deep_copy(v->config), "ranks", ranks);
+	snprintf(j->dir, sizeof(j->dir), "%s", v->dir);
+	snprintf(j->epoch_dir, sizeof(j->epoch_dir), "%s", v->epoch_dir);
+	j->epoch = v->epoch;
+	j->prev_epoch = v->prev_epoch;
+	j->keep = v->keep;
+	v->state = V_COMMITTING;
+	submit(v, vccpio_commit, j, &j->err, commit_done);
 }
 
-static void resume(struct vccp *v)
+static void resumed(struct vccp *v, int err, json_t *ret, const char *why)
 {
-	char why[256];
-
-	if (v->decision != DECIDE_COMMIT) {
-		unlink(v->vm_tmp);
-		unlink(v->vm_path);
-		unlink(v->rq_path);
-		if (v->disk_device[0]) {
-			unlink(v->disk_tmp);
-			unlink(v->disk_path);
-		}
-	}
-	fabric_hold(v->fab, false);
-	if (v->qmp && qmp_exec(v->qmp, "cont", NULL, NULL, QMP_TIMEOUT_MS, why, sizeof(why)) < 0)
+	if (err && err != -ECHILD)
 		pr_err("epoch %llu: resuming the VM: %s", (unsigned long long)v->epoch, why);
 	v->t_resume = vc_wall_s();
 	if (v->on_resume && v->qmp)
@@ -611,7 +799,7 @@ static void resume(struct vccp *v)
 	pr_info("epoch %llu %s; VM resumed; %zu frames from the receive queue go first",
 		(unsigned long long)v->epoch,
 		v->decision == DECIDE_COMMIT ? "committed" : "aborted",
-		rq_count(fabric_rq(v->fab)));
+		v->fab->rq_count(v->fab_ctx));
 	pr_info("VCCP-RANK epoch=%llu rank=%d pause_unix=%.6f resume_unix=%.6f flush_s=%.3f "
 		"save_s=%.3f wait_s=%.3f bytes=%llu rq_frames=%u",
 		(unsigned long long)v->epoch, v->rank, v->me.t_pause, v->t_resume,
@@ -621,6 +809,37 @@ static void resume(struct vccp *v)
 	MPI_Igather(&v->t_resume, 1, MPI_DOUBLE, v->resume_times, 1, MPI_DOUBLE, 0, v->comm,
 		    &v->coll);
 	v->state = V_TIMES;
+}
+
+static void cancelled(struct vccp *v, int err, json_t *ret, const char *why)
+{
+	if (err && err != -ECHILD)
+		pr_warn("epoch %llu: migrate_cancel: %s", (unsigned long long)v->epoch, why);
+	call(v, "cont", NULL, -1, resumed);
+}
+
+static void resume(struct vccp *v)
+{
+	if (v->decision != DECIDE_COMMIT) {
+		struct cleanup_job *j = calloc(1, sizeof(*j));
+		if (j) {
+			snprintf(j->paths[0], PATH_MAX, "%s", v->vm_tmp);
+			snprintf(j->paths[1], PATH_MAX, "%s", v->vm_path);
+			snprintf(j->paths[2], PATH_MAX, "%s", v->rq_path);
+			snprintf(j->paths[3], PATH_MAX, "%s", v->disk_tmp);
+			snprintf(j->paths[4], PATH_MAX, "%s", v->disk_path);
+			submit(v, vccpio_cleanup, j, NULL, cleanup_done);
+		}
+	}
+	v->fab->hold(v->fab_ctx, false);
+	v->state = V_CONT;
+	if (v->migrate_started && !v->migration_done) {
+		/* a save cut short: a migration still running would stop the
+		 * VM again when it completes */
+		call(v, "migrate_cancel", NULL, -1, cancelled);
+		return;
+	}
+	call(v, "cont", NULL, -1, resumed);
 }
 
 /* Root: the paper's figures, one machine-readable line per checkpoint. */
@@ -671,7 +890,11 @@ static void report_times(struct vccp *v)
 			    "rq_frames", (json_int_t)frames, "ranks", ranks);
 	if (!ok) {
 		/* Nothing of an aborted epoch may look like a checkpoint. */
-		ckpt_remove_tree(v->epoch_dir);
+		struct cleanup_job *j = calloc(1, sizeof(*j));
+		if (j) {
+			snprintf(j->tree, sizeof(j->tree), "%s", v->epoch_dir);
+			submit(v, vccpio_cleanup, j, NULL, cleanup_done);
+		}
 	}
 }
 
@@ -689,23 +912,35 @@ int vccp_request(struct vccp *v, const char *reason)
 	return 0;
 }
 
-static bool test(MPI_Request *r)
+/* true when r completed; an MPI failure ends the protocol (*err). */
+static bool test(struct vccp *v, MPI_Request *r, int *err)
 {
 	int done = 0;
 	if (*r == MPI_REQUEST_NULL)
 		return true;
-	MPI_Test(r, &done, MPI_STATUS_IGNORE);
+	int rc = MPI_Test(r, &done, MPI_STATUS_IGNORE);
+	if (rc != MPI_SUCCESS) {
+		char s[MPI_MAX_ERROR_STRING];
+		int len = 0;
+		MPI_Error_string(rc, s, &len);
+		pr_err("checkpoint epoch %llu: MPI failure in a collective of the %d ranks "
+		       "(state %d): %s", (unsigned long long)v->epoch, v->size, v->state, s);
+		*err = -EIO;
+		return false;
+	}
 	return done;
 }
 
 int vccp_progress(struct vccp *v, bool *busy)
 {
+	int err = 0;
+
 	*busy = false;
 	switch (v->state) {
 	case V_IDLE:
 		if (v->rank != 0) {
-			if (v->ended || !test(&v->req_r))
-				return 0;
+			if (v->ended || !test(v, &v->req_r, &err))
+				return err;
 			*busy = true;
 			if (v->req.cmd == CMD_END) {
 				v->ended = true;
@@ -724,29 +959,36 @@ int vccp_progress(struct vccp *v, bool *busy)
 		settle_vm(v);
 		*busy = true;
 		return 0;
-	case V_SETTLE:
-		if (fabric_vm_unread(v->fab) > 0 && vc_mono_s() < v->settle_until)
+	case V_SETTLE: {
+		int unread = v->fab->unread(v->fab_ctx);
+		if (unread > 0 && vc_mono_s() < v->settle_until)
 			return 0;
-		if (fabric_vm_unread(v->fab) > 0)
+		if (unread > 0)
 			pr_info("epoch %llu: %d bytes still unread by QEMU at the pause",
-				(unsigned long long)v->epoch, fabric_vm_unread(v->fab));
+				(unsigned long long)v->epoch, unread);
 		pause_vm(v);
 		*busy = true;
 		return 0;
+	}
+	case V_STOPPING:
+	case V_FINISHING:
+	case V_COMMITTING:
+	case V_CONT:
+		return 0;	/* a reply or a job moves us on */
 	case V_LATEHOLD:
 		if (vc_mono_s() < v->hold_at)
 			return 0;
-		fabric_hold(v->fab, true);
-		fabric_drain_vm(v->fab, true);
+		v->fab->hold(v->fab_ctx, true);
+		v->fab->drain(v->fab_ctx, true);
 		v->state = V_DRAIN;
 		*busy = true;
 		return 0;
 	case V_DRAIN:
 		/* The VM is paused: what it wrote before is on the link. */
-		if (!fabric_vm_link_empty(v->fab))
+		if (!v->fab->link_empty(v->fab_ctx))
 			return 0;
-		fabric_drain_vm(v->fab, false);
-		if (fabric_send_marker(v->fab, v->epoch) < 0)
+		v->fab->drain(v->fab_ctx, false);
+		if (v->fab->send_marker(v->fab_ctx, v->epoch) < 0)
 			fail(v, -ENOMEM, "rank %d: cannot queue markers", v->rank);
 		v->state = V_MARKED;
 		*busy = true;
@@ -756,46 +998,38 @@ int vccp_progress(struct vccp *v, bool *busy)
 			return 0;
 		/* Channels empty: the receive queue is complete. */
 		start_save(v);
-		v->state = V_SAVING;
 		*busy = true;
 		return 0;
 	case V_SAVING:
-		if (!poll_save(v))
-			return 0;
-		finish_save(v);
-		*busy = true;
+		*busy = poll_save(v);
 		return 0;
 	case V_REPORT:
-		if (!test(&v->coll))
-			return 0;
+		if (!test(v, &v->coll, &err))
+			return err;
+		*busy = true;
 		if (v->rank == 0)
 			decide(v);
-		MPI_Ibcast(&v->decision, 1, MPI_INT32_T, 0, v->comm, &v->coll);
-		v->state = V_DECIDE;
-		*busy = true;
+		else
+			start_decision(v);
 		return 0;
 	case V_DECIDE:
-		if (!test(&v->coll))
-			return 0;
+		if (!test(v, &v->coll, &err))
+			return err;
 		MPI_Ibarrier(v->comm, &v->coll);
 		v->state = V_BARRIER;
 		*busy = true;
 		return 0;
 	case V_BARRIER:
-		if (!test(&v->coll))
-			return 0;
+		if (!test(v, &v->coll, &err))
+			return err;
 		resume(v);
 		*busy = true;
 		return 0;
 	case V_TIMES:
-		if (!test(&v->coll))
-			return 0;
-		if (v->rank == 0) {
+		if (!test(v, &v->coll, &err))
+			return err;
+		if (v->rank == 0)
 			report_times(v);
-			/* the epoch that just ended was the request's */
-		} else if (v->decision != DECIDE_COMMIT) {
-			/* root removes the directory; our files are gone */
-		}
 		v->state = V_IDLE;
 		v->last_end = vc_mono_s();
 		v->bytes_saved = 0;
@@ -809,15 +1043,16 @@ int vccp_progress(struct vccp *v, bool *busy)
 int vccp_finish(struct vccp *v, int timeout_ms)
 {
 	double deadline = vc_mono_s() + timeout_ms / 1000.0;
+	int err = 0;
 	bool busy;
 
 	/* Let an epoch under way end first (it aborts if a VM has gone). */
 	while (v->state != V_IDLE) {
 		if (vc_mono_s() > deadline)
 			return -ETIMEDOUT;
-		vccp_progress(v, &busy);
-		if (v->fab)
-			fabric_progress(v->fab, &busy);
+		if (vccp_progress(v, &busy) < 0)
+			return -EIO;
+		v->fab->progress(v->fab_ctx);
 	}
 	if (v->rank == 0) {
 		if (!v->ended) {
@@ -826,82 +1061,24 @@ int vccp_finish(struct vccp *v, int timeout_ms)
 			v->ended = true;
 		}
 	}
-	while (!test(&v->req_r)) {
-		if (vc_mono_s() > deadline)
-			return -ETIMEDOUT;
-		if (v->fab)
-			fabric_progress(v->fab, &busy);
+	while (!test(v, &v->req_r, &err)) {
+		if (err || vc_mono_s() > deadline)
+			return err ? err : -ETIMEDOUT;
+		v->fab->progress(v->fab_ctx);
 	}
 	if (v->rank != 0 && v->req.cmd == CMD_CHECKPOINT) {
 		/* A request crossed our exit: it cannot be served (the VMs
 		 * are gone); answer it as a failed epoch. */
+		v->req.cmd = 0;
 		begin_epoch(v);
 		return vccp_finish(v, (int)((deadline - vc_mono_s()) * 1000));
 	}
 	v->ended = true;
-	return 0;
-}
-
-/* ---- restore --------------------------------------------------------- */
-
-int vccp_load_vm(struct qmp *q, const char *epoch_dir, int rank, int timeout_ms,
-		 char *why, size_t whylen)
-{
-	char path[PATH_MAX], inner[256];
-	double deadline = vc_mono_s() + timeout_ms / 1000.0;
-	int r;
-
-	snprintf(path, sizeof(path), "%s/rank%d.vmstate", epoch_dir, rank);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		snprintf(why, whylen, "%s: %s", path, strerror(errno));
-		return -errno;
-	}
-	r = qmp_getfd(q, "vccp-load", fd, QMP_TIMEOUT_MS, inner, sizeof(inner));
-	close(fd);
-	if (r == 0)
-		r = qmp_exec(q, "migrate-incoming", json_pack("{s:s}", "uri", "fd:vccp-load"),
-			     NULL, QMP_TIMEOUT_MS, inner, sizeof(inner));
-	if (r < 0) {
-		snprintf(why, whylen, "loading %s: %s", path, inner);
-		return r;
-	}
-	for (;;) {
-		json_t *st;
-		r = qmp_exec(q, "query-migrate", NULL, &st, QMP_TIMEOUT_MS, inner, sizeof(inner));
-		if (r < 0) {
-			snprintf(why, whylen, "loading %s: %s", path, inner);
-			return r;
-		}
-		const char *status = json_string_value(json_object_get(st, "status"));
-		if (status && !strcmp(status, "completed")) {
-			json_decref(st);
-			return 0;
-		}
-		if (status && !strcmp(status, "failed")) {
-			const char *d = json_string_value(json_object_get(st, "error-desc"));
-			snprintf(why, whylen, "QEMU could not load %s: %s", path, d ? d : "failed");
-			json_decref(st);
-			return -EIO;
-		}
-		json_decref(st);
-		if (vc_mono_s() > deadline) {
-			snprintf(why, whylen, "loading %s took longer than %d s", path, timeout_ms / 1000);
+	/* Our file work (an aborted epoch's clean-up) ends before we do. */
+	while (v->jobs) {
+		if (vc_mono_s() > deadline)
 			return -ETIMEDOUT;
-		}
-		struct timespec ts = { 0, 20 * 1000 * 1000 };
-		nanosleep(&ts, NULL);
+		v->fab->progress(v->fab_ctx);
 	}
-}
-
-int vccp_load_rq(const char *epoch_dir, uint64_t epoch, int rank, struct rq **out,
-		 char *why, size_t whylen)
-{
-	char path[PATH_MAX], inner[256];
-
-	snprintf(path, sizeof(path), "%s/rank%d.rq", epoch_dir, rank);
-	int r = rq_load(path, epoch, rank, out, inner, sizeof(inner));
-	if (r < 0)
-		snprintf(why, whylen, "%s: %s", path, inner);
-	return r;
+	return 0;
 }

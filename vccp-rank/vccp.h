@@ -19,7 +19,13 @@
  *      is delivered to each VM before any newer frame.
  *
  * Everything is non-blocking and driven by vccp_progress() from the rank's
- * event loop, so the fabric keeps moving while a checkpoint runs.
+ * event loop, so the fabric keeps moving while a checkpoint runs: QMP
+ * commands are asynchronous (their replies are callbacks from qmp_pump()),
+ * and file work (fsync, CRC32C of whole files, qemu-img, the receive queue
+ * and the manifest) runs on the worker (common/worker.h).
+ *
+ * The fabric is seen only through struct vccp_fabric_ops, given by the
+ * launcher: vccp-rank/ depends on common/ alone, never on the launcher.
  */
 #ifndef VC_VCCP_H
 #define VC_VCCP_H
@@ -30,20 +36,55 @@
 #include <stdint.h>
 
 struct vccp;
-struct fabric;
 struct qmp;
 struct rq;
+struct worker;
+
+/* Called by the fabric for each marker that arrives, in channel order. */
+typedef void (*vccp_marker_cb)(void *vctx, int from_rank, uint64_t epoch);
+
+/* What vccp needs of the frame transport (ctx is the launcher's).  The
+ * promise it relies on: the channel between two ranks is FIFO and reliable,
+ * markers included (vcluster-launch/fabric.h). */
+struct vccp_fabric_ops {
+	/* true: frames arriving for the VM go to the receive queue; false:
+	 * the queue is written to the VM first, then newer frames */
+	void (*hold)(void *ctx, bool hold);
+	/* true: read the (paused) VM's link to the end, past the bounds */
+	void (*drain)(void *ctx, bool drain);
+	/* the last read of the VM link found it empty (or the VM is gone) */
+	bool (*link_empty)(void *ctx);
+	/* bytes written to the VM link that QEMU has not read yet */
+	int (*unread)(void *ctx);
+	/* enqueue a marker to every other rank behind every frame taken from
+	 * the VM so far; 0 or -errno */
+	int (*send_marker)(void *ctx, uint64_t epoch);
+	/* take the receive queue (the fabric goes on with an empty one) */
+	struct rq *(*take_rq)(void *ctx);
+	/* give it back: its frames go before any queued meanwhile */
+	void (*put_rq)(void *ctx, struct rq *q);
+	/* frames in the receive queue now */
+	size_t (*rq_count)(void *ctx);
+	void (*set_marker_cb)(void *ctx, vccp_marker_cb cb, void *vctx);
+	/* One pass of the rank's other work (frames, QMP replies, worker
+	 * completions), sleeping at most 1 ms; vccp_finish() calls it. */
+	void (*progress)(void *ctx);
+};
 
 struct vccp_opts {
 	const char *dir;	/* checkpoint directory (shared storage) */
 	int keep;		/* newest complete checkpoints to keep; 0 = all */
 	int interval_s;		/* rank 0 checkpoints this often; 0 = on request */
-	json_t *config;		/* VM settings a restore needs (borrowed) */
+	json_t *config;		/* VM settings a restore needs (borrowed); only
+				 * the keys of restore_config_keys (restore.h) */
 	int bandwidth_mibs;	/* cap on the VM state save; 0 = none */
 	const char *disk_device;	/* QEMU drive id of the VM's disk, or NULL */
 	const char *disk_active;	/* its active overlay file now */
 	void (*on_resume)(void *ctx);	/* after every cont (may be NULL) */
 	void *ctx;
+	const struct vccp_fabric_ops *fab;	/* the frame transport */
+	void *fab_ctx;
+	struct worker *worker;	/* runs the file work (borrowed) */
 };
 
 /* For tests only: VC_TEST_PAUSE_DELAY_MS=N with VC_TEST_PAUSE_RANK=R makes
@@ -54,9 +95,9 @@ struct vccp_opts {
  * writing frames to its VM's link for N ms after pausing it, so that frames
  * certainly sit inside QEMU at the cut (the case qemu-patches/ covers). */
 
-/* Collective over comm.  NULL with errno. */
-struct vccp *vccp_create(MPI_Comm comm, struct fabric *f,
-			 const struct vccp_opts *o);
+/* Collective over comm.  NULL with errno (EINVAL: config holds a key a
+ * restore would refuse). */
+struct vccp *vccp_create(MPI_Comm comm, const struct vccp_opts *o);
 void vccp_destroy(struct vccp *v);	/* NULL is fine */
 
 /* The VM's QMP connection, NULL once it has gone. */
@@ -75,22 +116,11 @@ bool vccp_active(const struct vccp *v);
 uint64_t vccp_bytes_saved(const struct vccp *v);
 
 /* Collective: no more checkpoints (rank 0 tells the others); returns when
- * every rank knows, or -ETIMEDOUT. */
+ * every rank knows and this rank's file work is done, or -ETIMEDOUT. */
 int vccp_finish(struct vccp *v, int timeout_ms);
 
 /* The last epoch's outcome and timings, for vcluster-ctl status (a new
  * reference, or NULL before the first). */
 json_t *vccp_last_json(const struct vccp *v);
-
-/* Restore: feed rank's saved VM state into a QEMU started with
- * "-incoming defer -S" and wait for it to load (at most timeout_ms).
- * 0 or -errno with the reason in why. */
-int vccp_load_vm(struct qmp *q, const char *epoch_dir, int rank,
-		 int timeout_ms, char *why, size_t whylen);
-
-/* Restore: read rank's receive queue of the epoch.  0 or -errno with the
- * reason (naming the file) in why. */
-int vccp_load_rq(const char *epoch_dir, uint64_t epoch, int rank,
-		 struct rq **out, char *why, size_t whylen);
 
 #endif

@@ -212,6 +212,17 @@ static int add_record(struct fabric *f, struct peer *p, uint8_t type,
 	return 0;
 }
 
+/* One line naming the peer and MPI's reason; -EIO. */
+static int mpi_fault(int peer, const char *what, int rc)
+{
+	char s[MPI_MAX_ERROR_STRING];
+	int len = 0;
+
+	MPI_Error_string(rc, s, &len);
+	pr_err("%s to/from rank %d failed: %s", what, peer, s);
+	return -EIO;
+}
+
 static int post_sends(struct fabric *f, struct peer *p, bool *busy)
 {
 	if (f->quiescing)
@@ -239,7 +250,7 @@ static int post_sends(struct fabric *f, struct peer *p, bool *busy)
 		int r = MPI_Isend(b->buf, (int)b->len, MPI_BYTE, p->rank, TAG_BATCH,
 				  f->comm, &b->req);
 		if (r != MPI_SUCCESS)
-			return -EIO;
+			return mpi_fault(p->rank, "sending a batch", r);
 		p->credits_owed -= give;
 		p->tx_seq++;
 		p->credits--;
@@ -268,9 +279,10 @@ retire:
 	    (p->credits_owed >= FABRIC_WINDOW / 2 || p->inflight == p->count)) {
 		p->credit_out = p->credits_owed;
 		p->credits_owed = 0;
-		if (MPI_Isend(&p->credit_out, 1, MPI_UINT32_T, p->rank, TAG_CREDIT,
-			      f->comm, &p->credit_out_req) != MPI_SUCCESS)
-			return -EIO;
+		int rc = MPI_Isend(&p->credit_out, 1, MPI_UINT32_T, p->rank, TAG_CREDIT,
+				   f->comm, &p->credit_out_req);
+		if (rc != MPI_SUCCESS)
+			return mpi_fault(p->rank, "returning credits", rc);
 		*busy = true;
 	}
 	if (p->credit_out_req != MPI_REQUEST_NULL) {
@@ -485,7 +497,9 @@ static int progress_rx(struct fabric *f, struct peer *p, bool *busy)
 		if (!s->complete) {
 			int done = 0;
 			MPI_Status st;
-			MPI_Test(&s->req, &done, &st);
+			int rc = MPI_Test(&s->req, &done, &st);
+			if (rc != MPI_SUCCESS)
+				return mpi_fault(p->rank, "receiving a batch", rc);
 			if (!done)
 				break;
 			int count;
@@ -522,9 +536,10 @@ static int progress_rx(struct fabric *f, struct peer *p, bool *busy)
 			break;
 		p->credits += (int)p->credit_in;
 		*busy = true;
-		if (MPI_Irecv(&p->credit_in, 1, MPI_UINT32_T, p->rank, TAG_CREDIT,
-			      f->comm, &p->credit_in_req) != MPI_SUCCESS)
-			return -EIO;
+		int rc = MPI_Irecv(&p->credit_in, 1, MPI_UINT32_T, p->rank, TAG_CREDIT,
+				   f->comm, &p->credit_in_req);
+		if (rc != MPI_SUCCESS)
+			return mpi_fault(p->rank, "receiving credits", rc);
 	}
 	return 0;
 }
@@ -542,6 +557,7 @@ struct fabric *fabric_create(MPI_Comm comm, int vm_fd)
 		return NULL;
 	}
 	MPI_Comm_dup(comm, &f->comm);
+	MPI_Comm_set_errhandler(f->comm, MPI_ERRORS_RETURN);
 	MPI_Comm_rank(f->comm, &f->rank);
 	MPI_Comm_size(f->comm, &f->size);
 	f->st.npeers = f->size;
@@ -738,6 +754,34 @@ void fabric_set_rq(struct fabric *f, struct rq *q)
 	rq_destroy(f->rq);
 	f->rq = q;
 	f->cut_left = rq_count(q);
+}
+
+struct rq *fabric_take_rq(struct fabric *f)
+{
+	struct rq *fresh = rq_create(), *q = f->rq;
+
+	if (!fresh)
+		return NULL;
+	f->rq = fresh;
+	return q;
+}
+
+void fabric_put_rq(struct fabric *f, struct rq *q)
+{
+	const uint8_t *frame;
+	uint16_t len;
+	int from;
+
+	if (!q)
+		return;
+	/* frames queued meanwhile go behind the returned ones */
+	while (rq_peek(f->rq, &from, &frame, &len) == 0) {
+		if (rq_push(q, from, frame, len) < 0)
+			break;	/* out of memory: those few frames are lost */
+		rq_pop(f->rq);
+	}
+	rq_destroy(f->rq);
+	f->rq = q;
 }
 
 int fabric_send_marker(struct fabric *f, uint64_t epoch)

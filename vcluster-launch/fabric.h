@@ -29,7 +29,9 @@
  * Frames that reach a rank whose VM has gone (powered off) are discarded and
  * counted: a switch port with nothing plugged in.
  *
- * Threading: one thread (the rank's event loop) calls everything here.
+ * Threading: one thread (the rank's event loop, vcluster-launch/loop.h)
+ * calls everything here.  vccp-rank/ sees the fabric only through the
+ * launcher's struct vccp_fabric_ops.
  */
 #ifndef VC_FABRIC_H
 #define VC_FABRIC_H
@@ -118,6 +120,11 @@ struct rq *fabric_rq(struct fabric *f);
 int fabric_inject(struct fabric *f, const void *frame, uint16_t len);
 /* Replace the receive queue (restore); the fabric takes ownership. */
 void fabric_set_rq(struct fabric *f, struct rq *q);
+/* Take the receive queue (the caller owns it; the fabric goes on with an
+ * empty one), and give it back: its frames go before any queued since.
+ * NULL when out of memory. */
+struct rq *fabric_take_rq(struct fabric *f);
+void fabric_put_rq(struct fabric *f, struct rq *q);
 
 /* Enqueue a marker for every other rank, behind every frame already taken
  * from the VM.  0 or -errno. */

@@ -3,6 +3,8 @@ LAUNCH_SRCS := vcluster-launch/main.c vcluster-launch/config.c \
 	       vcluster-launch/fabric.c vcluster-launch/vm.c \
 	       vcluster-launch/accel.c vcluster-launch/pin.c vcluster-launch/ctl.c \
 	       vcluster-launch/lifeline.c \
+	       vcluster-launch/loop.c vcluster-launch/ctrlmsg.c vcluster-launch/status.c \
+	       vcluster-launch/setup.c \
 	       $(VCCP_SRCS)
 LAUNCH_LIBS := -lvdeplug -lhwloc $(LDLIBS_COMMON)
 
@@ -17,3 +19,5 @@ $(BIN)/vcluster-ctl: $(call objs,vcluster-launch/vcluster-ctl.c) $(COMMON_LIB)
 all: $(BIN)/vcluster-launch $(BIN)/vcluster-ctl
 
 $(eval $(call unit_test,test_config,tests/unit/test_config.c vcluster-launch/config.c common/jobspec.c common/afile.c,))
+$(eval $(call unit_test,test_loop,tests/unit/test_loop.c vcluster-launch/loop.c common/worker.c,-lpthread))
+$(eval $(call unit_test,test_ctrlmsg,tests/unit/test_ctrlmsg.c vcluster-launch/ctrlmsg.c common/vcfmt.c,-lisal))

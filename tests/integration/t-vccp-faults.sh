@@ -93,6 +93,42 @@ vc_launch 3 "$res" --checkpoint-dir "$ck" --restore latest; rc=$?
 [[ $rc -ne 0 ]] || fail "restored a 2-rank checkpoint with 3 ranks"
 assert_grep 'was taken with 2 ranks; this job has 3' "$res"
 
+# A manifest is data from elsewhere: a config key a checkpoint never writes
+# (here the QEMU binary) refuses the restore, naming the file and the key,
+# and the binary it names never runs.  The forged manifest has a valid CRC.
+cp "$e1/manifest" "$VC_T/manifest.good"
+cat > "$VC_T/evil-qemu" <<SH
+#!/bin/sh
+touch "$VC_T/evil-ran"
+exit 1
+SH
+chmod +x "$VC_T/evil-qemu"
+python3 - "$e1/manifest" "$VC_T/evil-qemu" <<'PY'
+import json, struct, sys
+def crc32c(data, crc=0):
+    crc ^= 0xffffffff
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 & -(crc & 1))
+    return crc ^ 0xffffffff
+path, evil = sys.argv[1], sys.argv[2]
+raw = open(path, "rb").read()
+magic, ver, hlen, blen, flags = struct.unpack(">IHHQI", raw[:20])
+m = json.loads(raw[hlen:hlen + blen])
+m["config"]["qemu"] = evil
+body = json.dumps(m).encode()
+hdr = struct.pack(">IHHQI", magic, ver, hlen, len(body), flags)
+open(path, "wb").write(hdr + struct.pack(">I", crc32c(hdr)) + body + struct.pack(">I", crc32c(body)))
+PY
+"$VC_BIN/vcluster-ckpt" verify "$ck" >/dev/null || fail "the forged manifest does not pass verify (test bug)"
+rm -rf "$VC_T/run"
+vc_launch 2 "$res" --checkpoint-dir "$ck" --restore latest; rc=$?
+[[ $rc -ne 0 ]] || fail "a manifest naming its own QEMU was restored"
+[[ ! -e $VC_T/evil-ran ]] || fail "the restore ran the binary a manifest named"
+assert_grep "epoch-000001/manifest: config key 'qemu' is not one a checkpoint writes" "$res"
+cp "$VC_T/manifest.good" "$e1/manifest"
+
 # The intact checkpoint restores, and the workload counts to the end.
 rm -rf "$VC_T/run"
 vc_launch 2 "$res" --checkpoint-dir "$ck" --restore latest --timeout 200; rc=$?

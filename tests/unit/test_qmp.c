@@ -5,6 +5,7 @@
 #include "qmp.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -67,6 +68,198 @@ static void *peer(void *arg)
 	return NULL;
 }
 
+/* ---- asynchronous commands ------------------------------------------ */
+
+struct result {
+	int calls;
+	int err;
+	char text[256];
+	int order;
+};
+
+static int call_seq;
+
+static void on_reply(void *ctx, int err, json_t *ret, const char *why)
+{
+	struct result *r = ctx;
+	r->calls++;
+	r->err = err;
+	r->order = ++call_seq;
+	if (err)
+		snprintf(r->text, sizeof(r->text), "%s", why);
+	else
+		snprintf(r->text, sizeof(r->text), "%s",
+			 json_string_value(json_object_get(ret, "v")) ?: "");
+}
+
+/* Read one request; return its id, and the descriptor it carried (or -1). */
+static int read_req_fd(int fd, char *id, size_t len)
+{
+	char line[1024];
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} ctl;
+	struct iovec iov = { line, sizeof(line) - 1 };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+			     .msg_controllen = sizeof(ctl.buf) };
+	int got = -1;
+	/* requests are small and sent whole: one recvmsg takes one (the
+	 * client waits for nothing, so read exactly up to the closing brace) */
+	ssize_t n = recvmsg(fd, &mh, MSG_PEEK);
+	CHECK(n > 0);
+	int depth = 0;
+	ssize_t end = 0;
+	for (; end < n; end++) {
+		depth += line[end] == '{';
+		depth -= line[end] == '}';
+		if (depth == 0)
+			break;
+	}
+	iov.iov_len = (size_t)end + 1;
+	mh.msg_controllen = sizeof(ctl.buf);
+	n = recvmsg(fd, &mh, 0);
+	CHECK(n == end + 1);
+	line[n] = '\0';
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+		if (c->cmsg_type == SCM_RIGHTS)
+			memcpy(&got, CMSG_DATA(c), sizeof(int));
+	char *p = strstr(line, "\"id\":\"");
+	CHECK(p);
+	p += 6;
+	snprintf(id, len, "%.*s", (int)(strchr(p, '"') - p), p);
+	return got;
+}
+
+static void *peer_async(void *arg)
+{
+	int lfd = *(int *)arg, fd = accept(lfd, NULL, NULL);
+	char a[64], b[64], c[64], sync[64], g[64], d[64], e[64], buf[512];
+
+	CHECK(fd >= 0);
+	say(fd, "{\"QMP\": {\"version\": {}, \"capabilities\": []}}\r\n");
+	read_id(fd, a, sizeof(a));
+	snprintf(buf, sizeof(buf), "{\"return\": {}, \"id\": \"%s\"}\r\n", a);
+	say(fd, buf);
+	/* two commands answered out of order, an event between */
+	CHECK_EQ(read_req_fd(fd, a, sizeof(a)), -1);
+	CHECK_EQ(read_req_fd(fd, b, sizeof(b)), -1);
+	snprintf(buf, sizeof(buf), "{\"return\": {\"v\": \"B\"}, \"id\": \"%s\"}\r\n", b);
+	say(fd, buf);
+	say(fd, "{\"event\": \"RESUME\", \"timestamp\": {}}\r\n");
+	snprintf(buf, sizeof(buf), "{\"error\": {\"class\": \"GenericError\", \"desc\": \"A failed\"}, \"id\": \"%s\"}\r\n", a);
+	say(fd, buf);
+	/* an asynchronous command, then a blocking one: the reply to the
+	 * first arrives while the blocking call waits */
+	CHECK_EQ(read_req_fd(fd, c, sizeof(c)), -1);
+	CHECK_EQ(read_req_fd(fd, sync, sizeof(sync)), -1);
+	snprintf(buf, sizeof(buf), "{\"return\": {\"v\": \"C\"}, \"id\": \"%s\"}\r\n", c);
+	say(fd, buf);
+	snprintf(buf, sizeof(buf), "{\"return\": {\"v\": \"S\"}, \"id\": \"%s\"}\r\n", sync);
+	say(fd, buf);
+	/* a descriptor travels with an asynchronous getfd */
+	int passed = read_req_fd(fd, g, sizeof(g));
+	CHECK(passed >= 0);
+	CHECK(write(passed, "x", 1) == 1);
+	close(passed);
+	snprintf(buf, sizeof(buf), "{\"return\": {}, \"id\": \"%s\"}\r\n", g);
+	say(fd, buf);
+	/* one never answered (times out), one pending at EOF */
+	read_req_fd(fd, d, sizeof(d));
+	read_req_fd(fd, e, sizeof(e));
+	usleep(300 * 1000);
+	close(fd);
+	return NULL;
+}
+
+static void test_async(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct result ra = { 0 }, rb = { 0 }, rc = { 0 }, rg = { 0 }, rd = { 0 }, re = { 0 };
+	char path[108], why[256];
+	pthread_t th;
+	json_t *reply;
+	int pfd[2];
+
+	snprintf(path, sizeof(path), "/tmp/vc-test-qmpa.%d", (int)getpid());
+	strcpy(sa.sun_path, path);
+	int lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+	CHECK(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+	CHECK(listen(lfd, 1) == 0);
+	pthread_create(&th, NULL, peer_async, &lfd);
+	struct qmp *q = qmp_connect(path, 2000, why, sizeof(why));
+	CHECK(q);
+
+	CHECK_EQ(qmp_exec_async(q, "a", NULL, -1, 2000, on_reply, &ra), 0);
+	CHECK_EQ(qmp_exec_async(q, "b", json_pack("{s:i}", "x", 1), -1, 2000, on_reply, &rb), 0);
+	CHECK_EQ(qmp_pending(q), 2);
+	CHECK_EQ(ra.calls + rb.calls, 0);	/* never from inside the call */
+	while (qmp_pending(q)) {
+		struct pollfd p = { .fd = qmp_fd(q), .events = POLLIN };
+		CHECK(poll(&p, 1, 2000) == 1);
+		CHECK_EQ(qmp_pump(q), 0);
+	}
+	CHECK_EQ(rb.calls, 1);
+	CHECK_EQ(rb.err, 0);
+	CHECK(!strcmp(rb.text, "B"));
+	CHECK_EQ(ra.calls, 1);
+	CHECK_EQ(ra.err, -EIO);
+	CHECK(strstr(ra.text, "A failed"));
+	CHECK(rb.order < ra.order);	/* in the order the replies came */
+	json_t *ev = qmp_next_event(q);
+	CHECK(ev && !strcmp(json_string_value(json_object_get(ev, "event")), "RESUME"));
+	json_decref(ev);
+
+	/* a blocking call keeps an asynchronous reply for the next pump */
+	CHECK_EQ(qmp_exec_async(q, "c", NULL, -1, 2000, on_reply, &rc), 0);
+	CHECK_EQ(qmp_exec(q, "sync", NULL, &reply, 2000, why, sizeof(why)), 0);
+	CHECK(!strcmp(json_string_value(json_object_get(reply, "v")), "S"));
+	json_decref(reply);
+	CHECK_EQ(rc.calls, 0);
+	CHECK_EQ(qmp_pump(q), 0);
+	CHECK_EQ(rc.calls, 1);
+	CHECK(!strcmp(rc.text, "C"));
+
+	/* getfd with a descriptor */
+	CHECK(pipe(pfd) == 0);
+	CHECK_EQ(qmp_exec_async(q, "getfd", json_pack("{s:s}", "fdname", "t"), pfd[1], 2000,
+				on_reply, &rg), 0);
+	close(pfd[1]);
+	while (!rg.calls) {
+		struct pollfd p = { .fd = qmp_fd(q), .events = POLLIN };
+		CHECK(poll(&p, 1, 2000) == 1);
+		qmp_pump(q);
+	}
+	CHECK_EQ(rg.err, 0);
+	char x;
+	CHECK(read(pfd[0], &x, 1) == 1 && x == 'x');	/* the peer wrote through it */
+	close(pfd[0]);
+
+	/* timeout, then EOF */
+	CHECK_EQ(qmp_exec_async(q, "d", NULL, -1, 100, on_reply, &rd), 0);
+	CHECK_EQ(qmp_exec_async(q, "e", NULL, -1, 5000, on_reply, &re), 0);
+	usleep(150 * 1000);
+	CHECK_EQ(qmp_pump(q), 0);
+	CHECK_EQ(rd.calls, 1);
+	CHECK_EQ(rd.err, -ETIMEDOUT);
+	CHECK(strstr(rd.text, "'d'"));
+	CHECK_EQ(re.calls, 0);
+	struct pollfd p = { .fd = qmp_fd(q), .events = POLLIN };
+	CHECK(poll(&p, 1, 2000) == 1);
+	CHECK_EQ(qmp_pump(q), -EPIPE);
+	CHECK_EQ(re.calls, 1);
+	CHECK_EQ(re.err, -EPIPE);
+	CHECK_EQ(qmp_pending(q), 0);
+	CHECK(qmp_exec_async(q, "after", NULL, -1, 100, on_reply, &re) == -EPIPE);
+	CHECK_EQ(re.calls, 1);
+
+	/* close runs what is still pending, with -EPIPE */
+	qmp_close(q);
+	pthread_join(th, NULL);
+	close(lfd);
+	unlink(path);
+}
+
 int main(void)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -103,6 +296,8 @@ int main(void)
 	pthread_join(th, NULL);
 	close(lfd);
 	unlink(sock_path);
+
+	test_async();
 
 	/* Nothing listening: a bounded wait and a message naming the path. */
 	CHECK(qmp_connect("/tmp/vc-test-qmp-none", 200, why, sizeof(why)) == NULL);

@@ -1,0 +1,255 @@
+#define LOG_PREFIX "restore"
+#include "restore.h"
+
+#include "log.h"
+#include "manifest.h"
+#include "qmp.h"
+#include "qmpmig.h"
+#include "rq.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MANIFEST_TEXT_MAX	(1 << 16)
+#define LOAD_POLL_MS		20
+
+/* Written by restore_config_build(), the only keys a restore accepts. */
+const char *const restore_config_keys[] = {
+	"memory", "vcpus", "subnet", "guest-cmd", "append", "kernel", "initrd", "disk", NULL,
+};
+
+struct restore {
+	char dir[PATH_MAX];	/* the epoch directory */
+	uint64_t epoch;
+	json_t *manifest;
+};
+
+static void put(json_t *o, const char *key, const char *val)
+{
+	if (val && val[0])
+		json_object_set_new(o, key, json_string(val));
+}
+
+json_t *restore_config_build(const struct restore_settings *s)
+{
+	json_t *o = json_object();
+
+	put(o, "memory", s->memory);
+	put(o, "vcpus", s->vcpus);
+	put(o, "subnet", s->subnet);
+	/* an empty guest command or append is a setting too */
+	json_object_set_new(o, "guest-cmd", json_string(s->guest_cmd ? s->guest_cmd : ""));
+	json_object_set_new(o, "append", json_string(s->append ? s->append : ""));
+	json_object_set_new(o, "kernel", json_string(s->kernel ? s->kernel : ""));
+	put(o, "initrd", s->initrd);
+	put(o, "disk", s->disk);
+	return o;
+}
+
+static bool allowed(const char *key)
+{
+	for (int i = 0; restore_config_keys[i]; i++)
+		if (!strcmp(key, restore_config_keys[i]))
+			return true;
+	return false;
+}
+
+int restore_config_check(json_t *conf, const char *where, char *why, size_t whylen)
+{
+	const char *key;
+	json_t *val;
+
+	if (!conf)
+		return 0;
+	if (!json_is_object(conf)) {
+		snprintf(why, whylen, "%s: \"config\" is not an object", where);
+		return -EINVAL;
+	}
+	json_object_foreach(conf, key, val) {
+		if (!allowed(key)) {
+			snprintf(why, whylen, "%s: config key '%s' is not one a checkpoint writes; "
+				 "refusing to restore", where, key);
+			return -EINVAL;
+		}
+		if (!json_is_string(val)) {
+			snprintf(why, whylen, "%s: config key '%s' is not a string", where, key);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/* Rank 0: resolve, check, and encode what the others need. */
+static int resolve(const char *dir, const char *which, int nranks, struct restore *r,
+		   char *text, size_t tlen, char *why, size_t whylen)
+{
+	json_t *m = NULL;
+	char where[PATH_MAX + 16];
+	int rc = ckpt_resolve(dir, which, r->dir, sizeof(r->dir), &r->epoch, &m, why, whylen);
+
+	if (rc < 0)
+		return rc;
+	json_int_t n = json_integer_value(json_object_get(m, "nranks"));
+	if (n != nranks) {
+		snprintf(why, whylen, "%s was taken with %lld ranks; this job has %d "
+			 "(restart with mpirun -np %lld)", r->dir, (long long)n, nranks, (long long)n);
+		rc = -EINVAL;
+		goto out;
+	}
+	snprintf(where, sizeof(where), "%s/manifest", r->dir);
+	rc = restore_config_check(json_object_get(m, "config"), where, why, whylen);
+	if (rc < 0)
+		goto out;
+	char *t = json_dumps(m, JSON_COMPACT);
+	if (!t || strlen(t) >= tlen) {
+		snprintf(why, whylen, "%s: too large", where);
+		rc = -E2BIG;
+	} else {
+		strcpy(text, t);
+	}
+	free(t);
+out:
+	json_decref(m);
+	return rc;
+}
+
+/* Every rank learns whether all are fine; the lowest failing one reports. */
+static bool agree(MPI_Comm comm, bool ok, bool *report)
+{
+	int rank, size, mine, first;
+
+	MPI_Comm_rank(comm, &rank);
+	MPI_Comm_size(comm, &size);
+	mine = ok ? size : rank;
+	if (MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm) != MPI_SUCCESS)
+		first = -1;
+	*report = !ok && first == rank;
+	return first == size;
+}
+
+struct restore *restore_prepare(MPI_Comm comm, const char *dir, const char *which,
+				bool *report, char *why, size_t whylen)
+{
+	struct restore *r = calloc(1, sizeof(*r));
+	char *text = calloc(1, MANIFEST_TEXT_MAX);
+	int rank, size, ok = r && text;
+	char where[PATH_MAX + 16];
+
+	*report = false;
+	why[0] = '\0';
+	MPI_Comm_rank(comm, &rank);
+	MPI_Comm_size(comm, &size);
+	if (!ok)
+		snprintf(why, whylen, "restore: out of memory");
+	if (rank == 0 && ok)
+		ok = resolve(dir, which, size, r, text, MANIFEST_TEXT_MAX, why, whylen) == 0;
+	if (!agree(comm, ok, report))
+		goto out_free;
+	if (MPI_Bcast(text, MANIFEST_TEXT_MAX, MPI_CHAR, 0, comm) != MPI_SUCCESS ||
+	    MPI_Bcast(r->dir, sizeof(r->dir), MPI_CHAR, 0, comm) != MPI_SUCCESS ||
+	    MPI_Bcast(&r->epoch, 1, MPI_UINT64_T, 0, comm) != MPI_SUCCESS) {
+		snprintf(why, whylen, "restore: broadcasting the manifest from rank 0 failed");
+		*report = rank == 0;
+		goto out_free;
+	}
+	json_error_t jerr;
+	r->manifest = json_loads(text, 0, &jerr);
+	snprintf(where, sizeof(where), "%s/manifest", r->dir);
+	ok = r->manifest != NULL;
+	if (!ok)
+		snprintf(why, whylen, "%s: %s", where, jerr.text);
+	/* every rank checks the keys itself: it applies them */
+	if (ok)
+		ok = restore_config_check(json_object_get(r->manifest, "config"), where, why,
+					  whylen) == 0;
+	if (ok)
+		ok = ckpt_verify_rank(r->dir, r->manifest, rank, why, whylen) == 0;
+	if (!agree(comm, ok, report))
+		goto out_free;
+	free(text);
+	return r;
+out_free:
+	free(text);
+	restore_destroy(r);
+	return NULL;
+}
+
+void restore_destroy(struct restore *r)
+{
+	if (!r)
+		return;
+	json_decref(r->manifest);
+	free(r);
+}
+
+uint64_t restore_epoch(const struct restore *r)
+{
+	return r->epoch;
+}
+
+const char *restore_dir(const struct restore *r)
+{
+	return r->dir;
+}
+
+json_t *restore_config(const struct restore *r)
+{
+	return json_object_get(r->manifest, "config");
+}
+
+const char *restore_disk(const struct restore *r, int rank, char *buf, size_t len)
+{
+	json_t *ri = json_array_get(json_object_get(r->manifest, "ranks"), (size_t)rank);
+
+	if (!json_object_get(ri, "disk"))
+		return NULL;
+	snprintf(buf, len, "%s/rank%d.disk.qcow2", r->dir, rank);
+	return buf;
+}
+
+int restore_load_vm(const struct restore *r, struct qmp *q, int rank, int timeout_ms,
+		    char *why, size_t whylen)
+{
+	char path[PATH_MAX + 32], inner[400];
+	struct qmpmig_status st;
+	int rc;
+
+	snprintf(path, sizeof(path), "%s/rank%d.vmstate", r->dir, rank);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		rc = -errno;
+		snprintf(why, whylen, "%s: %s", path, strerror(errno));
+		return rc;
+	}
+	rc = qmpmig_incoming_fd(q, "vccp-load", fd, inner, sizeof(inner));
+	close(fd);
+	if (rc < 0) {
+		snprintf(why, whylen, "loading %s: %s", path, inner);
+		return rc;
+	}
+	rc = qmpmig_wait(q, timeout_ms, LOAD_POLL_MS, &st, inner, sizeof(inner));
+	if (rc == -EIO)
+		snprintf(why, whylen, "QEMU could not load %s: %s", path, st.error);
+	else if (rc == -ETIMEDOUT)
+		snprintf(why, whylen, "loading %s took longer than %d s", path, timeout_ms / 1000);
+	else if (rc < 0)
+		snprintf(why, whylen, "loading %s: %s", path, inner);
+	return rc;
+}
+
+int restore_load_rq(const struct restore *r, int rank, struct rq **out, char *why,
+		    size_t whylen)
+{
+	char path[PATH_MAX + 32], inner[256];
+
+	snprintf(path, sizeof(path), "%s/rank%d.rq", r->dir, rank);
+	int rc = rq_load(path, r->epoch, rank, out, inner, sizeof(inner));
+	if (rc < 0)
+		snprintf(why, whylen, "%s: %s", path, inner);
+	return rc;
+}

@@ -1,0 +1,79 @@
+/* restore: restart this rank from a checkpoint, and the VM settings a
+ * checkpoint records.
+ *
+ * A restore takes the VM settings from the manifest (QEMU must rebuild the
+ * same machine).  A manifest is data handed over by someone else: its CRC
+ * is no authentication, so a restore accepts only the keys a checkpoint
+ * writes (restore_config_keys, used by both the writer and the reader),
+ * each a string; any other key refuses the restore with one line naming
+ * the manifest file and the key.  Paths of programs (qemu), of the run and
+ * checkpoint directories and every other launcher option stay the user's.
+ *
+ * Order of a restore: restore_prepare() (collective: rank 0 resolves the
+ * epoch and checks the number of ranks and the keys, every rank checks its
+ * own files), then the launcher applies restore_config() and starts QEMU
+ * with "-incoming defer -S", then restore_load_vm() and restore_load_rq().
+ */
+#ifndef VC_RESTORE_H
+#define VC_RESTORE_H
+
+#include <jansson.h>
+#include <mpi.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct restore;
+struct qmp;
+struct rq;
+
+/* Every key a checkpoint's "config" may hold (NULL-terminated). */
+extern const char *const restore_config_keys[];
+
+/* The VM settings a checkpoint records (strings; NULL or "" left out). */
+struct restore_settings {
+	const char *memory;	/* "512M" */
+	const char *vcpus;	/* "2" */
+	const char *subnet;	/* "10.77.0.0/24" */
+	const char *guest_cmd;
+	const char *append;
+	const char *kernel;	/* absolute paths */
+	const char *initrd;
+	const char *disk;
+};
+
+/* The "config" object of a manifest (a new reference). */
+json_t *restore_config_build(const struct restore_settings *s);
+
+/* 0 when conf (may be NULL) is an object holding only allowed keys with
+ * string values; else -EINVAL and "WHERE: ..." naming the key in why. */
+int restore_config_check(json_t *conf, const char *where, char *why, size_t whylen);
+
+/* Collective over comm: find epoch `which` ("latest" or a number) in dir,
+ * check it was taken with this many ranks and holds only allowed keys (rank
+ * 0), and check this rank's files (sizes and CRC32C).  Returns the restore
+ * on every rank, or NULL on every rank when any failed; then *report is
+ * true on the one rank (the lowest that failed) whose why should be printed. */
+struct restore *restore_prepare(MPI_Comm comm, const char *dir, const char *which,
+				bool *report, char *why, size_t whylen);
+void restore_destroy(struct restore *r);	/* NULL is fine */
+
+uint64_t restore_epoch(const struct restore *r);
+const char *restore_dir(const struct restore *r);	/* the epoch directory */
+/* The checked VM settings (borrowed; keys of restore_config_keys). */
+json_t *restore_config(const struct restore *r);
+/* rank's saved disk image into buf, or NULL when it had none. */
+const char *restore_disk(const struct restore *r, int rank, char *buf, size_t len);
+
+/* Feed rank's saved VM state into a QEMU started with "-incoming defer -S"
+ * and wait for it to load (at most timeout_ms; blocking: this runs before
+ * the event loop).  0 or -errno with the reason in why. */
+int restore_load_vm(const struct restore *r, struct qmp *q, int rank, int timeout_ms,
+		    char *why, size_t whylen);
+
+/* Read rank's receive queue.  0 or -errno with the reason (naming the file)
+ * in why. */
+int restore_load_rq(const struct restore *r, int rank, struct rq **out, char *why,
+		    size_t whylen);
+
+#endif

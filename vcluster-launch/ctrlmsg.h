@@ -1,0 +1,73 @@
+/* ctrlmsg: control messages between the ranks of one launcher job (exits,
+ * aborts, shutdown requests, statistics for rank 0).
+ *
+ * Wire format: CTRLMSG_SIZE bytes, big-endian, one MPI message.
+ *   header (24 bytes)
+ *    0 u32 magic "VCRM"   4 u16 version   6 u16 header length (24)
+ *    8 u32 body length (CTRLMSG_BODY)
+ *   12 u16 type           14 u16 code (enum ctrl_code)
+ *   16 i32 sender's rank  20 u32 CRC32C of the message (this field 0)
+ *   body
+ *    0 i32 status   4 i32 signo   8 i32 vm_state   12 u32 reserved
+ *   16 u64 x 9: frames_from_vm, bytes_from_vm, frames_to_vm, bytes_to_vm,
+ *              frames_flooded, frames_discarded, backpressure_stalls,
+ *              spill_reads, frames_from_rq
+ *   88 u32 rq_frames  92 u32 deliver_queue_bytes  96 u32 deliver_queue_max
+ *  100 i32 npeers    104 u64 peer_queued        112 u64 ckpt_bytes
+ *  120 u16 text length  122 u16 reserved  124 text (CTRLMSG_TEXT bytes)
+ * The reader checks every header field and names the one that is wrong.
+ */
+#ifndef VC_CTRLMSG_H
+#define VC_CTRLMSG_H
+
+#include "fabric.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CTRLMSG_VERSION	1
+#define CTRLMSG_HDR	24
+#define CTRLMSG_TEXT	200
+#define CTRLMSG_BODY	(124 + CTRLMSG_TEXT)
+#define CTRLMSG_SIZE	(CTRLMSG_HDR + CTRLMSG_BODY)
+
+enum ctrl_type {
+	CTRL_EXIT = 1,		/* my VM is gone: status, reason */
+	CTRL_ABORT,		/* stop every VM now: reason, code */
+	CTRL_SHUTDOWN,		/* orderly power-down (to rank 0: please start one) */
+	CTRL_STATS,		/* to rank 0: my counters */
+	CTRL_TYPE_MAX = CTRL_STATS,
+};
+
+/* Why an abort happened, as a field (never parsed out of the text). */
+enum ctrl_code {
+	CTRL_CODE_NONE = 0,
+	CTRL_CODE_TIMEOUT,	/* the run passed --timeout */
+	CTRL_CODE_FAULT,	/* a rank, its VM or the fabric failed */
+	CTRL_CODE_INTERRUPTED,	/* a second signal */
+	CTRL_CODE_MAX = CTRL_CODE_INTERRUPTED,
+};
+
+/* A message as the program sees it. */
+struct ctrlmsg {
+	enum ctrl_type type;
+	enum ctrl_code code;
+	int rank;		/* sender */
+	int status;		/* EXIT: guest status, or -1 fault, -2/-3 stopped */
+	int signo;		/* SHUTDOWN: the signal that asked for it */
+	int vm_state;
+	struct fabric_stats fab;
+	uint64_t peer_queued;	/* batches queued to all peers */
+	uint64_t ckpt_bytes;	/* VM state saved in the running checkpoint */
+	char text[CTRLMSG_TEXT + 1];
+};
+
+/* Encode m into out[CTRLMSG_SIZE]. */
+void ctrlmsg_encode(const struct ctrlmsg *m, uint8_t *out);
+
+/* Decode and check len bytes received from rank `from`.  0, or -EBADMSG
+ * with "FIELD X, expected Y" in why. */
+int ctrlmsg_decode(const uint8_t *in, size_t len, int from, struct ctrlmsg *m,
+		   char *why, size_t whylen);
+
+#endif

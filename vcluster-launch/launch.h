@@ -1,0 +1,85 @@
+/* launch: one rank of vcluster-launch, shared by its parts.
+ *
+ *   main.c    control messages between ranks, vcluster-ctl commands, the
+ *             event loop's callbacks and progress step, the exit status
+ *   setup.c   the set-up phases, in order (each collective: every rank
+ *             checks, the lowest failing rank says why in one line, all
+ *             stop together), and what vccp sees of the fabric
+ * The internal header of the program; no other program includes it.
+ */
+#ifndef VC_LAUNCH_H
+#define VC_LAUNCH_H
+
+#include "config.h"
+#include "ctrlmsg.h"
+#include "firsterr.h"
+#include "status.h"
+
+#include <limits.h>
+#include <mpi.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define TAG_CTRL	201
+#define STATS_PERIOD_MS	1000
+#define QUIESCE_MS	30000
+
+struct ctl;
+struct fabric;
+struct loop;
+struct pin_plan;
+struct restore;
+struct vccp;
+struct vm;
+struct worker;
+
+struct launch {
+	struct vc_config cfg;
+	int rank, size;
+	MPI_Comm ctrl_comm;
+	char run_dir[PATH_MAX];
+	char rank_dir[PATH_MAX];
+	struct vm *vm;
+	struct fabric *fab;
+	struct ctl *ctl;
+	struct pin_plan *pin;
+	struct vccp *vccp;
+	bool vccp_live;		/* the loop drives vccp_progress() */
+	struct restore *restore;
+	struct loop *loop;
+	struct worker *worker;
+	/* what to boot (setup_boot) */
+	char kernel[PATH_MAX], initrd[PATH_MAX], qemu[PATH_MAX];
+	bool patched, kvm;
+	int fab_fd;		/* VM link fd watched by the loop, or -1 */
+	int qmp_fd;		/* QMP fd watched by the loop, or -1 */
+	double last_busy;	/* monotonic: the last pass that moved anything */
+	int run_code;		/* set when the loop stops on a fault */
+	double last_ckpt_log;
+	struct status_rank *ranks;
+	int nexited;
+	uint8_t rx_buf[CTRLMSG_SIZE];
+	MPI_Request rx_req;
+	double start, last_stats;
+	int interrupted;	/* signal that started a shutdown, or 0 */
+	bool timed_out;
+	bool aborting;
+	bool shutting_down;
+	struct firsterr abort;	/* the first abort's reason and code */
+};
+
+/* setup.c: each returns true when every rank may go on. */
+bool all_ok(struct launch *L, bool ok, const char *why);
+bool setup_run_dir(struct launch *L);
+bool setup_restore(struct launch *L);
+bool setup_boot(struct launch *L);
+void setup_pin(struct launch *L);
+bool setup_vm(struct launch *L);
+bool setup_checkpointing(struct launch *L);
+/* Resume a restored cluster together (after the barrier). */
+void setup_resume(struct launch *L);
+
+/* --clock-sync: hand the VM the host's time (also after each resume). */
+void send_clock(void *ctx);
+
+#endif

@@ -1,0 +1,463 @@
+/* The set-up phases of a rank, in the order main() calls them. */
+#define LOG_PREFIX "launch"
+#include "vctime.h"
+#include "launch.h"
+
+#include "accel.h"
+#include "afile.h"
+#include "fabric.h"
+#include "log.h"
+#include "loop.h"
+#include "pin.h"
+#include "qmp.h"
+#include "restore.h"
+#include "rundir.h"
+#include "rq.h"
+#include "vccp.h"
+#include "vcfmt.h"
+#include "vm.h"
+
+#include <errno.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- setup ------------------------------------------------------------- */
+
+/* Every rank checks; the lowest failing rank says why in one line; all
+ * ranks learn whether to go on.  Returns true when all ranks are fine. */
+bool all_ok(struct launch *L, bool ok, const char *why)
+{
+	int mine = ok ? L->size : L->rank, first;
+
+	MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+	if (first == L->size)
+		return true;
+	if (first == L->rank)
+		log_msg(LOG_ERR, LOG_PREFIX, 0, "%s", why);
+	return false;
+}
+
+static void exe_dir(char *out, size_t len)
+{
+	char exe[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n <= 0) {
+		snprintf(out, len, ".");
+		return;
+	}
+	exe[n] = '\0';
+	snprintf(out, len, "%s", dirname(exe));
+}
+
+static int check_readable(const char *what, const char *path, char *why,
+			  size_t whylen)
+{
+	struct stat st;
+	if (stat(path, &st) < 0 || access(path, R_OK) < 0) {
+		snprintf(why, whylen, "%s %s: %s", what, path, strerror(errno));
+		return -errno;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(why, whylen, "%s %s: not a regular file", what, path);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static void choose_run_dir(struct launch *L)
+{
+	char name[PATH_MAX] = "";
+
+	if (L->rank == 0) {
+		if (L->cfg.run_dir[0]) {
+			snprintf(name, sizeof(name), "%s", L->cfg.run_dir);
+		} else if (rundir_new(name, sizeof(name)) < 0) {
+			name[0] = '\0';	/* refused below, naming the problem */
+		}
+	}
+	MPI_Bcast(name, sizeof(name), MPI_CHAR, 0, MPI_COMM_WORLD);
+	snprintf(L->run_dir, sizeof(L->run_dir), "%s", name);
+	snprintf(L->rank_dir, sizeof(L->rank_dir), "%s/rank%d", name, L->rank);
+}
+
+static int local_rank(int *lsize)
+{
+	MPI_Comm node;
+	int lr;
+	MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+	MPI_Comm_rank(node, &lr);
+	MPI_Comm_size(node, lsize);
+	MPI_Comm_free(&node);
+	return lr;
+}
+
+/* Run directory, the rank's log, RUN/../latest. */
+bool setup_run_dir(struct launch *L)
+{
+	struct vc_config *c = &L->cfg;
+	char why[512] = "";
+
+	choose_run_dir(L);
+	char inner[400] = "";
+	int r = L->run_dir[0] ? afile_mkdir_p_why(L->run_dir, 0700, inner, sizeof(inner))
+			      : -ENAMETOOLONG;
+	if (r == 0)
+		r = afile_mkdir_p_why(L->rank_dir, 0700, inner, sizeof(inner));
+	if (r < 0)
+		snprintf(why, sizeof(why), "run directory %s: %s", L->rank_dir,
+			 inner[0] ? inner : strerror(-r));
+	if (!all_ok(L, r == 0, why))
+		return false;
+	char logpath[PATH_MAX + 16];
+	snprintf(logpath, sizeof(logpath), "%s/rank.log", L->rank_dir);
+	log_open_file(logpath, c->verbose ? LOG_DEBUG : LOG_INFO);
+	if (L->rank == 0) {
+		if (!c->run_dir[0] && rundir_set_latest(L->run_dir, why, sizeof(why)) < 0)
+			pr_warn("%s", why);
+		pr_info("virtual cluster of %d VMs; run directory %s", L->size, L->run_dir);
+	}
+	return true;
+}
+
+/* Restart from a checkpoint: rank 0 finds and checks the manifest, every
+ * rank checks its own files, and the VM settings come from the checkpoint
+ * (QEMU must rebuild the same machine; only the keys a checkpoint writes). */
+bool setup_restore(struct launch *L)
+{
+	struct vc_config *c = &L->cfg;
+	char why[512] = "";
+	bool report;
+
+	if (!c->restore[0])
+		return true;
+	L->restore = restore_prepare(MPI_COMM_WORLD, c->checkpoint_dir, c->restore, &report,
+				     why, sizeof(why));
+	if (!L->restore) {
+		if (report)
+			fprintf(stderr, "vcluster-launch: cannot restore: %s\n", why);
+		if (L->rank == 0)
+			pr_err("restore refused; nothing was changed");
+		return false;
+	}
+	json_t *conf = restore_config(L->restore);
+	const char *key;
+	json_t *val;
+	int r = 0;
+	json_object_foreach(conf, key, val) {
+		if (cfg_set(c, key, json_string_value(val), why, sizeof(why)) < 0)
+			r = -EINVAL;
+	}
+	if (!all_ok(L, r == 0, why))
+		return false;
+	if (L->rank == 0)
+		pr_info("restoring epoch %llu from %s",
+			(unsigned long long)restore_epoch(L->restore), restore_dir(L->restore));
+	return true;
+}
+
+/* What to boot, with which QEMU, on KVM or TCG. */
+bool setup_boot(struct launch *L)
+{
+	struct vc_config *c = &L->cfg;
+	char why[512] = "", dir[PATH_MAX];
+	int r = 0;
+
+	exe_dir(dir, sizeof(dir));
+	if (c->kernel[0]) {
+		snprintf(L->kernel, sizeof(L->kernel), "%s", c->kernel);
+		snprintf(L->initrd, sizeof(L->initrd), "%s", c->initrd);
+	} else if (c->disk[0]) {
+		L->kernel[0] = L->initrd[0] = '\0';
+	} else {
+		snprintf(L->kernel, sizeof(L->kernel), "%s/../guest/vmlinuz", dir);
+		snprintf(L->initrd, sizeof(L->initrd), "%s/../guest/initrd.img", dir);
+	}
+	L->patched = false;
+	if (c->qemu[0]) {
+		snprintf(L->qemu, sizeof(L->qemu), "%s", c->qemu);
+	} else {
+		snprintf(L->qemu, sizeof(L->qemu), "%s/../qemu/bin/qemu-system-x86_64", dir);
+		if (access(L->qemu, X_OK) == 0)
+			L->patched = true;
+		else
+			snprintf(L->qemu, sizeof(L->qemu), "qemu-system-x86_64");
+	}
+	if (L->kernel[0])
+		r = check_readable(c->kernel[0] ? "kernel" : "test guest kernel (run 'make guest')",
+				   L->kernel, why, sizeof(why));
+	if (r == 0 && L->initrd[0])
+		r = check_readable("initrd", L->initrd, why, sizeof(why));
+	if (r == 0 && c->disk[0])
+		r = check_readable("disk image", c->disk, why, sizeof(why));
+	if (r == 0 && strchr(L->qemu, '/') && access(L->qemu, X_OK) < 0) {
+		r = -errno;
+		snprintf(why, sizeof(why), "QEMU binary %s: %s", L->qemu, strerror(errno));
+	}
+	if (!all_ok(L, r == 0, why))
+		return false;
+
+	L->kvm = false;
+	if (c->accel != CFG_ACCEL_TCG) {
+		L->kvm = accel_kvm_works(c->kvm_probe_ms, why, sizeof(why));
+		if (!L->kvm && c->accel == CFG_ACCEL_KVM) {
+			char msg[600];
+			snprintf(msg, sizeof(msg), "--accel kvm: KVM does not work here: %s", why);
+			if (!all_ok(L, false, msg))
+				return false;
+		}
+		if (!L->kvm)
+			pr_info("KVM not usable (%s); using TCG", why);
+	}
+	all_ok(L, true, "");
+	pr_info("accelerator: %s", L->kvm ? "KVM" : "TCG");
+	return true;
+}
+
+/* Cores for the rank thread and the vCPUs (hwloc). */
+void setup_pin(struct launch *L)
+{
+	int lsize, lrank = local_rank(&lsize);
+
+	if (L->cfg.pin != CFG_PIN_AUTO)
+		return;
+	L->pin = pin_plan_create(lrank, lsize, L->cfg.vcpus);
+	if (!L->pin) {
+		pr_warn("hwloc could not read the topology; not binding threads");
+		return;
+	}
+	if (pin_plan_shared(L->pin) && lrank == 0)
+		pr_warn("fewer cores than VM threads on this host; sharing them: %s",
+			pin_plan_describe(L->pin));
+	pr_info("binding: %s", pin_plan_describe(L->pin));
+	if (pin_bind_self(L->pin) < 0)
+		pr_warn("could not bind the rank thread");
+}
+
+/* QEMU, the fabric, and on a restore the VM state and receive queue. */
+bool setup_vm(struct launch *L)
+{
+	static char fw[] = "/usr/share/qemu";
+	struct vc_config *c = &L->cfg;
+	char why[512] = "";
+	int r;
+
+	struct vm_spec spec = {
+		.cfg = c, .rank = L->rank, .nranks = L->size, .rank_dir = L->rank_dir,
+		.qemu_bin = L->qemu, .qemu_patched = L->patched,
+		.firmware_dir = L->patched ? fw : NULL, .kvm = L->kvm, .kernel = L->kernel,
+		.initrd = L->initrd, .pin = L->pin, .incoming = L->restore != NULL,
+	};
+	char restore_disk_buf[PATH_MAX + 32];
+	if (L->restore)
+		spec.restore_disk = restore_disk(L->restore, L->rank, restore_disk_buf,
+						 sizeof(restore_disk_buf));
+	int link_fd = -1;
+	L->vm = vm_start(&spec, &link_fd, why, sizeof(why));
+	if (!L->vm) {
+		char msg[600];
+		snprintf(msg, sizeof(msg), "rank %d: %s (see %s/qemu.log)", L->rank, why, L->rank_dir);
+		snprintf(why, sizeof(why), "%s", msg);
+	}
+	if (!all_ok(L, L->vm != NULL, why))
+		return false;
+	if (L->rank == 0)
+		pr_info("QEMU: %s%s", L->qemu, L->patched ? " (patched build)" :
+			" (stock; 'make qemu' builds the patched one)");
+	if (L->pin) {
+		char desc[256];
+		if (vm_pin_vcpus(L->vm, L->pin, desc, sizeof(desc)) == 0)
+			pr_info("vCPU threads bound: %s", desc);
+		else
+			pr_warn("vCPU binding: %s", desc);
+	}
+
+	L->fab = fabric_create(MPI_COMM_WORLD, link_fd);
+	if (!L->fab)
+		snprintf(why, sizeof(why), "rank %d: fabric: %s", L->rank, strerror(errno));
+	if (!all_ok(L, L->fab != NULL, why))
+		return false;
+	if (!L->restore)
+		return true;
+
+	struct rq *rq = NULL;
+	char inner[400];
+	r = restore_load_vm(L->restore, vm_qmp(L->vm), L->rank, 600000, inner, sizeof(inner));
+	if (r == 0)
+		r = restore_load_rq(L->restore, L->rank, &rq, inner, sizeof(inner));
+	snprintf(why, sizeof(why), "rank %d: %s", L->rank, inner);
+	if (!all_ok(L, r == 0, why)) {
+		if (L->rank == 0)
+			pr_err("restore failed; the checkpoint is unchanged");
+		fabric_destroy(L->fab);
+		L->fab = NULL;
+		return false;
+	}
+	pr_info("VM state of epoch %llu loaded; %zu frames in the receive queue",
+		(unsigned long long)restore_epoch(L->restore), rq_count(rq));
+	fabric_set_rq(L->fab, rq);
+	return true;
+}
+
+/* --clock-sync: hand the VM the host's time (see tests/guest/vc-clockd.c). */
+void send_clock(void *ctx)
+{
+	struct launch *L = ctx;
+	uint8_t f[14 + 16];
+	struct timespec ts;
+
+	if (!L->cfg.clock_sync || !L->fab)
+		return;
+	uint8_t dst[6] = { 0x52, 0x54, 0x00, 0x56, (uint8_t)(L->rank >> 8), (uint8_t)L->rank };
+	uint8_t src[6] = { 0x52, 0x54, 0x00, 0x56, 0xff, 0xfe };
+	memcpy(f, dst, 6);
+	memcpy(f + 6, src, 6);
+	f[12] = 0x88;
+	f[13] = 0xb5;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	vcfmt_put_be32(f + 14, 0x5643544du);	/* "VCTM" */
+	vcfmt_put_be32(f + 18, 1);
+	vcfmt_put_be64(f + 22, (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
+	if (fabric_inject(L->fab, f, sizeof(f)) == 0)
+		pr_debug("clock frame sent to the VM");
+}
+
+/* ---- what vccp sees of the fabric (vccp.h) -------------------------- */
+
+static void ops_hold(void *ctx, bool hold)
+{
+	fabric_hold(((struct launch *)ctx)->fab, hold);
+}
+
+static void ops_drain(void *ctx, bool drain)
+{
+	fabric_drain_vm(((struct launch *)ctx)->fab, drain);
+}
+
+static bool ops_link_empty(void *ctx)
+{
+	return fabric_vm_link_empty(((struct launch *)ctx)->fab);
+}
+
+static int ops_unread(void *ctx)
+{
+	return fabric_vm_unread(((struct launch *)ctx)->fab);
+}
+
+static int ops_send_marker(void *ctx, uint64_t epoch)
+{
+	return fabric_send_marker(((struct launch *)ctx)->fab, epoch);
+}
+
+static struct rq *ops_take_rq(void *ctx)
+{
+	return fabric_take_rq(((struct launch *)ctx)->fab);
+}
+
+static void ops_put_rq(void *ctx, struct rq *q)
+{
+	fabric_put_rq(((struct launch *)ctx)->fab, q);
+}
+
+static size_t ops_rq_count(void *ctx)
+{
+	return rq_count(fabric_rq(((struct launch *)ctx)->fab));
+}
+
+static void ops_set_marker_cb(void *ctx, vccp_marker_cb cb, void *vctx)
+{
+	fabric_set_marker_cb(((struct launch *)ctx)->fab, cb, vctx);
+}
+
+/* One pass of the loop without vccp (vccp_finish drives it itself). */
+static void ops_progress(void *ctx)
+{
+	struct launch *L = ctx;
+	loop_run_once(L->loop, 1);
+}
+
+static const struct vccp_fabric_ops vccp_fab_ops = {
+	.hold = ops_hold,
+	.drain = ops_drain,
+	.link_empty = ops_link_empty,
+	.unread = ops_unread,
+	.send_marker = ops_send_marker,
+	.take_rq = ops_take_rq,
+	.put_rq = ops_put_rq,
+	.rq_count = ops_rq_count,
+	.set_marker_cb = ops_set_marker_cb,
+	.progress = ops_progress,
+};
+
+/* The checkpoint protocol, when --checkpoint-dir is given. */
+bool setup_checkpointing(struct launch *L)
+{
+	struct vc_config *c = &L->cfg;
+	char why[512] = "";
+
+	if (!c->checkpoint_dir[0])
+		return true;
+	char kabs[PATH_MAX] = "", iabs[PATH_MAX] = "", net[40], mem[32], vcpus[16];
+	if (L->kernel[0] && !realpath(L->kernel, kabs))
+		snprintf(kabs, sizeof(kabs), "%s", L->kernel);
+	if (L->initrd[0] && !realpath(L->initrd, iabs))
+		snprintf(iabs, sizeof(iabs), "%s", L->initrd);
+	cfg_subnet_str(c, net, sizeof(net));
+	snprintf(mem, sizeof(mem), "%lluM", (unsigned long long)c->memory_mib);
+	snprintf(vcpus, sizeof(vcpus), "%d", c->vcpus);
+	char dabs[PATH_MAX] = "", active[PATH_MAX + 32];
+	if (c->disk[0]) {
+		if (!realpath(c->disk, dabs))
+			snprintf(dabs, sizeof(dabs), "%s", c->disk);
+		snprintf(active, sizeof(active), "%s/disk.qcow2", L->rank_dir);
+	}
+	struct restore_settings rs = {
+		.memory = mem, .vcpus = vcpus, .subnet = net, .guest_cmd = c->guest_cmd,
+		.append = c->append, .kernel = kabs, .initrd = iabs, .disk = dabs,
+	};
+	json_t *conf = restore_config_build(&rs);
+	char inner[400] = "";
+	int r = afile_mkdir_p_why(c->checkpoint_dir, 0700, inner, sizeof(inner));
+	if (r < 0)
+		snprintf(why, sizeof(why), "checkpoint directory %s: %s", c->checkpoint_dir,
+			 inner[0] ? inner : strerror(-r));
+	if (!all_ok(L, r == 0, why)) {
+		json_decref(conf);
+		return false;
+	}
+	struct vccp_opts vo = { .dir = c->checkpoint_dir, .keep = c->keep,
+				.interval_s = c->checkpoint_interval_s, .config = conf,
+				.bandwidth_mibs = c->checkpoint_bandwidth,
+				.disk_device = c->disk[0] ? VM_DISK_ID : NULL,
+				.disk_active = c->disk[0] ? active : NULL,
+				.on_resume = send_clock, .ctx = L,
+				.fab = &vccp_fab_ops, .fab_ctx = L, .worker = L->worker };
+	L->vccp = vccp_create(MPI_COMM_WORLD, &vo);
+	json_decref(conf);
+	if (!L->vccp)
+		snprintf(why, sizeof(why), "rank %d: checkpointing: %s", L->rank, strerror(errno));
+	return all_ok(L, L->vccp != NULL, why);
+}
+
+void setup_resume(struct launch *L)
+{
+	char why[512];
+
+	if (!L->restore) {
+		if (L->rank == 0)
+			pr_info("all %d VMs started; guests run: %s", L->size, L->cfg.guest_cmd);
+		return;
+	}
+	/* Resume together: the guests' clocks stay close (before the loop
+	 * runs, so this one command may wait for its reply). */
+	if (qmp_exec(vm_qmp(L->vm), "cont", NULL, NULL, 10000, why, sizeof(why)) < 0)
+		pr_err("resuming the restored VM: %s", why);
+	send_clock(L);
+	if (L->rank == 0)
+		pr_info("all %d VMs resumed from epoch %llu", L->size,
+			(unsigned long long)restore_epoch(L->restore));
+}
