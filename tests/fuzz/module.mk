@@ -16,7 +16,7 @@ FUZZ_SECONDS     ?= 60
 
 fuzz_srcs_vcfmt        := common/vcfmt.c
 fuzz_srcs_rq           := vccp-rank/rq.c common/vcfmt.c common/afile.c
-fuzz_srcs_manifest     := vccp-rank/manifest.c common/vcfmt.c common/afile.c
+fuzz_srcs_manifest     := vccp-rank/manifest.c common/vcfmt.c common/afile.c common/log.c
 fuzz_srcs_jobspec      := common/jobspec.c common/afile.c
 fuzz_srcs_config       := vcluster-launch/config.c common/jobspec.c common/afile.c
 fuzz_srcs_mstream      := tlm-migrate/mstream.c common/vcfmt.c common/log.c
