@@ -15,7 +15,7 @@ opts=$("$H" up 3 --rate 40mbit --owner $$) || fail "hosts up 3 failed"
 for k in 1 2 3; do
 	[[ $("$H" exec vc-h$k hostname) == vc-h$k ]] || fail "vc-h$k has hostname '$("$H" exec vc-h$k hostname)'"
 	"$H" exec vc-h$k ip -4 -br addr show dev eth0 | grep -q "$net.$k/24" || fail "vc-h$k has no $net.$k/24"
-	grep -qE "^$net\.$k[[:space:]]+vc-h$k # vcluster-test-hosts$" /etc/hosts || fail "no /etc/hosts line for vc-h$k"
+	grep -qE "^${net}\.${k}[[:space:]]+vc-h$k # vcluster-test-hosts$" /etc/hosts || fail "no /etc/hosts line for vc-h$k"
 done
 ip -4 -br addr | grep -q "$net\." && fail "the test subnet leaked into this machine's own network namespace"
 
@@ -55,7 +55,7 @@ out=$("$H" exec vc-h1 timeout 60 mpirun $opts -np 3 hostname | sort | tr '\n' ' 
 
 # kill: every process on a host ends (a crash).
 "$H" exec vc-h2 sleep 300 &
-for i in $(seq 1 50); do [[ -n $(ip netns pids vc-h2) ]] && break; sleep 0.1; done
+for _ in $(seq 1 50); do [[ -n $(ip netns pids vc-h2) ]] && break; sleep 0.1; done
 [[ -n $(ip netns pids vc-h2) ]] || fail "sleep did not start on vc-h2"
 "$H" kill vc-h2 || fail "hosts kill vc-h2 failed"
 [[ -z $(ip netns pids vc-h2) ]] || fail "processes left on vc-h2 after hosts kill"
