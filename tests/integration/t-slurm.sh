@@ -39,7 +39,6 @@ if [[ $VC_HOSTS -eq 1 ]]; then
 	printf '%s\n' 'memory = 256M' 'vcpus = 1' 'guest-cmd = "vcluster-traffic --all --count 3000"' 'timeout = 900' >"$jobspec"
 else
 	N=2 nodes=(node1) hostlist=""
-	on_h1() { "$@"; }
 	jobspec=$VC_ROOT/jobs/slurm-traffic.job
 fi
 peers=$((N - 1))
@@ -148,7 +147,12 @@ AccountingStorageType=accounting_storage/none
 $node_lines
 PartitionName=vc Nodes=$(IFS=,; echo "${nodes[*]}") Default=YES MaxTime=INFINITE State=UP
 EOF
-on_h1 slurmctld -D -i > "$S/slurmctld.out" 2>&1 &
+# Each daemon is started on its own line so that $! is its PID (hosts exec becomes the command).
+if [[ $VC_HOSTS -eq 1 ]]; then
+	"$VC_HOSTS_TOOL" exec vc-h1 slurmctld -D -i > "$S/slurmctld.out" 2>&1 &
+else
+	slurmctld -D -i > "$S/slurmctld.out" 2>&1 &
+fi
 ctld_pid=$!
 for h in "${nodes[@]}"; do
 	mkdir -p "$S/spool/$h"
@@ -292,4 +296,8 @@ echo "ok start 2: restored $e, finished, digests equal the plain run ($(( $(date
 [[ -z $(squeue -h 2>/dev/null) ]] || fail "jobs left in the queue: $(squeue)"
 slurm_stop
 assert_nothing_running
+if [[ $VC_HOSTS -eq 1 ]]; then
+	left=$(for h in "${nodes[@]}"; do ip netns pids "$h"; done)
+	[[ -z $left ]] || { ps -o pid,args -p "$(echo $left | tr ' ' ,)"; fail "processes left on the emulated hosts"; }
+fi
 echo "ok: Slurm daemons stopped, nothing left running"
