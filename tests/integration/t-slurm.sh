@@ -168,11 +168,11 @@ done
 # daemons come up.
 ref=$VC_T/ref
 if [[ $VC_HOSTS -eq 1 ]]; then
-	vc_launch_on "$hostlist" "$ref" --job "$jobspec" --timeout 400
+	vc_launch_on "$hostlist" "$ref" --job "$jobspec" --timeout 900
 else
 	vc_launch 2 "$ref" --job "$jobspec" --timeout 300
 fi ||
-	fail "reference run failed: $(tail -n 5 "$ref")"
+	fail "reference run failed: $(grep -E 'launch:|VCTRAFFIC' "$ref" | tail -n 4)"
 rm -rf "$VC_T/run"
 for (( r = 0; r < N; r++ )); do
 	d=$(grep -oE "VCTRAFFIC rank=$r .*digest=[0-9a-f]+ result=PASS" "$ref" | grep -oE 'digest=[0-9a-f]+')
@@ -189,8 +189,8 @@ job_field() {	# JOB FIELD: one field of scontrol show job
 	scontrol -o show job "$1" 2>/dev/null | grep -oE "(^| )$2=[^ ]*" | cut -d= -f2
 }
 
-wait_for() {	# SECONDS WHAT COMMAND...: poll COMMAND every 0.25 s
-	local n=$(( $1 * 4 )) what=$2 i
+wait_for() {	# SECONDS WHAT COMMAND...: poll COMMAND every 0.25 s (SECONDS times VC_TEST_TIMEOUT_MULT)
+	local n=$(( $1 * 4 * ${VC_TEST_TIMEOUT_MULT:-1} )) what=$2 i
 	shift 2
 	for (( i = 0; i < n; i++ )); do "$@" && return 0; sleep 0.25; done
 	fail "waited $(( n / 4 )) s in vain for $what"
