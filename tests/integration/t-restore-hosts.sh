@@ -15,7 +15,8 @@ if [[ $VC_HOSTS -eq 0 ]]; then
 	exit 77
 fi
 count=1500
-work="vcluster-traffic --all --count $count"
+# --timeout: the guest's own give-up (default 190 s) must not be tighter than the launcher's on a loaded machine.
+work="vcluster-traffic --all --count $count --timeout 600"
 first=vc-h1,vc-h2,vc-h3
 second=vc-h4,vc-h5,vc-h6
 ck=$VC_T/ckpt   # under /tmp: the hosts share this machine's file system

@@ -36,7 +36,7 @@ if [[ $VC_HOSTS -eq 1 ]]; then
 	net=$(sed -n 's/.*btl_tcp_if_include \([^ ]*\).*/\1/p' "$VC_T/hosts.opts")
 	export OMPI_MCA_btl=tcp,self OMPI_MCA_pml=ob1 OMPI_MCA_btl_tcp_if_include=$net OMPI_MCA_oob_tcp_if_include=$net
 	jobspec=$VC_T/traffic.job
-	printf '%s\n' 'memory = 256M' 'vcpus = 1' 'guest-cmd = "vcluster-traffic --all --count 3000"' 'timeout = 900' >"$jobspec"
+	printf '%s\n' 'memory = 256M' 'vcpus = 1' 'guest-cmd = "vcluster-traffic --all --count 3000 --timeout 900"' 'timeout = 900' >"$jobspec"
 else
 	N=2 nodes=(node1) hostlist=""
 	jobspec=$VC_ROOT/jobs/slurm-traffic.job
