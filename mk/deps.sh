@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the Debian packages a part of vcluster needs, or say what is missing.
-#   mk/deps.sh GROUP...    groups: core guest qemu-build bench slurm fuzz
+#   mk/deps.sh GROUP...    groups: core qemu-build bench slurm fuzz (default: core)
 # As root, missing packages are installed with apt-get.  Otherwise the one
 # apt-get line needed is printed and the script fails.
 set -euo pipefail
@@ -12,7 +12,8 @@ pkgs_for() {
 		    libjansson-dev libisal-dev busybox-static cpio xz-utils \
 		    zstd iproute2 procps psmisc kmod bc binutils python3 ;;
 	qemu-build) echo dpkg-dev patch git gcc pkg-config python3 ninja-build meson \
-		    libglib2.0-dev libpixman-1-dev zlib1g-dev libvdeplug-dev libslirp-dev ;;
+		    libglib2.0-dev libpixman-1-dev zlib1g-dev libvdeplug-dev libslirp-dev \
+		    libfdt-dev ;;
 	bench) echo gnuplot-nox iproute2 ;;
 	slurm) echo slurm-wlm munge ;;
 	fuzz)  echo clang libclang-rt-dev ;;	# libFuzzer (make fuzz)
