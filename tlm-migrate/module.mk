@@ -1,6 +1,7 @@
 # tlm-migrate/: live migration.  mstream is the parallel-streams transport
 # (TCP or N files) the TLM engine sits on.
-MSTREAM_SRCS := tlm-migrate/mstream.c
+MSTREAM_SRCS := tlm-migrate/mstream.c tlm-migrate/ms_wire.c tlm-migrate/ms_tcp.c \
+		tlm-migrate/ms_file.c tlm-migrate/ms_addr.c
 MSTREAM_LIB  := $(BUILD)/lib/libmstream.a
 
 $(MSTREAM_LIB): $(call objs,$(MSTREAM_SRCS))
@@ -11,7 +12,7 @@ all: $(MSTREAM_LIB)
 
 # Every mstream test links the library source, its two common helpers and
 # ISA-L (CRC32C); one program per behaviour group, so a hang names itself.
-MSTREAM_TEST_DEPS := tlm-migrate/mstream.c common/vcfmt.c common/log.c
+MSTREAM_TEST_DEPS := $(MSTREAM_SRCS) common/vcfmt.c common/log.c
 MSTREAM_TEST_LIBS := -lisal -lpthread
 $(foreach t,addr tcp wire file,$(eval $(call unit_test,test_mstream_$(t),tests/unit/test_mstream_$(t).c $(MSTREAM_TEST_DEPS),$(MSTREAM_TEST_LIBS))))
 $(ASANDIR)/tests/unit/test_mstream_%.o: ALL_CFLAGS += -Itlm-migrate
