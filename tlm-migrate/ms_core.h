@@ -23,6 +23,14 @@
 #define MS_DEF_IO_TIMEOUT_MS	30000
 #define MS_CONNECT_RETRY_MS	20	/* pause between refused connects */
 #define MS_MAX_PENDING		(2 * MSTREAM_MAX_STREAMS)	/* unhelloed conns */
+#define MS_DEF_HELLO_TIMEOUT_MS	5000	/* per connection, for its hello */
+#define MS_PENDING_PER_SOURCE	(MSTREAM_MAX_STREAMS / 4)	/* beyond the
+					 * streams still to map, per address */
+#define MS_LOG_DROPS		8	/* dropped connections logged one by one */
+#define MS_SECRET_MIN		16	/* bytes */
+#define MS_SECRET_MAX		256
+#define MS_MAC_LEN		32	/* HMAC-SHA256 */
+#define MS_NONCE_LEN		16
 #define MS_ERR_MAX		1024
 
 /* ---- state --------------------------------------------------------------- */
@@ -65,6 +73,10 @@ struct ms_chan {
 	uint64_t seq;		/* next sequence number to write or expect */
 	uint8_t *rbuf;		/* receive buffer, grown up to max_chunk */
 	size_t rcap;
+
+	/* Authenticated streams: set by the open step, then the thread's. */
+	void *mac;		/* gnutls_hmac_hd_t under the stream key, or NULL */
+	uint8_t key[MS_MAC_LEN];	/* the stream key (end acknowledgement) */
 };
 
 enum ms_role { MS_ROLE_NONE, MS_ROLE_SEND, MS_ROLE_RECV };
@@ -83,6 +95,10 @@ struct mstream {
 	int lfd[MSTREAM_MAX_STREAMS];	/* listeners, -1 for duplicates */
 	int lport[MSTREAM_MAX_STREAMS];
 	struct ms_chan *ch;	/* o.nstreams channels */
+	bool auth;		/* a secret was given: wire version 2 */
+	uint8_t *secret;	/* copy of o.secret (o.secret points here) */
+	uint8_t prk[MS_MAC_LEN];	/* HKDF-Extract of the secret */
+	uint8_t khs[MS_MAC_LEN];	/* handshake key */
 
 	pthread_mutex_t lock;
 	/* Under lock. */

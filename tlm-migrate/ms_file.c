@@ -2,6 +2,7 @@
 #define LOG_PREFIX "mstream"
 #include "ms_core.h"
 #include "ms_wire.h"
+#include "ms_auth.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -98,10 +99,13 @@ static int file_recv_finish(struct ms_chan *ch)
 	return 0;
 }
 
+/* A file has no challenge: its stream key is bound to the hello alone. */
+static const uint8_t file_no_chal[MS_CHAL_SIZE];
+
 static int file_create_open(struct mstream *ms, const void *where, int n)
 {
 	const char *const *paths = where;
-	uint8_t hello[MS_HELLO_SIZE];
+	uint8_t hello[MS_HELLO_MAX];
 	struct iovec iov;
 	struct ms_chan *ch;
 	int i, r;
@@ -112,12 +116,16 @@ static int file_create_open(struct mstream *ms, const void *where, int n)
 		if (!ch->name)
 			return ms_fail(ms, -ENOMEM, "out of memory");
 		ch->fd = open(paths[i], O_WRONLY | O_CREAT | O_TRUNC |
-			      O_CLOEXEC, 0600);
+			      O_NOFOLLOW | O_CLOEXEC, 0600);
 		if (ch->fd < 0)
 			return ms_fail_ch(ch, -errno, "create: %s",
 					  strerror(errno));
-		ms_encode_hello(hello, i, n, ms->session);
-		iov = (struct iovec){ hello, sizeof(hello) };
+		r = ms_encode_hello(ms, hello, i, NULL);
+		if (!r && ms->auth)
+			r = ms_auth_stream(ch, file_no_chal, hello);
+		if (r)
+			return ms_fail_ch(ch, r, "hello: %s", strerror(-r));
+		iov = (struct iovec){ hello, ms_hello_size(ms) };
 		r = file_writev(ch->fd, &iov, 1);
 		if (r)
 			return ms_fail_ch(ch, r, "write hello: %s",
@@ -129,25 +137,30 @@ static int file_create_open(struct mstream *ms, const void *where, int n)
 static int file_read_open(struct mstream *ms, const void *where, int n)
 {
 	const char *const *paths = where;
-	uint8_t hello[MS_HELLO_SIZE];
+	uint8_t hello[MS_HELLO_MAX];
+	size_t size = ms_hello_size(ms);
 	char why[256];
 	size_t got;
-	int i, fd, idx, r;
+	int i, fd, idx = -1, r;
 
 	for (i = 0; i < n; i++) {
 		fd = open(paths[i], O_RDONLY | O_CLOEXEC);
 		if (fd < 0)
 			return ms_fail(ms, -errno, "file %s: open: %s",
 				       paths[i], strerror(errno));
-		r = fd_read_full(fd, hello, sizeof(hello), &got);
-		if (!r && got < sizeof(hello)) {
+		r = fd_read_full(fd, hello, size, &got);
+		if (!r && got < size) {
 			snprintf(why, sizeof(why), "truncated hello (%zu of %zu bytes)",
-				 got, sizeof(hello));
+				 got, size);
 			r = -EBADMSG;
 		} else if (r) {
 			snprintf(why, sizeof(why), "read: %s", strerror(-r));
 		} else {
-			idx = ms_check_hello(ms, hello, why, sizeof(why));
+			idx = ms_check_hello_auth(ms, hello, NULL, why,
+						  sizeof(why));
+			if (!idx)
+				idx = ms_check_hello_fields(ms, hello, why,
+							    sizeof(why));
 			if (idx >= 0 && ms->ch[idx].fd >= 0) {
 				snprintf(why, sizeof(why), "holds stream %d, as does %s",
 					 idx, ms->ch[idx].name);
@@ -163,6 +176,12 @@ static int file_read_open(struct mstream *ms, const void *where, int n)
 		ms->ch[idx].name = strdup(paths[i]);
 		if (!ms->ch[idx].name)
 			return ms_fail(ms, -ENOMEM, "out of memory");
+		if (ms->auth) {
+			r = ms_auth_stream(&ms->ch[idx], file_no_chal, hello);
+			if (r)
+				return ms_fail(ms, r, "file %s: stream key: %s",
+					       paths[i], strerror(-r));
+		}
 	}
 	return 0;
 }

@@ -3,6 +3,8 @@
 #define LOG_PREFIX "mstream"
 #include "ms_core.h"
 #include "ms_wire.h"
+#include "ms_auth.h"
+#include "vcfmt.h"
 #include "log.h"
 
 #include <errno.h>
@@ -11,6 +13,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,12 +191,12 @@ static void tcp_abort(struct ms_chan *ch)
 static int tcp_send_finish(struct ms_chan *ch)
 {
 	struct mstream *ms = ch->ms;
-	uint8_t ack[MS_REPLY_SIZE];
+	uint8_t ack[MS_REPLY_MAX];
+	size_t size = ms_reply_size(ms), got;
 	char why[256];
-	size_t got;
 	int r;
 
-	r = tcp_recv(ch, ack, sizeof(ack), &got);
+	r = tcp_recv(ch, ack, size, &got);
 	if (r == -ECANCELED)
 		return r;
 	if (r == -ETIMEDOUT)
@@ -202,10 +205,11 @@ static int tcp_send_finish(struct ms_chan *ch)
 	if (r)
 		return ms_fail_ch(ch, r, "waiting for the end acknowledgement: %s",
 				  strerror(-r));
-	if (got < sizeof(ack))
+	if (got < size)
 		return ms_fail_ch(ch, -EPIPE, "peer closed before acknowledging the end of stream (%zu of %zu bytes)",
-				  got, sizeof(ack));
-	r = ms_check_reply(ms, ack, MS_KIND_ENDACK, ch->idx, why, sizeof(why));
+				  got, size);
+	r = ms_check_reply(ms, ch, ack, MS_KIND_ENDACK, ch->idx, NULL, NULL,
+			   why, sizeof(why));
 	if (r)
 		return ms_fail_ch(ch, r, "%s", why);
 	shutdown(ch->fd, SHUT_RDWR);
@@ -216,12 +220,15 @@ static int tcp_send_finish(struct ms_chan *ch)
 static int tcp_recv_finish(struct ms_chan *ch)
 {
 	struct mstream *ms = ch->ms;
-	uint8_t ack[MS_REPLY_SIZE];
+	uint8_t ack[MS_REPLY_MAX];
 	int r;
 
-	ms_encode_reply(ack, MS_KIND_ENDACK, ch->idx, 0, ms->session,
-			"end of stream received");
-	r = sock_send(ch->fd, ack, sizeof(ack), -1, ms->o.io_timeout_ms,
+	r = ms_encode_reply(ms, ch, ack, MS_KIND_ENDACK, ch->idx, 0,
+			    "end of stream received", NULL, NULL);
+	if (r)
+		return ms_fail_ch(ch, r, "end acknowledgement: %s",
+				  strerror(-r));
+	r = sock_send(ch->fd, ack, ms_reply_size(ms), -1, ms->o.io_timeout_ms,
 		      &ms->exiting);
 	if (r == -ECANCELED)
 		return r;
@@ -319,10 +326,11 @@ static int tcp_connect_open(struct mstream *ms, const void *where, int naddrs)
 {
 	const struct mstream_addr *addrs = where;
 	int64_t deadline = ms_deadline(ms->o.timeout_ms);
-	uint8_t hello[MS_HELLO_SIZE], reply[MS_REPLY_SIZE];
+	uint8_t chal[MS_CHAL_SIZE] = { 0 }, hello[MS_HELLO_MAX];
+	uint8_t reply[MS_REPLY_MAX];
+	size_t hsize = ms_hello_size(ms), rsize = ms_reply_size(ms), got;
 	char name[MSTREAM_HOST_MAX + 16], why[256];
 	struct ms_chan *ch;
-	size_t got;
 	int i, r;
 
 	for (i = 0; i < ms->o.nstreams; i++) {
@@ -336,26 +344,51 @@ static int tcp_connect_open(struct mstream *ms, const void *where, int naddrs)
 		r = tcp_connect_one(ch, a, deadline);
 		if (r)
 			return r;
-		ms_encode_hello(hello, i, ms->o.nstreams, ms->session);
-		r = sock_send(ch->fd, hello, sizeof(hello), deadline, -1, NULL);
+		if (ms->auth) {
+			/* v2: the receiver speaks first, with a fresh nonce
+			 * that our hello's MAC covers. */
+			r = sock_recv(ch->fd, chal, sizeof(chal), &got,
+				      deadline, -1, NULL);
+			if (r == -ETIMEDOUT)
+				return ms_fail_ch(ch, r, "no challenge within %d ms (an unauthenticated receiver? it needs the secret too)",
+						  ms->o.timeout_ms);
+			if (r)
+				return ms_fail_ch(ch, r, "waiting for the challenge: %s",
+						  strerror(-r));
+			if (got < sizeof(chal))
+				return ms_fail_ch(ch, -EPIPE, "peer closed before its challenge (%zu of %zu bytes)",
+						  got, sizeof(chal));
+			r = ms_check_challenge(ms, chal, why, sizeof(why));
+			if (r)
+				return ms_fail_ch(ch, r, "challenge: %s", why);
+		}
+		r = ms_encode_hello(ms, hello, i, chal);
+		if (r)
+			return ms_fail_ch(ch, r, "hello: %s", strerror(-r));
+		r = sock_send(ch->fd, hello, hsize, deadline, -1, NULL);
 		if (r)
 			return ms_fail_ch(ch, r, "sending hello: %s",
 					  strerror(-r));
-		r = sock_recv(ch->fd, reply, sizeof(reply), &got, deadline, -1,
-			      NULL);
+		r = sock_recv(ch->fd, reply, rsize, &got, deadline, -1, NULL);
 		if (r == -ETIMEDOUT)
 			return ms_fail_ch(ch, r, "no hello reply within %d ms",
 					  ms->o.timeout_ms);
 		if (r)
 			return ms_fail_ch(ch, r, "waiting for the hello reply: %s",
 					  strerror(-r));
-		if (got < sizeof(reply))
+		if (got < rsize)
 			return ms_fail_ch(ch, -EPIPE, "peer closed before replying to the hello (%zu of %zu bytes)",
-					  got, sizeof(reply));
-		r = ms_check_reply(ms, reply, MS_KIND_REPLY, i, why,
-				   sizeof(why));
+					  got, rsize);
+		r = ms_check_reply(ms, ch, reply, MS_KIND_REPLY, i, chal, hello,
+				   why, sizeof(why));
 		if (r)
 			return ms_fail_ch(ch, r, "%s", why);
+		if (ms->auth) {
+			r = ms_auth_stream(ch, chal, hello);
+			if (r)
+				return ms_fail_ch(ch, r, "stream key: %s",
+						  strerror(-r));
+		}
 	}
 	return 0;
 }
@@ -414,7 +447,7 @@ int mstream_listen(struct mstream *ms, const struct mstream_addr *addrs,
 		 * window scale is fixed at the handshake, so set them now. */
 		sock_tune(ms, fd, true);
 		if (bind(fd, res->ai_addr, res->ai_addrlen) ||
-		    listen(fd, ms->o.nstreams + 8)) {
+		    listen(fd, SOMAXCONN)) {
 			r = -errno;
 			freeaddrinfo(res);
 			return ms_fail(ms, r, "listen on %s: %s", name,
@@ -454,21 +487,156 @@ void ms_tcp_close_listeners(struct mstream *ms)
 /* A connection accepted but not yet mapped: its hello is still arriving. */
 struct ms_pending {
 	int fd;
-	size_t got;
-	uint8_t hello[MS_HELLO_SIZE];
+	size_t got;			/* hello bytes so far */
+	int64_t since;			/* accepted at, ms */
+	uint64_t order;			/* accept order: the oldest goes first */
+	struct sockaddr_storage ss;	/* the peer, for the per-address bound */
+	uint8_t chal[MS_CHAL_SIZE];	/* v2: the challenge it was sent */
+	uint8_t hello[MS_HELLO_MAX];
 	char name[INET6_ADDRSTRLEN + 16];
 };
 
-/* A complete hello arrived on p: map it or refuse it (answering the peer
- * either way).  0 or the recorded error. */
-static int tcp_take_hello(struct mstream *ms, struct ms_pending *p)
+/* The accept step's state; only the controlling thread. */
+struct ms_accept {
+	struct mstream *ms;
+	struct ms_pending *pend;	/* MS_MAX_PENDING slots */
+	int npend;
+	int nmapped;
+	uint64_t next_order;
+	unsigned dropped;		/* connections dropped so far */
+	char last_drop[320];		/* the last one and why */
+};
+
+static bool same_host(const struct sockaddr_storage *a,
+		      const struct sockaddr_storage *b)
 {
-	uint8_t reply[MS_REPLY_SIZE];
+	if (a->ss_family != b->ss_family)
+		return false;
+	if (a->ss_family == AF_INET)
+		return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+		       ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+	if (a->ss_family == AF_INET6)
+		return !memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+			       &((const struct sockaddr_in6 *)b)->sin6_addr,
+			       sizeof(struct in6_addr));
+	return false;
+}
+
+/* Read and discard what fd has received so far (up to 64 KiB). */
+static void tcp_drain(int fd)
+{
+	char scratch[4096];
+
+	for (int i = 0; i < 16; i++)
+		if (recv(fd, scratch, sizeof(scratch), MSG_DONTWAIT) <= 0)
+			break;
+}
+
+/*
+ * Drop pending connection i: not one of our sender's streams (or the
+ * oldest of too many).  With answer, it learns why first (best effort, a
+ * refusal carries no MAC).  Logged one line each, up to MS_LOG_DROPS, then
+ * summed up at the end of the accept.  Never fails the accept.
+ */
+__attribute__((format(printf, 4, 5)))
+static void tcp_drop(struct ms_accept *a, int i, bool answer,
+		     const char *fmt, ...)
+{
+	struct ms_pending *p = &a->pend[i];
+	uint8_t reply[MS_REPLY_MAX];
+	char why[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	if (answer && !ms_encode_reply(a->ms, NULL, reply, MS_KIND_REPLY, 0,
+				       EPROTO, why, NULL, NULL))
+		send(p->fd, reply, ms_reply_size(a->ms),
+		     MSG_NOSIGNAL | MSG_DONTWAIT);
+	/* Whatever else it sent goes unread: take what is there, so that the
+	 * close is a FIN that lets the reply arrive, not a reset. */
+	tcp_drain(p->fd);
+	close(p->fd);
+	a->dropped++;
+	snprintf(a->last_drop, sizeof(a->last_drop), "%s: %s", p->name, why);
+	if (a->dropped <= MS_LOG_DROPS)
+		pr_warn("connection from %s dropped: %s", p->name, why);
+	else if (a->dropped == MS_LOG_DROPS + 1)
+		pr_warn("more connections dropped; counted at the end");
+	a->pend[i] = a->pend[--a->npend];
+}
+
+/* Index of the oldest pending connection (from the same host as ss when
+ * ss is not NULL), or -1. */
+static int tcp_oldest(struct ms_accept *a, const struct sockaddr_storage *ss,
+		      int *count)
+{
+	int i, best = -1;
+
+	*count = 0;
+	for (i = 0; i < a->npend; i++) {
+		if (ss && !same_host(&a->pend[i].ss, ss))
+			continue;
+		(*count)++;
+		if (best < 0 || a->pend[i].order < a->pend[best].order)
+			best = i;
+	}
+	return best;
+}
+
+/*
+ * A new connection: make room (a bound per peer address, so one host's
+ * flood cannot push out another's streams, and one in all; the oldest
+ * waiting goes, since our sender says hello at once), challenge it (v2)
+ * and wait for its hello.
+ */
+static void tcp_new_conn(struct ms_accept *a, int fd,
+			 const struct sockaddr_storage *ss)
+{
+	struct mstream *ms = a->ms;
+	int limit = ms->o.nstreams - a->nmapped + MS_PENDING_PER_SOURCE;
+	struct ms_pending *p;
+	int old, n;
+
+	old = tcp_oldest(a, ss, &n);
+	if (n >= limit)
+		tcp_drop(a, old, false, "more than %d connections waiting from this address: the oldest goes",
+			 limit);
+	else if (a->npend == MS_MAX_PENDING)
+		tcp_drop(a, tcp_oldest(a, NULL, &n), false, "more than %d connections waiting: the oldest goes",
+			 MS_MAX_PENDING);
+	p = &a->pend[a->npend++];
+	memset(p, 0, sizeof(*p));
+	p->fd = fd;
+	p->since = ms_now_ms();
+	p->order = a->next_order++;
+	p->ss = *ss;
+	ms_sockaddr_name(p->name, sizeof(p->name), ss);
+	if (!ms->auth)
+		return;
+	if (ms_encode_challenge(p->chal) ||
+	    send(fd, p->chal, sizeof(p->chal), MSG_NOSIGNAL | MSG_DONTWAIT) !=
+	    (ssize_t)sizeof(p->chal))
+		tcp_drop(a, a->npend - 1, false, "cannot send the challenge: %s",
+			 strerror(errno));
+}
+
+/* An authentic hello arrived on pending connection i: map it and answer
+ * it or, when it does not fit (our own sender, misconfigured), refuse it
+ * and fail the accept.  Either way it leaves the pending set.  0 or the
+ * recorded error. */
+static int tcp_take_hello(struct ms_accept *a, int i)
+{
+	struct mstream *ms = a->ms;
+	struct ms_pending p = a->pend[i];	/* a copy: the slot is reused */
+	uint8_t reply[MS_REPLY_MAX];
 	char why[256];
 	struct ms_chan *ch;
 	int idx, r;
 
-	idx = ms_check_hello(ms, p->hello, why, sizeof(why));
+	a->pend[i] = a->pend[--a->npend];
+	idx = ms_check_hello_fields(ms, p.hello, why, sizeof(why));
 	if (idx >= 0 && ms->ch[idx].fd >= 0) {
 		snprintf(why, sizeof(why), "stream %d already connected from %s",
 			 idx, ms->ch[idx].name);
@@ -476,60 +644,131 @@ static int tcp_take_hello(struct mstream *ms, struct ms_pending *p)
 	}
 	if (idx < 0) {
 		/* Best effort: the peer learns why before we hang up. */
-		ms_encode_reply(reply, MS_KIND_REPLY, 0, EPROTO, ms->session,
-				why);
-		send(p->fd, reply, sizeof(reply), MSG_NOSIGNAL | MSG_DONTWAIT);
-		return ms_fail(ms, -EPROTO, "hello from %s refused: %s",
-			       p->name, why);
+		if (!ms_encode_reply(ms, NULL, reply, MS_KIND_REPLY, 0, EPROTO,
+				     why, NULL, NULL))
+			send(p.fd, reply, ms_reply_size(ms),
+			     MSG_NOSIGNAL | MSG_DONTWAIT);
+		close(p.fd);
+		return ms_fail(ms, -EPROTO, "hello from %s refused: %s", p.name,
+			       why);
 	}
 	ch = &ms->ch[idx];
-	ch->name = strdup(p->name);
+	ch->fd = p.fd;
+	ch->name = strdup(p.name);
 	if (!ch->name)
 		return ms_fail(ms, -ENOMEM, "out of memory");
-	ch->fd = p->fd;
-	p->fd = -1;
 	sock_tune(ms, ch->fd, false);
-	ms_encode_reply(reply, MS_KIND_REPLY, idx, 0, ms->session, "welcome");
-	r = sock_send(ch->fd, reply, sizeof(reply),
+	r = ms->auth ? ms_auth_stream(ch, p.chal, p.hello) : 0;
+	if (!r)
+		r = ms_encode_reply(ms, ch, reply, MS_KIND_REPLY, idx, 0,
+				    "welcome", p.chal, p.hello);
+	if (r)
+		return ms_fail_ch(ch, r, "hello reply: %s", strerror(-r));
+	r = sock_send(ch->fd, reply, ms_reply_size(ms),
 		      ms_deadline(ms->o.timeout_ms), -1, NULL);
 	if (r)
 		return ms_fail_ch(ch, r, "sending the hello reply: %s",
 				  strerror(-r));
+	a->nmapped++;
 	return 0;
+}
+
+/* Read what pending connection i has sent; drop it if that cannot be our
+ * sender's hello.  1 when the hello is complete and authentic (the caller
+ * maps it), 0 to wait, -1 when dropped. */
+static int tcp_read_hello(struct ms_accept *a, int i)
+{
+	struct mstream *ms = a->ms;
+	struct ms_pending *p = &a->pend[i];
+	size_t size = ms_hello_size(ms);
+	size_t want = p->got < MS_PREFIX_SIZE ? MS_PREFIX_SIZE : size;
+	char why[256];
+	ssize_t got;
+
+	got = recv(p->fd, p->hello + p->got, want - p->got, MSG_DONTWAIT);
+	if (got < 0 && (errno == EAGAIN || errno == EINTR))
+		return 0;
+	if (got <= 0) {
+		/* Gone before its hello: a probe, not a stream. */
+		tcp_drop(a, i, false, "closed after %zu bytes, before its hello",
+			 p->got);
+		return -1;
+	}
+	p->got += (size_t)got;
+	if (p->got == MS_PREFIX_SIZE &&
+	    ms_check_head(ms, p->hello, size, MS_KIND_HELLO, why, sizeof(why))) {
+		/* Not what we expect at all: no point waiting for more. */
+		tcp_drop(a, i, true, "%s", why);
+		return -1;
+	}
+	if (p->got < size)
+		return 0;
+	if (ms_check_hello_auth(ms, p->hello, p->chal, why, sizeof(why))) {
+		tcp_drop(a, i, true, "%s", why);
+		return -1;
+	}
+	return 1;
 }
 
 static int tcp_accept_open(struct mstream *ms, const void *where, int n)
 {
-	int64_t deadline = ms_deadline(ms->o.timeout_ms);
+	int64_t deadline = ms_deadline(ms->o.timeout_ms), now, first;
 	struct pollfd pfd[MSTREAM_MAX_STREAMS + MS_MAX_PENDING];
-	struct ms_pending *pend, *p;
+	struct ms_accept a = { .ms = ms };
 	struct sockaddr_storage ss;
-	int npend = 0, nmapped = 0, nfds, nl, i, r = 0, fd;
+	int nfds, nl, i, r = 0, fd, tmo;
 	socklen_t sl;
-	ssize_t got;
 
-	pend = calloc(MS_MAX_PENDING, sizeof(*pend));
-	if (!pend)
+	a.pend = calloc(MS_MAX_PENDING, sizeof(*a.pend));
+	if (!a.pend)
 		return ms_fail(ms, -ENOMEM, "out of memory");
-	while (nmapped < ms->o.nstreams) {
+	while (a.nmapped < ms->o.nstreams) {
 		if (ms_left(deadline) == 0) {
-			r = ms_fail(ms, -ETIMEDOUT, "accept: %d of %d streams connected within %d ms",
-				    nmapped, ms->o.nstreams, ms->o.timeout_ms);
+			r = ms_fail(ms, -ETIMEDOUT, "accept: %d of %d streams connected within %d ms%s%s",
+				    a.nmapped, ms->o.nstreams, ms->o.timeout_ms,
+				    a.dropped ? "; last connection dropped: " : "",
+				    a.dropped ? a.last_drop : "");
 			goto out_close_pending;
 		}
+		/* Silent connections go once their hello is overdue. */
+		now = ms_now_ms();
+		for (i = a.npend - 1; i >= 0; i--)
+			if (now - a.pend[i].since >= ms->o.hello_timeout_ms)
+				tcp_drop(&a, i, true, "no hello within %d ms",
+					 ms->o.hello_timeout_ms);
+		first = -1;
+		for (i = 0; i < a.npend; i++)
+			if (first < 0 || a.pend[i].since < first)
+				first = a.pend[i].since;
+		tmo = ms_left(deadline);
+		if (first >= 0 && (tmo < 0 ||
+				   first + ms->o.hello_timeout_ms - now < tmo))
+			tmo = (int)(first + ms->o.hello_timeout_ms - now);
 		nfds = 0;
 		for (i = 0; i < ms->nlisten; i++)
 			if (ms->lfd[i] >= 0)
 				pfd[nfds++] = (struct pollfd){ ms->lfd[i], POLLIN, 0 };
 		nl = nfds;
-		for (i = 0; i < npend; i++)
-			pfd[nfds++] = (struct pollfd){ pend[i].fd, POLLIN, 0 };
-		if (poll(pfd, (nfds_t)nfds, ms_left(deadline)) < 0) {
+		for (i = 0; i < a.npend; i++)
+			pfd[nfds++] = (struct pollfd){ a.pend[i].fd, POLLIN, 0 };
+		if (poll(pfd, (nfds_t)nfds, tmo) < 0) {
 			if (errno == EINTR)
 				continue;
 			r = ms_fail(ms, -errno, "accept: poll: %s",
 				    strerror(errno));
 			goto out_close_pending;
+		}
+		/* Hello bytes, from the last: removing entry i moves the last
+		 * one (already seen) into its slot, the pfd of the others
+		 * stay where they were. */
+		for (i = a.npend - 1; i >= 0; i--) {
+			if (!pfd[nl + i].revents)
+				continue;
+			if (tcp_read_hello(&a, i) != 1)
+				continue;
+			r = tcp_take_hello(&a, i);
+			if (r)
+				goto out_close_pending;
 		}
 		/* New connections: the first nl entries are listeners. */
 		for (i = 0; i < nl; i++) {
@@ -546,46 +785,16 @@ static int tcp_accept_open(struct mstream *ms, const void *where, int n)
 					    strerror(errno));
 				goto out_close_pending;
 			}
-			if (npend == MS_MAX_PENDING) {
-				close(fd);	/* a flood, not our sender */
-				continue;
-			}
-			p = &pend[npend++];
-			p->fd = fd;
-			p->got = 0;
-			ms_sockaddr_name(p->name, sizeof(p->name), &ss);
-		}
-		/* Hello bytes: try every pending connection, new ones too
-		 * (non-blocking, so an idle one costs one EAGAIN). */
-		for (i = 0; i < npend; i++) {
-			p = &pend[i];
-			got = recv(p->fd, p->hello + p->got,
-				   sizeof(p->hello) - p->got, MSG_DONTWAIT);
-			if (got < 0 && (errno == EAGAIN || errno == EINTR))
-				continue;
-			if (got > 0)
-				p->got += (size_t)got;
-			if (got <= 0) {
-				/* Gone before its hello: a probe, not a
-				 * stream; forget it. */
-				close(p->fd);
-				pend[i--] = pend[--npend];
-				continue;
-			}
-			if (p->got < sizeof(p->hello))
-				continue;
-			r = tcp_take_hello(ms, p);
-			if (r)
-				goto out_close_pending;
-			pend[i--] = pend[--npend];
-			nmapped++;
+			tcp_new_conn(&a, fd, &ss);
 		}
 	}
 out_close_pending:
-	for (i = 0; i < npend; i++)
-		if (pend[i].fd >= 0)
-			close(pend[i].fd);
-	free(pend);
+	if (a.dropped > MS_LOG_DROPS)
+		pr_warn("%u connections dropped in all while accepting (last: %s)",
+			a.dropped, a.last_drop);
+	for (i = 0; i < a.npend; i++)
+		close(a.pend[i].fd);
+	free(a.pend);
 	ms_tcp_close_listeners(ms);
 	return r;
 }

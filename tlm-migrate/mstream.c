@@ -9,6 +9,7 @@
 #define LOG_PREFIX "mstream"
 #include "ms_core.h"
 #include "ms_wire.h"
+#include "ms_auth.h"
 #include "log.h"
 #include "vcfmt.h"
 
@@ -206,25 +207,33 @@ static void ms_thread_exit(struct ms_chan *ch)
  * thread, so N streams checksum in parallel. */
 static int ms_write_chunk(struct ms_chan *ch, const struct ms_out *o)
 {
-	uint8_t hdr[MS_CHUNK_HDR_SIZE], trailer[MS_TRAILER_SIZE];
+	struct mstream *ms = ch->ms;
+	uint8_t hdr[MS_CHUNK_HDR_SIZE], trailer[MS_TRAILER_MAX];
 	struct iovec iov[3];
 	uint32_t crc;
 	int r;
 
-	ms_encode_chunk_hdr(hdr, o, ch->seq);
+	ms_encode_chunk_hdr(ms, hdr, o, ch->seq);
 	crc = vcfmt_crc32c(0, hdr, sizeof(hdr));
 	crc = vcfmt_crc32c(crc, o->data, o->len);
 	vcfmt_put_be32(trailer, crc);
+	if (ms->auth) {
+		r = ms_auth_chunk(ch, hdr, o->data, o->len, trailer + 4);
+		if (r)
+			return ms_fail_ch(ch, r, "HMAC of chunk seq %llu: %s",
+					  (unsigned long long)ch->seq,
+					  strerror(-r));
+	}
 	iov[0] = (struct iovec){ hdr, sizeof(hdr) };
 	iov[1] = (struct iovec){ o->data, o->len };
-	iov[2] = (struct iovec){ trailer, sizeof(trailer) };
-	r = ch->ms->ops->send(ch, iov, 3);
-	if (r == -ECANCELED || (r && ms_exiting(ch->ms)))
+	iov[2] = (struct iovec){ trailer, ms_trailer_size(ms) };
+	r = ms->ops->send(ch, iov, 3);
+	if (r == -ECANCELED || (r && ms_exiting(ms)))
 		return r;	/* fallout of a stop: the cause is kept */
 	if (r == -ETIMEDOUT)
 		return ms_fail_ch(ch, r, "send chunk seq %llu: no progress for %d ms",
 				  (unsigned long long)ch->seq,
-				  ch->ms->o.io_timeout_ms);
+				  ms->o.io_timeout_ms);
 	if (r)
 		return ms_fail_ch(ch, r, "send chunk seq %llu: %s",
 				  (unsigned long long)ch->seq, strerror(-r));
@@ -314,7 +323,8 @@ static int ms_read_exact(struct ms_chan *ch, void *buf, size_t len, bool mid,
 static int ms_recv_one(struct ms_chan *ch)
 {
 	struct mstream *ms = ch->ms;
-	uint8_t hdr[MS_CHUNK_HDR_SIZE], trailer[MS_TRAILER_SIZE];
+	uint8_t hdr[MS_CHUNK_HDR_SIZE], trailer[MS_TRAILER_MAX];
+	uint8_t mac[MS_MAC_LEN];
 	unsigned long long seq = (unsigned long long)ch->seq, got_seq;
 	struct mstream_chunk c;
 	unsigned flags;
@@ -326,7 +336,8 @@ static int ms_recv_one(struct ms_chan *ch)
 	r = ms_read_exact(ch, hdr, sizeof(hdr), false, "header");
 	if (r)
 		return r;
-	if (ms_check_prefix(hdr, sizeof(hdr), MS_KIND_CHUNK, why, sizeof(why)))
+	if (ms_check_prefix(ms, hdr, sizeof(hdr), MS_KIND_CHUNK, why,
+			    sizeof(why)))
 		return ms_fail_ch(ch, -EBADMSG, "chunk seq %llu: %s", seq, why);
 	flags = vcfmt_get_be16(hdr + MS_CHUNK_FLAGS);
 	got_seq = (unsigned long long)vcfmt_get_be64(hdr + MS_CHUNK_SEQ);
@@ -355,7 +366,7 @@ static int ms_recv_one(struct ms_chan *ch)
 	r = ms_read_exact(ch, ch->rbuf, len, true, "payload");
 	if (r)
 		return r;
-	r = ms_read_exact(ch, trailer, sizeof(trailer), true, "trailer");
+	r = ms_read_exact(ch, trailer, ms_trailer_size(ms), true, "trailer");
 	if (r)
 		return r;
 	crc = vcfmt_get_be32(trailer);
@@ -363,6 +374,17 @@ static int ms_recv_one(struct ms_chan *ch)
 	if (crc != want)
 		return ms_fail_ch(ch, -EBADMSG, "chunk seq %llu: CRC32C 0x%08x, computed 0x%08x",
 				  seq, crc, want);
+	/* After the CRC: a mismatch here is not noise but a forgery, a
+	 * replay, or a chunk of another stream or connection. */
+	if (ms->auth) {
+		r = ms_auth_chunk(ch, hdr, ch->rbuf, len, mac);
+		if (r)
+			return ms_fail_ch(ch, r, "HMAC of chunk seq %llu: %s",
+					  seq, strerror(-r));
+		if (!ms_auth_equal(mac, trailer + 4))
+			return ms_fail_ch(ch, -EBADMSG, "chunk seq %llu: HMAC does not match (not from the authenticated sender of this stream)",
+					  seq);
+	}
 	ch->seq++;
 	if (flags & MS_F_END)
 		return 1;
@@ -424,7 +446,9 @@ struct mstream *mstream_create(const struct mstream_opts *opts)
 	if (!opts || opts->nstreams < 1 ||
 	    opts->nstreams > MSTREAM_MAX_STREAMS || opts->queue_depth < 0 ||
 	    opts->max_chunk > MSTREAM_CHUNK_LIMIT || opts->timeout_ms < 0 ||
-	    opts->sockbuf < 0) {
+	    opts->sockbuf < 0 || opts->hello_timeout_ms < 0 ||
+	    (opts->secret && (opts->secret_len < MS_SECRET_MIN ||
+			      opts->secret_len > MS_SECRET_MAX))) {
 		errno = EINVAL;
 		return NULL;
 	}
@@ -442,13 +466,25 @@ struct mstream *mstream_create(const struct mstream_opts *opts)
 		ms->o.io_timeout_ms = MS_DEF_IO_TIMEOUT_MS;
 	else if (ms->o.io_timeout_ms < 0)
 		ms->o.io_timeout_ms = -1;
+	if (!ms->o.hello_timeout_ms)
+		ms->o.hello_timeout_ms = MS_DEF_HELLO_TIMEOUT_MS;
+	if (opts->secret) {
+		ms->secret = malloc(opts->secret_len);
+		if (!ms->secret)
+			goto out_free_ms;
+		memcpy(ms->secret, opts->secret, opts->secret_len);
+		ms->o.secret = ms->secret;
+		ms->auth = true;
+		if (ms_auth_init(ms))
+			goto out_free_secret;
+	}
 	for (i = 0; i < MSTREAM_MAX_STREAMS; i++)
 		ms->lfd[i] = -1;
 	atomic_init(&ms->exiting, false);
 
 	ms->ch = calloc((size_t)ms->o.nstreams, sizeof(*ms->ch));
 	if (!ms->ch)
-		goto out_free_ms;
+		goto out_free_secret;
 	for (i = 0; i < ms->o.nstreams; i++) {
 		struct ms_chan *ch = &ms->ch[i];
 
@@ -475,6 +511,12 @@ out_free_rings:
 		free(ms->ch[i].ring);
 	}
 	free(ms->ch);
+out_free_secret:
+	if (ms->secret)
+		explicit_bzero(ms->secret, ms->o.secret_len);
+	free(ms->secret);
+	explicit_bzero(ms->prk, sizeof(ms->prk));
+	explicit_bzero(ms->khs, sizeof(ms->khs));
 out_free_ms:
 	free(ms);
 	errno = ENOMEM;
@@ -513,9 +555,16 @@ void mstream_destroy(struct mstream *ms)
 		free(ch->ring);
 		free(ch->rbuf);
 		free(ch->name);
+		ms_auth_stream_free(ch);
+		explicit_bzero(ch->key, sizeof(ch->key));
 		pthread_cond_destroy(&ch->work);
 	}
 	free(ms->ch);
+	if (ms->secret)
+		explicit_bzero(ms->secret, ms->o.secret_len);
+	free(ms->secret);
+	explicit_bzero(ms->prk, sizeof(ms->prk));
+	explicit_bzero(ms->khs, sizeof(ms->khs));
 	pthread_cond_destroy(&ms->cond);
 	pthread_mutex_destroy(&ms->lock);
 	free(ms);
@@ -710,6 +759,32 @@ int mstream_send(struct mstream *ms, uint32_t type, uint64_t tag,
 		memcpy(copy, buf, len);
 	}
 	return mstream_send_buf(ms, type, tag, copy, len);
+}
+
+int mstream_send_on(struct mstream *ms, int i, uint32_t type, uint64_t tag,
+		    const void *buf, size_t len)
+{
+	struct ms_out out = { .len = (uint32_t)len, .type = type, .tag = tag };
+	int r;
+
+	if (i < 0 || i >= ms->o.nstreams)
+		return -EINVAL;
+	if (len > ms->o.max_chunk)
+		return -EMSGSIZE;
+	if (len) {
+		out.data = malloc(len);
+		if (!out.data)
+			return -ENOMEM;
+		memcpy(out.data, buf, len);
+	}
+	pthread_mutex_lock(&ms->lock);
+	r = ms_check_sending(ms);
+	if (!r)
+		r = ms_enqueue_locked(ms, i, &out);
+	pthread_mutex_unlock(&ms->lock);
+	if (r)
+		free(out.data);
+	return r;
 }
 
 /* Queue a copy on every stream, in index order; lock held. */
