@@ -26,3 +26,7 @@ $(BIN)/tlm-migrate: $(call objs,$(TLM_SRCS)) $(MSTREAM_LIB) $(COMMON_LIB)
 
 all: $(BIN)/tlm-migrate
 $(OBJDIR)/tlm-migrate/%.o: ALL_CFLAGS += -Itlm-migrate
+
+# dirty.c's layout checks against hostile QEMU replies.
+$(eval $(call unit_test,test_tlm_dirty,tests/unit/test_tlm_dirty.c tlm-migrate/dirty.c common/qmp.c common/log.c,-ljansson -lpthread))
+$(ASANDIR)/tests/unit/test_tlm_dirty.o: ALL_CFLAGS += -Itlm-migrate
