@@ -573,7 +573,7 @@ int tlm_migrate(const struct tlm_src_opts *o, struct tlm_src_result *r, char *wh
 	memset(r, 0, sizeof(*r));
 	pthread_mutex_init(&s.lock, NULL);
 	pthread_cond_init(&s.cond, NULL);
-	s.q = qmp_connect(o->qmp_path, 5000, qwhy, sizeof(qwhy));
+	s.q = qmp_connect(o->qmp_path, o->timeout_ms, qwhy, sizeof(qwhy));
 	if (!s.q) {
 		snprintf(why, whylen, "%s: %s", o->qmp_path, qwhy);
 		return -errno;

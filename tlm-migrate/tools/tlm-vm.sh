@@ -41,7 +41,7 @@ tlm_vm_start() {
 		-serial chardev:con0 \
 		-netdev user,id=n0 -device "virtio-net-pci,netdev=n0,mac=$TLM_MAC,romfile=" \
 		-kernel "$TLM_ROOT/build/guest/vmlinuz" -initrd "$TLM_ROOT/build/guest/initrd.img" \
-		-append "console=ttyS0 quiet panic=-1 vc.rank=0 vc.n=1 vc.mac=$TLM_MAC vc.head=0 vc.cmd=$(tlm_hex "$cmd")" \
+		-append "console=ttyS0 quiet panic=-1 no_timer_check vc.rank=0 vc.n=1 vc.mac=$TLM_MAC vc.head=0 vc.cmd=$(tlm_hex "$cmd")" \
 		"${in[@]}" ${TLM_QEMU_EXTRA:-} >"$TLM_DIR/$name.qemu.log" 2>&1 &
 	echo $! >"$TLM_DIR/$name.pid"
 	local i
