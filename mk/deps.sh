@@ -9,7 +9,7 @@ pkgs_for() {
 	case "$1" in
 	core)  echo gcc make pkg-config libc6-dev libopenmpi-dev openmpi-bin \
 		    qemu-system-x86 qemu-utils libvdeplug-dev vde2 libhwloc-dev \
-		    libjansson-dev libisal-dev busybox-static cpio xz-utils \
+		    libjansson-dev libisal-dev libgnutls28-dev busybox-static cpio xz-utils \
 		    zstd iproute2 procps psmisc kmod bc binutils python3 ;;
 	qemu-build) echo dpkg-dev patch git gcc pkg-config python3 ninja-build meson \
 		    libglib2.0-dev libpixman-1-dev zlib1g-dev libvdeplug-dev libslirp-dev \

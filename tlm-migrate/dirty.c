@@ -9,21 +9,26 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/memfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "log.h"
 #include "qmp.h"
+#include "vc_magic.h"
 
-#define DIRTY_MAGIC	0x4c444356u	/* "VCDL" little-endian */
-#define DIRTY_VERSION	1
+#define DIRTY_MAGIC	VC_MAGIC_DIRTYLOG
+#define DIRTY_VERSION	DIRTY_REGION_VERSION
 #define DIRTY_QMP_MS	30000
 #define DIRTY_MAX_BLOCKS 16
+#define DIRTY_HDR_LEN	64
+#define DIRTY_DESC_SIZE	128
+#define DIRTY_FDNAME	"tlm-dirty-log"	/* getfd name in QEMU */
 
 struct dirty {
 	struct qmp *q;			/* borrowed */
-	char path[256];			/* region file */
+	int region_fd;			/* our memfd, shared with QEMU */
 	uint8_t *region;		/* MAP_SHARED mapping of the region */
 	size_t region_size;
 	bool stopped;
@@ -45,45 +50,89 @@ static uint64_t get_le64(const uint8_t *p)
 	return v;
 }
 
-/* Map the region file QEMU wrote and check its header field by field. */
-static int dirty_map_region(struct dirty *d, char *why, size_t whylen)
+int dirty_check_bitmap(uint64_t boff, uint64_t bsize, uint64_t nr_pages,
+		       uint64_t region_size, uint64_t data_start, char *why, size_t whylen)
+{
+	uint64_t need = nr_pages / 64 + (nr_pages % 64 != 0);	/* words */
+
+	if (boff % 8 || bsize % 8) {
+		snprintf(why, whylen, "bitmap at %llu+%llu not 8-byte aligned",
+			 (unsigned long long)boff, (unsigned long long)bsize);
+		return -EPROTO;
+	}
+	if (bsize / 8 < need) {
+		snprintf(why, whylen, "bitmap of %llu bytes for %llu pages",
+			 (unsigned long long)bsize, (unsigned long long)nr_pages);
+		return -EPROTO;
+	}
+	/* boff + bsize <= region_size, written so that nothing wraps. */
+	if (boff < data_start || boff > region_size || bsize > region_size - boff) {
+		snprintf(why, whylen, "bitmap at %llu+%llu outside bytes %llu..%llu of the region",
+			 (unsigned long long)boff, (unsigned long long)bsize,
+			 (unsigned long long)data_start, (unsigned long long)region_size);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+int dirty_check_block(uint64_t length, bool is_reg, uint64_t file_size, char *why,
+		      size_t whylen)
+{
+	if (!is_reg) {
+		snprintf(why, whylen, "its memory is not a regular file or memfd");
+		return -EPROTO;
+	}
+	if (file_size < length) {
+		snprintf(why, whylen, "%llu bytes long, but its memory file has %llu",
+			 (unsigned long long)length, (unsigned long long)file_size);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+/* Map the region QEMU sized and wrote into our memfd, seal its size (QEMU
+ * can no longer shrink it under our mapping), and check the header field
+ * by field against the reply's region-size. */
+static int dirty_map_region(struct dirty *d, uint64_t reply_size, char *why, size_t whylen)
 {
 	struct stat st;
-	int fd = open(d->path, O_RDWR | O_CLOEXEC);
 
-	if (fd < 0) {
-		snprintf(why, whylen, "%s: %s", d->path, strerror(errno));
+	if (fstat(d->region_fd, &st) < 0) {
+		snprintf(why, whylen, "dirty-log region: fstat: %s", strerror(errno));
 		return -errno;
 	}
-	if (fstat(fd, &st) < 0 || st.st_size < 64) {
-		snprintf(why, whylen, "%s: region too small (%lld bytes)", d->path,
-			 (long long)st.st_size);
-		close(fd);
-		return -EBADMSG;
+	if (st.st_size < DIRTY_HDR_LEN || (uint64_t)st.st_size != reply_size) {
+		snprintf(why, whylen, "dirty-log region of %lld bytes, QEMU said %llu",
+			 (long long)st.st_size, (unsigned long long)reply_size);
+		return -EPROTO;
+	}
+	if (fcntl(d->region_fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+		snprintf(why, whylen, "dirty-log region: sealing its size: %s", strerror(errno));
+		return -errno;
 	}
 	d->region_size = (size_t)st.st_size;
-	d->region = mmap(NULL, d->region_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	close(fd);
+	d->region = mmap(NULL, d->region_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+			 d->region_fd, 0);
 	if (d->region == MAP_FAILED) {
 		d->region = NULL;
-		snprintf(why, whylen, "%s: mmap: %s", d->path, strerror(errno));
+		snprintf(why, whylen, "dirty-log region: mmap: %s", strerror(errno));
 		return -errno;
 	}
 	const uint8_t *h = d->region;
 	if (get_le32(h) != DIRTY_MAGIC) {
-		snprintf(why, whylen, "%s: magic 0x%08x, expected 0x%08x", d->path,
+		snprintf(why, whylen, "dirty-log region: magic 0x%08x, expected 0x%08x (VCDL)",
 			 get_le32(h), DIRTY_MAGIC);
 		return -EBADMSG;
 	}
 	if (get_le32(h + 4) != DIRTY_VERSION) {
-		snprintf(why, whylen, "%s: version %u, expected %u", d->path,
+		snprintf(why, whylen, "dirty-log region: version %u, expected %u",
 			 get_le32(h + 4), DIRTY_VERSION);
 		return -EBADMSG;
 	}
-	if (get_le32(h + 8) < 64 || get_le32(h + 16) < 128 ||
+	if (get_le32(h + 8) < DIRTY_HDR_LEN || get_le32(h + 16) < DIRTY_DESC_SIZE ||
 	    get_le32(h + 20) != DIRTY_PAGE_SIZE || get_le64(h + 24) != d->region_size) {
-		snprintf(why, whylen, "%s: bad header (header_len %u, desc_size %u, page_size %u, region_size %llu for a %zu-byte file)",
-			 d->path, get_le32(h + 8), get_le32(h + 16), get_le32(h + 20),
+		snprintf(why, whylen, "dirty-log region: bad header (header_len %u, desc_size %u, page_size %u, region_size %llu for %zu bytes)",
+			 get_le32(h + 8), get_le32(h + 16), get_le32(h + 20),
 			 (unsigned long long)get_le64(h + 24), d->region_size);
 		return -EBADMSG;
 	}
@@ -101,21 +150,25 @@ static int dirty_map_block(struct dirty *d, int pid, json_t *jb, char *why, size
 	uint64_t boff = json_integer_value(json_object_get(jb, "bitmap-offset"));
 	uint64_t bsize = json_integer_value(json_object_get(jb, "bitmap-size"));
 	int qfd = (int)json_integer_value(json_object_get(jb, "fd"));
-	char fdpath[64];
+	const uint8_t *h = d->region;
+	uint64_t data_start = (uint64_t)get_le32(h + 8) +
+			      (uint64_t)get_le32(h + 12) * get_le32(h + 16);
+	char fdpath[64], cwhy[256];
+	struct stat st;
 
 	snprintf(b->name, sizeof(b->name), "%s", name ? name : "?");
-	if (psize != DIRTY_PAGE_SIZE || !length || length % DIRTY_PAGE_SIZE) {
-		snprintf(why, whylen, "block '%s': page size %llu, length %llu (expected 4096 and a multiple of it)",
+	if (psize != DIRTY_PAGE_SIZE || !length || length % DIRTY_PAGE_SIZE ||
+	    length / DIRTY_PAGE_SIZE > UINT32_MAX) {
+		snprintf(why, whylen, "block '%s': page size %llu, length %llu (expected 4096 and a multiple of it, below 16 TiB)",
 			 b->name, (unsigned long long)psize, (unsigned long long)length);
 		return -EPROTO;
 	}
 	b->length = length;
 	b->nr_pages = length / DIRTY_PAGE_SIZE;
 	b->nr_words = (b->nr_pages + 63) / 64;
-	if (boff % 8 || bsize < b->nr_words * 8 || boff + bsize > d->region_size) {
-		snprintf(why, whylen, "block '%s': bitmap at %llu+%llu outside the %zu-byte region",
-			 b->name, (unsigned long long)boff, (unsigned long long)bsize,
-			 d->region_size);
+	if (dirty_check_bitmap(boff, bsize, b->nr_pages, d->region_size, data_start, cwhy,
+			       sizeof(cwhy))) {
+		snprintf(why, whylen, "block '%s': %s", b->name, cwhy);
 		return -EPROTO;
 	}
 	b->bitmap = (uint64_t *)(d->region + boff);
@@ -130,6 +183,14 @@ static int dirty_map_block(struct dirty *d, int pid, json_t *jb, char *why, size
 		snprintf(why, whylen, "block '%s': open %s: %s", b->name, fdpath, strerror(errno));
 		return -errno;
 	}
+	/* Mapping past the end of the file would fault on the first read. */
+	if (fstat(fd, &st) < 0 ||
+	    dirty_check_block(length, S_ISREG(st.st_mode), (uint64_t)st.st_size, cwhy,
+			      sizeof(cwhy))) {
+		close(fd);
+		snprintf(why, whylen, "block '%s' (%s): %s", b->name, fdpath, cwhy);
+		return -EPROTO;
+	}
 	void *m = mmap(NULL, length, PROT_READ, MAP_SHARED, fd, 0);
 	int err = errno;
 	if (m == MAP_FAILED) {
@@ -143,8 +204,7 @@ static int dirty_map_block(struct dirty *d, int pid, json_t *jb, char *why, size
 	return 0;
 }
 
-struct dirty *dirty_start(struct qmp *q, int pid, const char *region_path,
-			  char *why, size_t whylen)
+struct dirty *dirty_start(struct qmp *q, int pid, char *why, size_t whylen)
 {
 	struct dirty *d = calloc(1, sizeof(*d));
 	json_t *reply = NULL;
@@ -157,23 +217,43 @@ struct dirty *dirty_start(struct qmp *q, int pid, const char *region_path,
 		return NULL;
 	}
 	d->q = q;
-	snprintf(d->path, sizeof(d->path), "%s", region_path);
-	err = qmp_exec(q, "x-vc-dirty-log-start", json_pack("{s:s}", "path", region_path),
+	/* A memfd, handed over the QMP socket: no name in a shared directory
+	 * that another user could create first or swap (issue 13). */
+	d->region_fd = memfd_create("tlm-dirty-log", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (d->region_fd < 0) {
+		err = -errno;
+		snprintf(why, whylen, "memfd_create: %s", strerror(errno));
+		free(d);
+		errno = -err;
+		return NULL;
+	}
+	err = qmp_getfd(q, DIRTY_FDNAME, d->region_fd, DIRTY_QMP_MS, qwhy, sizeof(qwhy));
+	if (err) {
+		snprintf(why, whylen, "getfd: %s", err == -EIO ? qwhy : strerror(-err));
+		close(d->region_fd);
+		free(d);
+		errno = -err;
+		return NULL;
+	}
+	err = qmp_exec(q, "x-vc-dirty-log-start", json_pack("{s:s}", "fdname", DIRTY_FDNAME),
 		       &reply, DIRTY_QMP_MS, qwhy, sizeof(qwhy));
 	if (err == -EIO && strstr(qwhy, "CommandNotFound")) {
 		snprintf(why, whylen, "this QEMU has no x-vc-dirty-log-start: run the source VM with the patched QEMU (make qemu; build/qemu/bin/qemu-system-x86_64)");
+		close(d->region_fd);
 		free(d);
 		errno = ENOSYS;
 		return NULL;
 	}
 	if (err) {
 		snprintf(why, whylen, "x-vc-dirty-log-start: %s", err == -EIO ? qwhy : strerror(-err));
+		close(d->region_fd);
 		free(d);
 		errno = -err;
 		return NULL;
 	}
 	d->stopped = false;
-	err = dirty_map_region(d, why, whylen);
+	err = dirty_map_region(d, json_integer_value(json_object_get(reply, "region-size")),
+			       why, whylen);
 	json_t *blocks = json_object_get(reply, "blocks");
 	size_t i;
 	json_t *jb;
@@ -244,7 +324,7 @@ void dirty_destroy(struct dirty *d)
 	}
 	if (d->region)
 		munmap(d->region, d->region_size);
-	unlink(d->path);
+	close(d->region_fd);
 	free(d);
 }
 

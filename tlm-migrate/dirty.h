@@ -1,12 +1,14 @@
 /* dirty: QEMU's per-epoch dirty log, shared through a file (qemu-patches 0002).
  *
- * dirty_start() asks the patched QEMU to track its shared RAM blocks
- * (x-vc-dirty-log-start), maps the region QEMU fills, and maps each tracked
- * block's memory read-only through /proc/QEMU_PID/fd/FD, so the engine reads
- * guest RAM directly.  dirty_sync() closes an epoch (x-vc-dirty-log-sync,
+ * dirty_start() creates the region as a memfd, hands it to the patched QEMU
+ * over the QMP socket (getfd, SCM_RIGHTS) and asks QEMU to track its shared
+ * RAM blocks in it (x-vc-dirty-log-start fdname), seals its size, maps it
+ * and checks its layout; it maps each tracked block's memory read-only
+ * through /proc/QEMU_PID/fd/FD, so the engine reads guest RAM directly.
+ * Nothing has a name another user could take or replace.  dirty_sync() closes an epoch (x-vc-dirty-log-sync,
  * merge mode: QEMU ORs the epoch's pages into the bitmaps and the engine
  * clears what it consumed with dirty_take_word()).  dirty_stop() ends the
- * logging; dirty_destroy() unmaps and removes the region file.
+ * logging; dirty_destroy() unmaps and closes everything.
  *
  * Threads: the QMP handle belongs to whoever calls start/sync/stop, one at a
  * time; dirty_take_word() may run concurrently with nothing but reads.
@@ -22,6 +24,7 @@ struct qmp;
 
 #define DIRTY_PAGE_SIZE	4096u
 #define DIRTY_NAME_MAX	64
+#define DIRTY_REGION_VERSION 1	/* region format (qemu-patches/README.md) */
 
 /* One tracked RAM block. */
 struct dirty_block {
@@ -38,13 +41,27 @@ struct dirty;
 
 /*
  * Start the dirty log of the QEMU behind q (pid: its process id, for
- * /proc/PID/fd) with its region at region_path.  Returns a handle, or NULL
- * with errno set and a reason in why: ENOSYS when QEMU has no
- * x-vc-dirty-log-start (not the patched build), EIO for another QMP error
- * (QEMU's text), or the mapping error.
+ * /proc/PID/fd).  Returns a handle, or NULL with errno set and a reason in
+ * why: ENOSYS when QEMU has no x-vc-dirty-log-start (not the patched
+ * build), EIO for another QMP error (QEMU's text), EPROTO for a layout that
+ * does not fit the region or the block's memory, or the mapping error.
  */
-struct dirty *dirty_start(struct qmp *q, int pid, const char *region_path,
-			  char *why, size_t whylen);
+struct dirty *dirty_start(struct qmp *q, int pid, char *why, size_t whylen);
+
+/*
+ * Whether a block's bitmap as QEMU describes it (byte offset boff, bsize
+ * bytes) lies inside a region of region_size bytes, after its first
+ * data_start bytes (header and descriptors), 8-byte aligned, and holds
+ * nr_pages bits.  Checked without any sum that can wrap: the values come
+ * from QEMU's reply.  0, or -EPROTO with why.
+ */
+int dirty_check_bitmap(uint64_t boff, uint64_t bsize, uint64_t nr_pages,
+		       uint64_t region_size, uint64_t data_start, char *why, size_t whylen);
+
+/* Whether a block of length bytes can be mapped from a memory file of
+ * file_size bytes (regular: is_reg).  0, or -EPROTO with why. */
+int dirty_check_block(uint64_t length, bool is_reg, uint64_t file_size, char *why,
+		      size_t whylen);
 
 /* Close an epoch: QEMU ORs the pages written since the last sync into the
  * bitmaps.  On success returns 0 and the epoch's count of dirty pages in

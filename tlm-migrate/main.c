@@ -9,14 +9,19 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dirty.h"
 #include "log.h"
 #include "mstream.h"
 #include "tlm.h"
+
+#include <gnutls/crypto.h>
+#include <fcntl.h>
 
 static const char usage[] =
 "usage: tlm-migrate --qmp SRC.sock --to HOST:PORT[,HOST:PORT...] [options]\n"
 "       tlm-migrate --recv --listen HOST:PORT[,...] --ram FILE --ram-size SIZE\n"
 "                   [--qmp DST.sock] [options]\n"
+"       tlm-migrate --gen-secret FILE\n"
 "\n"
 "Thread-based live migration (TLM) of a QEMU VM whose RAM is a shared memory\n"
 "backend (memory-backend-memfd or -file, share=on, -machine memory-backend=ID),\n"
@@ -24,7 +29,20 @@ static const char usage[] =
 "A checkpoint thread sends all guest RAM once while a page-saver thread\n"
 "resends, every epoch, the pages the guest dirtied; then the VM is stopped,\n"
 "the last dirty pages are sent, and QEMU's own migration (x-ignore-shared)\n"
-"moves the device state to the destination QEMU.\n"
+"moves the device state, carried on the first stream, to the destination QEMU.\n"
+"\n"
+"Both sides must hold the same secret (at least 16 bytes, as hex), handed\n"
+"over out of band: --secret-file FILE (a regular file of yours, mode 0600,\n"
+"not a symbolic link) or the environment variable TLM_SECRET.  Whoever\n"
+"starts the source makes it (--gen-secret FILE writes 32 random bytes) and\n"
+"gives it to the receiver's side.  Every stream proves it, and every chunk\n"
+"carries an HMAC-SHA256 (mstream wire version 2); connections that do not\n"
+"are dropped and logged, the transfer goes on.\n"
+"\n"
+"Both sides:\n"
+"  --secret-file FILE the shared secret (else $TLM_SECRET)\n"
+"  --session ID       session id (64-bit, decimal or 0x hex) the receiver\n"
+"                     expects in every hello (default: derived from the secret)\n"
 "\n"
 "Source (default):\n"
 "  --qmp PATH         QMP socket of the running source QEMU\n"
@@ -32,8 +50,6 @@ static const char usage[] =
 "  --streams N        parallel TCP streams, 1..64 (default 4)\n"
 "  --epoch-ms MS      page-saver period (default 100)\n"
 "  --chunk-pages N    pages per chunk, 1..1024 (default 64)\n"
-"  --qemu-port P      port of the destination QEMU's migrate-incoming, on the\n"
-"                     host of the first --to entry (default: its port + 100)\n"
 "  --no-zero-skip     send all-zero pages in the full pass too\n"
 "  --timeout S        bound for connecting and for QEMU's migration (default 60)\n"
 "  --quiet            no progress lines\n"
@@ -41,13 +57,15 @@ static const char usage[] =
 "  --listen LIST      addresses to listen on (HOST:PORT[,...]; port 0 ephemeral)\n"
 "  --streams N        must equal the source's (default 4)\n"
 "  --ram FILE         the destination QEMU's RAM file (mem-path of its\n"
-"                     memory-backend-file, share=on): created fresh here, so\n"
-"                     start the destination QEMU after this prints 'listening'\n"
+"                     memory-backend-file, share=on): created fresh here (never\n"
+"                     through a symlink; an existing file must be yours and\n"
+"                     0600), so start the destination QEMU after this prints\n"
+"                     'listening'\n"
 "  --ram-size SIZE    guest RAM size (bytes, or with K/M/G suffix)\n"
 "  --qmp PATH         destination QEMU (started with -incoming defer); it gets\n"
-"                     x-ignore-shared, migrate-incoming tcp:HOST:QEMU_PORT, and\n"
-"                     cont once everything arrived\n"
-"  --qemu-port P      as on the source (default: first listen port + 100)\n"
+"                     x-ignore-shared, the device state through a socket pair\n"
+"                     (getfd, migrate-incoming fd:) and cont once everything\n"
+"                     arrived\n"
 "  --no-resume        leave the destination paused\n"
 "  --verify           checksum guest RAM (CRC32C) before the resume, to compare\n"
 "                     with the source's; it reads all of RAM, so it adds to the\n"
@@ -63,7 +81,8 @@ static const char usage[] =
 "  TLM-RECV-SUMMARY result=ok downtime_s=.. bytes=.. pages_applied=..\n"
 "    pages_older=.. streams=N crc32c=0x.. (or none without --verify)\n"
 "or result=fail with reason=\"...\" (exit status 1; the source VM keeps\n"
-"running).  Exit status 2: bad arguments.\n";
+"running).  Exit status 2: bad arguments.  --version prints the release and\n"
+"every format version spoken.\n";
 
 static int parse_size(const char *s, uint64_t *out)
 {
@@ -95,6 +114,54 @@ static int parse_int(const char *s, int lo, int hi, int *out)
 	return 0;
 }
 
+/* The secret from --secret-file or $TLM_SECRET, and the session id (given,
+ * or derived from the secret so both sides agree without being told).
+ * 0, or 2 after printing why. */
+static int get_secret(const char *file, uint8_t *key, size_t *len, uint64_t *session,
+		      bool session_given)
+{
+	const char *env = getenv("TLM_SECRET");
+	uint8_t digest[32];
+	char err[512];
+
+	if (file) {
+		if (mstream_secret_load(file, key, MSTREAM_SECRET_MAX, len, err, sizeof(err))) {
+			fprintf(stderr, "tlm-migrate: --secret-file %s\n", err);
+			return 2;
+		}
+	} else if (env) {
+		if (mstream_secret_parse(env, key, MSTREAM_SECRET_MAX, len, err, sizeof(err))) {
+			fprintf(stderr, "tlm-migrate: TLM_SECRET: %s\n", err);
+			return 2;
+		}
+	} else {
+		fprintf(stderr, "tlm-migrate: no secret: give --secret-file FILE or set TLM_SECRET (tlm-migrate --gen-secret FILE makes one)\n");
+		return 2;
+	}
+	if (!session_given) {
+		if (gnutls_hmac_fast(GNUTLS_MAC_SHA256, key, *len, "tlm session", 11, digest)) {
+			fprintf(stderr, "tlm-migrate: cannot derive the session id\n");
+			return 2;
+		}
+		*session = 0;
+		for (int i = 0; i < 8; i++)
+			*session = *session << 8 | digest[i];
+		*session |= 1;		/* never 0 ("adopt the first") */
+	}
+	return 0;
+}
+
+static int parse_u64(const char *s, uint64_t *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 0);
+	if (errno || end == s || *end || !v || *s == '-')
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
 static void say_ready(void *arg)
 {
 	const char *what = arg;
@@ -113,7 +180,9 @@ int main(int argc, char **argv)
 	static const struct option lopts[] = {
 		{ "qmp", required_argument, 0, 'q' }, { "to", required_argument, 0, 't' },
 		{ "streams", required_argument, 0, 'n' }, { "epoch-ms", required_argument, 0, 'e' },
-		{ "chunk-pages", required_argument, 0, 'c' }, { "qemu-port", required_argument, 0, 'p' },
+		{ "chunk-pages", required_argument, 0, 'c' },
+		{ "secret-file", required_argument, 0, 'S' }, { "session", required_argument, 0, 'I' },
+		{ "gen-secret", required_argument, 0, 'G' },
 		{ "no-zero-skip", no_argument, 0, 'z' }, { "timeout", required_argument, 0, 'T' },
 		{ "quiet", no_argument, 0, 'Q' }, { "recv", no_argument, 0, 'R' },
 		{ "listen", required_argument, 0, 'l' }, { "ram", required_argument, 0, 'r' },
@@ -122,10 +191,15 @@ int main(int argc, char **argv)
 		{ "help", no_argument, 0, 'h' }, { "version", no_argument, 0, 'V' }, { 0 }
 	};
 	const char *qmp = NULL, *to = NULL, *listen = NULL, *ram = NULL;
-	int streams = 4, epoch_ms = 100, chunk = 64, qport = -1, timeout = 60;
+	const char *secret_file = NULL;
+	int streams = 4, epoch_ms = 100, chunk = 64, timeout = 60;
+	uint64_t session = 0;
+	bool session_given = false;
+	uint8_t key[MSTREAM_SECRET_MAX];
+	size_t key_len = 0;
 	bool recv = false, zero_skip = true, quiet = false, no_resume = false, verify = false;
 	uint64_t ram_size = 0;
-	char err[512], uri[300];
+	char err[512];
 	int c;
 
 	log_init("tlm-migrate", -1);
@@ -137,7 +211,14 @@ int main(int argc, char **argv)
 		case 'n': bad = parse_int(optarg, 1, MSTREAM_MAX_STREAMS, &streams); break;
 		case 'e': bad = parse_int(optarg, 1, 60000, &epoch_ms); break;
 		case 'c': bad = parse_int(optarg, 1, 1024, &chunk); break;
-		case 'p': bad = parse_int(optarg, 1, 65535, &qport); break;
+		case 'S': secret_file = optarg; break;
+		case 'I': bad = parse_u64(optarg, &session); session_given = true; break;
+		case 'G':
+			if (mstream_secret_generate(optarg, err, sizeof(err))) {
+				fprintf(stderr, "tlm-migrate: --gen-secret %s\n", err);
+				return 1;
+			}
+			return 0;
 		case 'T': bad = parse_int(optarg, 1, 86400, &timeout); break;
 		case 'z': zero_skip = false; break;
 		case 'Q': quiet = true; break;
@@ -148,8 +229,15 @@ int main(int argc, char **argv)
 		case 'N': no_resume = true; break;
 		case 'v': verify = true; break;
 		case 'h': fputs(usage, stdout); return 0;
-		case 'V': printf("tlm-migrate %s (TLM wire %d, mstream wire %d)\n", VC_VERSION,
-				 TLM_WIRE_VERSION, MSTREAM_WIRE_VERSION); return 0;
+		case 'V':
+			printf("tlm-migrate %s\n"
+			       "  TLM chunk payloads: version %d\n"
+			       "  mstream hello/chunk wire: version %d (authenticated, used), "
+			       "%d (plain, refused)\n"
+			       "  dirty-log region (qemu-patches 0002): version %d\n",
+			       VC_VERSION, TLM_WIRE_VERSION, MSTREAM_WIRE_VERSION_AUTH,
+			       MSTREAM_WIRE_VERSION, DIRTY_REGION_VERSION);
+			return 0;
 		default: fputs("tlm-migrate: see --help\n", stderr); return 2;
 		}
 		if (bad) {
@@ -159,7 +247,7 @@ int main(int argc, char **argv)
 					name = o->name;
 			fprintf(stderr, "tlm-migrate: bad value \"%s\" for --%s (expected %s)\n",
 				optarg, name, c == 's' ? "a multiple of 4096 bytes, e.g. 256M" :
-				"a number in range, see --help");
+				c == 'I' ? "a non-zero 64-bit number" : "a number in range, see --help");
 			return 2;
 		}
 	}
@@ -183,16 +271,14 @@ int main(int argc, char **argv)
 			fprintf(stderr, "tlm-migrate: --to has %d addresses for %d streams\n", naddrs, streams);
 			return 2;
 		}
-		int p = qport > 0 ? qport : addrs[0].port + 100;
-		if (p > 65535) {
-			fprintf(stderr, "tlm-migrate: no default --qemu-port above %u; give one\n", addrs[0].port);
+		if (get_secret(secret_file, key, &key_len, &session, session_given)) {
+			free(addrs);
 			return 2;
 		}
-		snprintf(uri, sizeof(uri), strchr(addrs[0].host, ':') ? "tcp:[%s]:%d" : "tcp:%s:%d",
-			 addrs[0].host, p);
 		struct tlm_src_opts o = {
 			.qmp_path = qmp, .to = addrs, .nto = naddrs, .nstreams = streams,
-			.epoch_ms = epoch_ms, .chunk_pages = chunk, .qemu_uri = uri,
+			.epoch_ms = epoch_ms, .chunk_pages = chunk,
+			.secret = key, .secret_len = key_len, .session = session,
 			.zero_skip = zero_skip, .quiet = quiet, .timeout_ms = timeout * 1000,
 		};
 		struct tlm_src_result r;
@@ -227,25 +313,25 @@ int main(int argc, char **argv)
 		fprintf(stderr, "tlm-migrate: --listen has %d addresses for %d streams\n", naddrs, streams);
 		return 2;
 	}
-	int p = qport > 0 ? qport : addrs[0].port + 100;
-	if (qmp && (qport <= 0 && (addrs[0].port == 0 || p > 65535))) {
-		fprintf(stderr, "tlm-migrate: give --qemu-port (no default from port %u)\n", addrs[0].port);
+	if (get_secret(secret_file, key, &key_len, &session, session_given)) {
+		free(addrs);
 		return 2;
 	}
-	snprintf(uri, sizeof(uri), strchr(addrs[0].host, ':') ? "tcp:[%s]:%d" : "tcp:%s:%d",
-		 addrs[0].host, p);
-	if (tlm_ram_file_create(ram, ram_size, err, sizeof(err))) {
-		fprintf(stderr, "tlm-migrate: %s\n", err);
+	int ram_fd = tlm_ram_file_create(ram, ram_size, err, sizeof(err));
+	if (ram_fd < 0) {
+		fprintf(stderr, "tlm-migrate: --ram %s\n", err);
 		free(addrs);
 		return 1;
 	}
 	struct tlm_dst_opts o = {
 		.listen = addrs, .nlisten = naddrs, .nstreams = streams, .ram_path = ram,
-		.ram_size = ram_size, .qmp_path = qmp, .qemu_uri = uri,
+		.ram_fd = ram_fd, .ram_size = ram_size, .qmp_path = qmp,
+		.secret = key, .secret_len = key_len, .session = session,
 		.timeout_ms = timeout * 1000, .no_resume = no_resume, .verify = verify,
 	};
 	struct tlm_dst_result r;
 	int rc = tlm_receive(&o, &r, say_ready, (void *)listen, err, sizeof(err));
+	close(ram_fd);
 	free(addrs);
 	if (rc) {
 		fprintf(stderr, "tlm-migrate --recv: %s\n", err);

@@ -31,6 +31,17 @@
  * thread, including the receive callback, but not during or after
  * mstream_destroy().  The library never raises SIGPIPE.
  *
+ * Authentication.  Given a shared secret (opts.secret, at least 16 bytes,
+ * handed to both ends out of band), a handle speaks wire version 2: the
+ * receiver challenges every connection, the hello and the reply prove the
+ * secret both ways, and every chunk carries an HMAC-SHA256 under a key
+ * bound to the connection and stream, over its header (sequence number
+ * included) and payload.  A connection that does not prove the secret, or
+ * says nothing within hello_timeout_ms, is dropped and logged (warning
+ * level, one line naming the peer) while the accept goes on.  Without a
+ * secret (version 1) anyone who can connect can write chunks: for tests
+ * and trusted networks only.
+ *
  * The wire and file format is described in tlm-migrate/README.md.
  */
 #ifndef VC_MSTREAM_H
@@ -40,7 +51,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MSTREAM_WIRE_VERSION	1		/* hello and chunk format */
+#define MSTREAM_WIRE_VERSION	1		/* hello and chunk format, plain */
+#define MSTREAM_WIRE_VERSION_AUTH 2		/* the same, authenticated */
+#define MSTREAM_SECRET_MAX	256		/* bytes of a shared secret */
 #define MSTREAM_MAX_STREAMS	64
 #define MSTREAM_CHUNK_LIMIT	(1u << 30)	/* upper bound for max_chunk */
 #define MSTREAM_HOST_MAX	256
@@ -80,7 +93,12 @@ typedef int (*mstream_recv_cb)(void *arg, const struct mstream_chunk *c);
 struct mstream_opts {
 	int nstreams;		/* 1..MSTREAM_MAX_STREAMS; required */
 	uint64_t session_id;	/* sender: 0 = random.  receiver: 0 = adopt the
-				 * first hello's, otherwise the one expected */
+				 * first (authentic) hello's, otherwise the
+				 * one expected */
+	const void *secret;	/* shared secret (copied), or NULL: plain */
+	size_t secret_len;	/* 16..MSTREAM_SECRET_MAX when secret is set */
+	int hello_timeout_ms;	/* receiver: a connection's hello must
+				 * arrive within this; 0 = 5 s */
 	int queue_depth;	/* chunks queued per sending stream; 0 = 4 */
 	uint32_t max_chunk;	/* largest payload in bytes; 0 = 4 MiB */
 	int timeout_ms;		/* bound on the whole open step (connect or
@@ -120,6 +138,29 @@ int mstream_addrs_parse(const char *spec, struct mstream_addr **addrs,
  */
 int mstream_addrs_load(const char *path, struct mstream_addr **addrs,
 		       int *naddrs, char *err, size_t errlen);
+
+/* ---- shared secrets --------------------------------------------------- */
+
+/*
+ * A secret as text: hex digits (16 to MSTREAM_SECRET_MAX bytes), spaces
+ * around it ignored.  Fills buf (cap bytes) and *len.  0 or -EINVAL with
+ * why in err.
+ */
+int mstream_secret_parse(const char *hex, uint8_t *buf, size_t cap,
+			 size_t *len, char *err, size_t errlen);
+
+/*
+ * Read a secret file: opened without following a symbolic link, it must be
+ * a regular file owned by this user and not accessible to group or others
+ * (0600 or stricter), holding the hex text.  0 or -errno (-EPERM for the
+ * checks) with "PATH: reason" in err.
+ */
+int mstream_secret_load(const char *path, uint8_t *buf, size_t cap,
+			size_t *len, char *err, size_t errlen);
+
+/* Create a new secret file at path (O_EXCL, mode 0600): 32 random bytes as
+ * hex.  0 or -errno with "PATH: reason" in err. */
+int mstream_secret_generate(const char *path, char *err, size_t errlen);
 
 /* ---- handle ----------------------------------------------------------- */
 
@@ -182,6 +223,11 @@ int mstream_open_files(struct mstream *ms, const char *const *paths, int n);
 int mstream_send(struct mstream *ms, uint32_t type, uint64_t tag,
 		 const void *buf, size_t len);
 
+/* The same on stream i (0..nstreams-1), e.g. a byte stream that must stay
+ * in order.  Blocks while that stream's queue is full. */
+int mstream_send_on(struct mstream *ms, int i, uint32_t type, uint64_t tag,
+		    const void *buf, size_t len);
+
 /* The same without the copy: buf must come from malloc() and belongs to the
  * library from the call on, whatever the result (it is freed after being
  * written, or on failure). */
@@ -227,10 +273,18 @@ int mstream_listen_port(const struct mstream *ms, int i);
 /*
  * Accept nstreams connections on the listeners within timeout_ms, map each
  * by its hello (not by arrival order) and answer it, then close the
- * listeners and start one receiving thread per stream.  Any bad hello (magic,
- * version, session, stream count or index, duplicate index) is answered
- * with the reason and fails the whole accept with -EPROTO; -ETIMEDOUT when
- * too few streams arrived.
+ * listeners and start one receiving thread per stream.  A connection that
+ * is not one of our sender's is answered with the reason when it can be,
+ * closed and logged, and the accept goes on: one whose hello is not an
+ * mstream hello of this version (magic, version, length, kind, CRC) or,
+ * with a secret, does not prove it; one that sends no hello within
+ * hello_timeout_ms; the oldest pending ones when too many wait (at most
+ * MSTREAM_MAX_STREAMS / 4 beyond the streams still missing per peer
+ * address, 2 * MSTREAM_MAX_STREAMS in all).  A hello that is authentic (or
+ * well-formed, without a secret) but does not fit (session, stream count or
+ * index, duplicate index) fails the whole accept with -EPROTO: that is our
+ * sender, misconfigured.  -ETIMEDOUT when too few streams arrived (the text
+ * names the last connection dropped, if any).
  */
 int mstream_accept(struct mstream *ms);
 

@@ -13,8 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -26,6 +28,8 @@
 #define PAGE		DIRTY_PAGE_SIZE
 #define QMP_MS		30000
 #define NLOCKS		1024
+#define DEVSTATE_CHUNK	(256u << 10)	/* bytes of QEMU's stream per chunk */
+#define DEVSTATE_FD	"tlm-devstate"	/* getfd name, both QEMUs */
 
 static uint64_t realtime_ns(void)
 {
@@ -320,11 +324,23 @@ static int qmp_simple(struct qmp *q, const char *cmd, json_t *args, char *why, s
 	return err;
 }
 
-static int qmp_ignore_shared(struct qmp *q, char *why, size_t whylen)
+int tlm_set_caps(struct qmp *q, char *why, size_t whylen)
 {
+	/* One command: QEMU checks the combination, so an earlier post-copy
+	 * migration's postcopy-ram must go off in the same breath as
+	 * x-ignore-shared goes on ("Postcopy is not compatible with
+	 * ignore-shared").  multifd needs socket channels (ours is an fd);
+	 * zero-copy-send and postcopy-preempt depend on those two. */
 	int err = qmp_simple(q, "migrate-set-capabilities",
-			     json_pack("{s:[{s:s,s:b}]}", "capabilities", "capability",
-				       "x-ignore-shared", "state", 1), why, whylen);
+			     json_pack("{s:[{s:s,s:b},{s:s,s:b},{s:s,s:b},{s:s,s:b},{s:s,s:b},{s:s,s:b}]}",
+				       "capabilities",
+				       "capability", "postcopy-ram", "state", 0,
+				       "capability", "postcopy-preempt", "state", 0,
+				       "capability", "zero-copy-send", "state", 0,
+				       "capability", "multifd", "state", 0,
+				       "capability", "background-snapshot", "state", 0,
+				       "capability", "x-ignore-shared", "state", 1),
+			     why, whylen);
 	if (err)
 		return err;
 	/* The non-shared blocks and device state are small; do not let the
@@ -427,25 +443,137 @@ static void src_progress(struct tlm_src *s, double t0, double *last_t, uint64_t 
 	*last_b = bytes;
 }
 
+/* The device-state relay: QEMU's migration stream, read from our end of a
+ * socket pair, carried in order on stream 0 (tag: its offset). */
+struct src_relay {
+	struct tlm_src *s;
+	int fd;				/* our end, -1 when none */
+	pthread_t thread;
+	bool started;
+	atomic_bool eof;		/* QEMU closed its end */
+	uint64_t bytes;			/* the thread's until joined */
+};
+
+static void *src_relay_thread(void *arg)
+{
+	struct src_relay *rl = arg;
+	uint8_t *buf = malloc(DEVSTATE_CHUNK);
+
+	if (!buf) {
+		src_fail(rl->s, -ENOMEM, "out of memory for the device state");
+		return NULL;
+	}
+	for (;;) {
+		ssize_t n = read(rl->fd, buf, DEVSTATE_CHUNK);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			if (!atomic_load(&rl->s->failed))
+				src_fail(rl->s, -errno, "reading QEMU's migration stream: %s",
+					 strerror(errno));
+			break;
+		}
+		if (n == 0) {
+			atomic_store(&rl->eof, true);
+			break;
+		}
+		int err = mstream_send_on(rl->s->ms, 0, TLM_T_DEVSTATE, rl->bytes, buf, (size_t)n);
+		if (err) {
+			src_stream_fail(rl->s, err);
+			break;
+		}
+		rl->bytes += (uint64_t)n;
+	}
+	free(buf);
+	return NULL;
+}
+
+/* Hand QEMU its end of a new socket pair (getfd DEVSTATE_FD) and start the
+ * relay on ours.  0 or -errno with why. */
+static int src_relay_start(struct src_relay *rl, char *why, size_t whylen)
+{
+	int sv[2], err;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
+		snprintf(why, whylen, "socketpair: %s", strerror(errno));
+		return -errno;
+	}
+	err = qmp_getfd(rl->s->q, DEVSTATE_FD, sv[1], QMP_MS, why, whylen);
+	close(sv[1]);		/* QEMU has its own copy now */
+	if (err) {
+		close(sv[0]);
+		return err;
+	}
+	rl->fd = sv[0];
+	if (pthread_create(&rl->thread, NULL, src_relay_thread, rl)) {
+		snprintf(why, whylen, "cannot start the device-state relay");
+		return -EAGAIN;
+	}
+	rl->started = true;
+	return 0;
+}
+
+/* Wait up to timeout_ms for the relay to reach QEMU's end of the stream
+ * (QEMU closes it after the migration), then stop and join it.  0 once
+ * everything was relayed, else -errno (recorded).  Safe to call twice. */
+static int src_relay_end(struct src_relay *rl, int timeout_ms)
+{
+	struct timespec ts;
+	int err = 0;
+
+	if (!rl->started) {
+		if (rl->fd >= 0)
+			close(rl->fd);
+		rl->fd = -1;
+		return 0;
+	}
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += timeout_ms / 1000;
+	ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	if (pthread_timedjoin_np(rl->thread, NULL, &ts)) {
+		shutdown(rl->fd, SHUT_RDWR);
+		pthread_join(rl->thread, NULL);
+	}
+	rl->started = false;
+	close(rl->fd);
+	rl->fd = -1;
+	if (timeout_ms && !atomic_load(&rl->eof)) {
+		err = rl->s->err ? rl->s->err : -ETIMEDOUT;
+		if (!rl->s->err)
+			src_fail(rl->s, err, "QEMU did not close its migration stream within %d ms",
+				 timeout_ms);
+	}
+	return err;
+}
+
 int tlm_migrate(const struct tlm_src_opts *o, struct tlm_src_result *r, char *why,
 		size_t whylen)
 {
 	struct tlm_src s = { .o = o };
+	uint32_t pages_max = (uint32_t)(TLM_PAGES_HDR + o->chunk_pages * (4 + PAGE));
 	struct mstream_opts mo = {
 		.nstreams = o->nstreams,
 		.timeout_ms = o->timeout_ms,
-		.max_chunk = (uint32_t)(TLM_PAGES_HDR + o->chunk_pages * (4 + PAGE)),
+		.max_chunk = pages_max > DEVSTATE_CHUNK ? pages_max : DEVSTATE_CHUNK,
+		.secret = o->secret,
+		.secret_len = o->secret_len,
+		.session_id = o->session,
 	};
+	struct src_relay relay = { .s = &s, .fd = -1 };
 	pthread_t chk, ps;
 	bool chk_started = false, ps_started = false, vm_stopped = false, migrating = false;
-	char path[128], qwhy[512];
+	char qwhy[512];
 	double t0 = vc_mono_s(), t_stop = 0;
 	int err;
 
 	memset(r, 0, sizeof(*r));
 	pthread_mutex_init(&s.lock, NULL);
 	pthread_cond_init(&s.cond, NULL);
-	s.q = qmp_connect(o->qmp_path, 5000, qwhy, sizeof(qwhy));
+	s.q = qmp_connect(o->qmp_path, o->timeout_ms, qwhy, sizeof(qwhy));
 	if (!s.q) {
 		snprintf(why, whylen, "%s: %s", o->qmp_path, qwhy);
 		return -errno;
@@ -483,11 +611,10 @@ int tlm_migrate(const struct tlm_src_opts *o, struct tlm_src_result *r, char *wh
 			 o->to[0].host, o->to[0].port, qwhy[0] ? qwhy : strerror(-err));
 		goto out_ms;
 	}
-	err = qmp_ignore_shared(s.q, why, whylen);
+	err = tlm_set_caps(s.q, why, whylen);
 	if (err)
 		goto out_ms;
-	snprintf(path, sizeof(path), "/dev/shm/tlm-dirty-%d-%d", (int)getpid(), pid);
-	s.d = dirty_start(s.q, pid, path, why, whylen);
+	s.d = dirty_start(s.q, pid, why, whylen);
 	if (!s.d) {
 		err = -errno;
 		goto out_ms;
@@ -584,31 +711,43 @@ int tlm_migrate(const struct tlm_src_opts *o, struct tlm_src_result *r, char *wh
 		src_stream_fail(&s, err);
 		goto out_fail;
 	}
-	err = mstream_finish(s.ms);
+	/* Device state and the small non-shared blocks: QEMU's migration,
+	 * into a socket pair whose other end the relay carries on stream 0
+	 * (no listening port at the destination, and it is authenticated). */
+	err = src_relay_start(&relay, qwhy, sizeof(qwhy));
+	if (err) {
+		src_fail(&s, err, "device state: %s", qwhy);
+		goto out_fail;
+	}
+	migrating = true;
+	err = qmp_simple(s.q, "migrate", json_pack("{s:s}", "uri", "fd:" DEVSTATE_FD), qwhy,
+			 sizeof(qwhy));
+	if (!err)
+		err = qmp_wait_migration(s.q, o->timeout_ms, &r->qemu_downtime_ms, qwhy, sizeof(qwhy));
+	if (err) {
+		src_fail(&s, err, "device state: %s", qwhy);
+		goto out_fail;
+	}
+	err = src_relay_end(&relay, o->timeout_ms);
+	if (err)
+		goto out_fail;
+	double t_dev = vc_mono_s();
+	err = mstream_send_on(s.ms, 0, TLM_T_DEVEND, relay.bytes, NULL, 0);
+	if (!err)
+		err = mstream_finish(s.ms);
 	if (err) {
 		src_stream_fail(&s, err);
 		goto out_fail;
 	}
 	r->bytes = src_bytes(&s);
-	double t_acked = vc_mono_s();
-
-	/* Device state and the small non-shared blocks: QEMU's migration. */
-	migrating = true;
-	err = qmp_simple(s.q, "migrate", json_pack("{s:s}", "uri", o->qemu_uri), qwhy, sizeof(qwhy));
-	if (!err)
-		err = qmp_wait_migration(s.q, o->timeout_ms, &r->qemu_downtime_ms, qwhy, sizeof(qwhy));
-	if (err) {
-		src_fail(&s, err, "device state to %s: %s", o->qemu_uri, qwhy);
-		goto out_fail;
-	}
 	double t_done = vc_mono_s();
 	r->downtime_s = t_done - t_stop;
 	if (!o->quiet)
 		fprintf(stderr, "tlm: stage 3: stop+sync %.0f ms, %lld final pages %.0f ms, "
-			"receiver done %.0f ms, device state %.0f ms (QEMU: %lld ms)\n",
+			"device state %.0f ms (%llu bytes; QEMU: %lld ms), receiver done %.0f ms\n",
 			(t_synced - t_stop) * 1e3, (long long)fin, (t_sent - t_synced) * 1e3,
-			(t_acked - t_sent) * 1e3, (t_done - t_acked) * 1e3,
-			(long long)r->qemu_downtime_ms);
+			(t_dev - t_sent) * 1e3, (unsigned long long)relay.bytes,
+			(long long)r->qemu_downtime_ms, (t_done - t_dev) * 1e3);
 	/* Guest RAM at the stop: the source stays stopped after migrating, so
 	 * the checksum is taken off the downtime path. */
 	r->crc = ram_crc(s.b->mem, s.b->length);
@@ -632,6 +771,7 @@ out_fail:
 	pthread_cond_broadcast(&s.cond);
 	pthread_mutex_unlock(&s.lock);
 	mstream_stop(s.ms);
+	src_relay_end(&relay, 0);
 	if (chk_started)
 		pthread_join(chk, NULL);
 	if (ps_started)
@@ -666,6 +806,11 @@ struct tlm_dst {
 	/* atomic */
 	atomic_uint_fast64_t applied, older, stop_ns;
 	atomic_int setups;
+	/* the device state, stream 0's thread only (then read after the wait) */
+	int qfd;			/* our end of QEMU's socket pair, -1: none */
+	int timeout_ms;
+	uint64_t dev_bytes;		/* relayed so far */
+	bool dev_end;
 	/* first callback error, under err_lock */
 	pthread_mutex_t err_lock;
 	char why[400];
@@ -727,6 +872,41 @@ static int dst_pages(struct tlm_dst *d, const struct mstream_chunk *c)
 	return 0;
 }
 
+/* QEMU's migration stream, in order on stream 0: into our end of the
+ * destination QEMU's socket pair (it reads once migrate-incoming started,
+ * after every page arrived); its end closes our writing side. */
+static int dst_devstate(struct tlm_dst *d, const struct mstream_chunk *c)
+{
+	const uint8_t *p = c->data;
+	size_t done = 0;
+
+	if (c->stream != 0 || c->tag != d->dev_bytes || d->dev_end)
+		return dst_fail(d, -EBADMSG, "stream %d: device state at offset %llu, expected stream 0 at %llu%s",
+				c->stream, (unsigned long long)c->tag,
+				(unsigned long long)d->dev_bytes, d->dev_end ? " before its end" : "");
+	if (c->type == TLM_T_DEVEND) {
+		d->dev_end = true;
+		if (d->qfd >= 0)
+			shutdown(d->qfd, SHUT_WR);
+		return 0;
+	}
+	while (d->qfd >= 0 && done < c->len) {
+		struct pollfd pfd = { .fd = d->qfd, .events = POLLOUT };
+		ssize_t n = send(d->qfd, p + done, c->len - done, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n > 0) {
+			done += (size_t)n;
+			continue;
+		}
+		if (n < 0 && errno != EAGAIN && errno != EINTR)
+			return dst_fail(d, -errno, "device state to QEMU: %s", strerror(errno));
+		if (poll(&pfd, 1, d->timeout_ms) == 0)
+			return dst_fail(d, -ETIMEDOUT, "QEMU read no device state for %d ms",
+					d->timeout_ms);
+	}
+	d->dev_bytes += c->len;
+	return 0;
+}
+
 static int dst_recv(void *arg, const struct mstream_chunk *c)
 {
 	struct tlm_dst *d = arg;
@@ -756,6 +936,9 @@ static int dst_recv(void *arg, const struct mstream_chunk *c)
 			return dst_fail(d, -EBADMSG, "stream %d: stop marker of %zu bytes", c->stream, c->len);
 		atomic_store(&d->stop_ns, vcfmt_get_be64(p));
 		return 0;
+	case TLM_T_DEVSTATE:
+	case TLM_T_DEVEND:
+		return dst_devstate(d, c);
 	default:
 		return dst_fail(d, -EBADMSG, "stream %d: unknown chunk type 0x%08x", c->stream, c->type);
 	}
@@ -777,21 +960,44 @@ static void *dst_crc_thread(void *arg)
 
 int tlm_ram_file_create(const char *path, uint64_t size, char *why, size_t whylen)
 {
-	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	struct stat st;
+	int fd, err;
 
+	fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0600);
 	if (fd < 0) {
-		snprintf(why, whylen, "%s: %s", path, strerror(errno));
-		return -errno;
+		err = -errno;
+		snprintf(why, whylen, "%s: %s%s", path, strerror(errno),
+			 errno == ELOOP ? " (a symbolic link: refused)" : "");
+		return err;
 	}
-	if (ftruncate(fd, (off_t)size) < 0) {
-		int err = errno;
+	if (fstat(fd, &st) < 0) {
+		err = -errno;
+		snprintf(why, whylen, "%s: fstat: %s", path, strerror(errno));
+		goto out_close;
+	}
+	err = -EPERM;
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(why, whylen, "%s: not a regular file", path);
+		goto out_close;
+	}
+	if (st.st_uid != geteuid() || (st.st_mode & 077) || st.st_nlink != 1) {
+		snprintf(why, whylen, "%s: already there and not this user's private file (uid %u, mode %04o, %lu links): remove it or choose another path",
+			 path, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777),
+			 (unsigned long)st.st_nlink);
+		goto out_close;
+	}
+	/* Fresh: all zero (the receiver relies on it), then sized. */
+	if (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)size) < 0) {
+		err = -errno;
 		snprintf(why, whylen, "%s: ftruncate to %llu: %s", path, (unsigned long long)size,
-			 strerror(err));
-		close(fd);
-		return -err;
+			 strerror(errno));
+		goto out_close;
 	}
+	return fd;
+
+out_close:
 	close(fd);
-	return 0;
+	return err;
 }
 
 int tlm_receive(const struct tlm_dst_opts *o, struct tlm_dst_result *r,
@@ -814,15 +1020,19 @@ int tlm_receive(const struct tlm_dst_opts *o, struct tlm_dst_result *r,
 		pthread_mutex_init(&d->locks[i], NULL);
 	d->ram_size = o->ram_size;
 	d->nr_pages = o->ram_size / PAGE;
-	fd = open(o->ram_path, O_RDWR | O_CLOEXEC);
-	if (fd < 0) {
-		err = -errno;
-		snprintf(why, whylen, "%s: %s", o->ram_path, strerror(errno));
+	d->qfd = -1;
+	d->timeout_ms = o->timeout_ms;
+	/* The descriptor tlm_ram_file_create() checked: never reopened by name. */
+	fd = o->ram_fd;
+	struct stat rst;
+	if (fstat(fd, &rst) < 0 || !S_ISREG(rst.st_mode) || (uint64_t)rst.st_size != o->ram_size) {
+		err = -EINVAL;
+		snprintf(why, whylen, "%s: not a %llu-byte regular file", o->ram_path,
+			 (unsigned long long)o->ram_size);
 		goto out_free;
 	}
 	d->ram = mmap(NULL, o->ram_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	err = -errno;
-	close(fd);
 	if (d->ram == MAP_FAILED) {
 		d->ram = NULL;
 		snprintf(why, whylen, "%s: mmap: %s", o->ram_path, strerror(-err));
@@ -840,6 +1050,9 @@ int tlm_receive(const struct tlm_dst_opts *o, struct tlm_dst_result *r,
 		.nstreams = o->nstreams,
 		.timeout_ms = o->timeout_ms,
 		.max_chunk = 64u << 20,
+		.secret = o->secret,
+		.secret_len = o->secret_len,
+		.session_id = o->session,
 		.recv_cb = dst_recv,
 		.recv_arg = d,
 	};
@@ -864,15 +1077,39 @@ int tlm_receive(const struct tlm_dst_opts *o, struct tlm_dst_result *r,
 			snprintf(why, whylen, "%s: %s", o->qmp_path, qwhy);
 			goto out_ms;
 		}
-		err = qmp_ignore_shared(q, why, whylen);
-		if (!err)
-			err = qmp_simple(q, "migrate-incoming", json_pack("{s:s}", "uri", o->qemu_uri),
-					 why, whylen);
+		err = tlm_set_caps(q, why, whylen);
 		if (err)
 			goto out_qmp;
+		int sv[2];
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
+			err = -errno;
+			snprintf(why, whylen, "socketpair: %s", strerror(errno));
+			goto out_qmp;
+		}
+		err = qmp_getfd(q, DEVSTATE_FD, sv[1], QMP_MS, why, whylen);
+		close(sv[1]);
+		if (err) {
+			close(sv[0]);
+			goto out_qmp;
+		}
+		d->qfd = sv[0];
 	}
 	err = mstream_accept(ms);
+	/* Every page is applied once every stream delivered the stop marker:
+	 * only then may QEMU load the device state (devices read guest RAM
+	 * as they load, e.g. virtio's ring indices). */
 	if (!err)
+		err = mstream_wait_barrier(ms, 1, -1);
+	if (!err && q) {
+		err = qmp_simple(q, "migrate-incoming", json_pack("{s:s}", "uri", "fd:" DEVSTATE_FD),
+				 qwhy, sizeof(qwhy));
+		if (err) {
+			mstream_stop(ms);
+			snprintf(why, whylen, "%s", qwhy);
+			goto out_qmp;
+		}
+	}
+	if (!err || err == -ENODATA)
 		err = mstream_wait(ms, -1);
 	if (err) {
 		char txt[400];
@@ -883,10 +1120,11 @@ int tlm_receive(const struct tlm_dst_opts *o, struct tlm_dst_result *r,
 		pthread_mutex_unlock(&d->err_lock);
 		goto out_qmp;
 	}
-	if (atomic_load(&d->setups) != o->nstreams || !atomic_load(&d->stop_ns)) {
+	if (atomic_load(&d->setups) != o->nstreams || !atomic_load(&d->stop_ns) || !d->dev_end) {
 		err = -EPROTO;
 		snprintf(why, whylen, "the source ended without %s",
-			 atomic_load(&d->stop_ns) ? "a setup on every stream" : "its stage 3 marker");
+			 !atomic_load(&d->stop_ns) ? "its stage 3 marker" :
+			 !d->dev_end ? "the end of the device state" : "a setup on every stream");
 		goto out_qmp;
 	}
 	uint64_t s0 = atomic_load(&d->stop_ns);
@@ -898,7 +1136,7 @@ int tlm_receive(const struct tlm_dst_opts *o, struct tlm_dst_result *r,
 		if (mstream_stats(ms, i, &st) == 0)
 			r->bytes += st.bytes;
 	}
-	fprintf(stderr, "tlm-recv: +%.3f s after the source stopped (at %.3f): all pages applied\n",
+	fprintf(stderr, "tlm-recv: +%.3f s after the source stopped (at %.3f): all pages applied, device state relayed\n",
 		(double)(realtime_ns() - s0) / 1e9, (double)s0 / 1e9);
 	/* The checksum (--verify) runs while QEMU moves the device state:
 	 * nothing writes the RAM file until the destination resumes.  It reads
@@ -939,6 +1177,8 @@ out_qmp:
 	qmp_close(q);
 out_ms:
 	mstream_destroy(ms);
+	if (d->qfd >= 0)
+		close(d->qfd);
 out_free:
 	if (d->ram)
 		munmap(d->ram, d->ram_size);

@@ -6,14 +6,19 @@
  *            page-saver thread (PS) syncs the dirty log every epoch and
  *            resends the dirty pages CHK has already started reading;
  *   stage 3  when CHK is done: stop the VM, final sync, send what is still
- *            dirty, end the streams (the receiver acknowledges that every
- *            page is applied), then QEMU's own migration with x-ignore-shared
- *            moves the device state and the small non-shared blocks.
+ *            dirty and a stop marker on every stream, then QEMU's own
+ *            migration with x-ignore-shared (device state and the small
+ *            non-shared blocks) into a socket pair handed to QEMU with
+ *            getfd, whose bytes the engine carries on stream 0; end the
+ *            streams (the receiver acknowledges that everything arrived).
  * Destination (tlm_receive): writes the pages into the RAM file the
  * destination QEMU maps, keeping a version per page so that an older copy
- * never overwrites a newer one whatever stream it came on; after the end of
- * the streams it checksums the RAM, waits for QEMU's incoming migration and
- * resumes the VM.
+ * never overwrites a newer one whatever stream it came on; once every
+ * stream delivered the stop marker (all pages applied) it starts QEMU's
+ * incoming migration from its own socket pair, feeds it the device state,
+ * waits for it and resumes the VM.  No port but the streams' is opened, and
+ * the streams are authenticated (mstream wire version 2, the secret in the
+ * options).
  *
  * Versions: one global counter; every batch of pages takes a fresh version
  * just before its contents are read.  Pages are applied when their version is
@@ -37,7 +42,9 @@
 #define TLM_T_SETUP	0x544c0001u	/* "TL" 1: block description, on every stream */
 #define TLM_T_PAGES	0x544c0002u	/* a batch of pages with one version */
 #define TLM_T_STOP	0x544c0003u	/* stage 3 marker: source stop time */
-#define TLM_WIRE_VERSION 1
+#define TLM_T_DEVSTATE	0x544c0004u	/* QEMU's migration stream, stream 0, tag = offset */
+#define TLM_T_DEVEND	0x544c0005u	/* its end, stream 0, tag = total bytes */
+#define TLM_WIRE_VERSION 2
 #define TLM_SETUP_LEN	96
 #define TLM_PAGES_HDR	24
 #define TLM_STOP_LEN	32
@@ -49,7 +56,9 @@ struct tlm_src_opts {
 	int nstreams;			/* parallel TCP streams */
 	int epoch_ms;			/* PS period */
 	int chunk_pages;		/* pages per chunk */
-	const char *qemu_uri;		/* QEMU migration target, "tcp:H:P" */
+	const uint8_t *secret;		/* shared with the receiver (required) */
+	size_t secret_len;
+	uint64_t session;		/* the receiver's session id */
 	bool zero_skip;			/* CHK skips all-zero pages */
 	bool quiet;			/* no progress lines */
 	int timeout_ms;			/* connect and QEMU-migration bound */
@@ -77,9 +86,12 @@ struct tlm_dst_opts {
 	int nlisten;
 	int nstreams;
 	const char *ram_path;		/* RAM file the destination QEMU maps */
+	int ram_fd;			/* ... open, from tlm_ram_file_create() */
 	uint64_t ram_size;
 	const char *qmp_path;		/* destination QEMU (NULL: none) */
-	const char *qemu_uri;		/* migrate-incoming URI */
+	const uint8_t *secret;		/* shared with the source (required) */
+	size_t secret_len;
+	uint64_t session;		/* expected in every hello */
 	int timeout_ms;			/* accept and QEMU bounds */
 	bool no_resume;			/* leave the destination paused */
 	bool verify;			/* CRC32C of the RAM before resume (costs downtime) */
@@ -95,9 +107,19 @@ struct tlm_dst_result {
 	int streams;
 };
 
-/* Create the RAM file for the destination QEMU: fresh (all zero) and sized.
- * 0 or -errno with why. */
+/* Create the RAM file for the destination QEMU: fresh (all zero) and sized,
+ * never through a symbolic link, and refused unless it is a regular file of
+ * this user's, private (0600), with one link (in a shared /dev/shm another
+ * user could have made it first).  Returns the open descriptor, or -errno
+ * with why. */
 int tlm_ram_file_create(const char *path, uint64_t size, char *why, size_t whylen);
+
+/* The migration capabilities the engine sets on both QEMUs (x-ignore-shared
+ * on; off: those that conflict with it or with a migration to an fd, e.g.
+ * postcopy-ram left on by an earlier post-copy migration), in one command.
+ * 0 or -errno with why. */
+struct qmp;
+int tlm_set_caps(struct qmp *q, char *why, size_t whylen);
 
 int tlm_migrate(const struct tlm_src_opts *o, struct tlm_src_result *r, char *why,
 		size_t whylen);

@@ -14,6 +14,7 @@
 #include "rundir.h"
 #include "rq.h"
 #include "vccp.h"
+#include "vc_magic.h"
 #include "vcfmt.h"
 #include "vm.h"
 
@@ -319,7 +320,7 @@ void send_clock(void *ctx)
 	f[12] = 0x88;
 	f[13] = 0xb5;
 	clock_gettime(CLOCK_REALTIME, &ts);
-	vcfmt_put_be32(f + 14, 0x5643544du);	/* "VCTM" */
+	vcfmt_put_be32(f + 14, VC_MAGIC_CLOCK);
 	vcfmt_put_be32(f + 18, 1);
 	vcfmt_put_be64(f + 22, (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
 	if (fabric_inject(L->fab, f, sizeof(f)) == 0)

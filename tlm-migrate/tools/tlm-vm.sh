@@ -6,6 +6,14 @@ TLM_QEMU=${TLM_QEMU:-$TLM_ROOT/build/qemu/bin/qemu-system-x86_64}
 TLM_BIN=$TLM_ROOT/build/bin/tlm-migrate
 TLM_QMPCMD=$TLM_ROOT/tlm-migrate/tools/qmp-cmd
 TLM_MAC=52:54:00:56:00:00
+# Both ends of a hop need the same secret; the caller of the source makes it
+# (here: once per sourcing shell, unless TLM_SECRET is set already).  An
+# environment variable is readable only by this user and root
+# (/proc/PID/environ); tlm-migrate --secret-file takes a 0600 file instead.
+if [[ -z ${TLM_SECRET:-} ]]; then
+	TLM_SECRET=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
+fi
+export TLM_SECRET
 
 tlm_hex() { printf '%s' "$1" | od -An -tx1 -v | tr -d ' \n'; }
 
@@ -33,7 +41,7 @@ tlm_vm_start() {
 		-serial chardev:con0 \
 		-netdev user,id=n0 -device "virtio-net-pci,netdev=n0,mac=$TLM_MAC,romfile=" \
 		-kernel "$TLM_ROOT/build/guest/vmlinuz" -initrd "$TLM_ROOT/build/guest/initrd.img" \
-		-append "console=ttyS0 quiet panic=-1 vc.rank=0 vc.n=1 vc.mac=$TLM_MAC vc.head=0 vc.cmd=$(tlm_hex "$cmd")" \
+		-append "console=ttyS0 quiet panic=-1 no_timer_check vc.rank=0 vc.n=1 vc.mac=$TLM_MAC vc.head=0 vc.cmd=$(tlm_hex "$cmd")" \
 		"${in[@]}" ${TLM_QEMU_EXTRA:-} >"$TLM_DIR/$name.qemu.log" 2>&1 &
 	echo $! >"$TLM_DIR/$name.pid"
 	local i
@@ -87,6 +95,9 @@ tlm_hop() {
 	rpid=$!
 	for _ in $(seq 1 100); do grep -q listening "$TLM_DIR/$dst.recv" && break; sleep 0.05; done
 	tlm_vm_start "$dst" "$mib" "$(cat "$TLM_DIR/guest.cmd")" "$ram" || { kill $rpid; return 1; }
+	# TLM_HOP_HOOK: a command run with the receiver's port once it listens
+	# (e.g. a stranger connecting first).
+	if [[ -n ${TLM_HOP_HOOK:-} ]]; then $TLM_HOP_HOOK "$port"; fi
 	"$TLM_BIN" --qmp "$TLM_DIR/$src.qmp" --to "127.0.0.1:$port" --streams "$n" "$@" \
 		>"$TLM_DIR/$dst.send" 2>&1
 	rc=$?
