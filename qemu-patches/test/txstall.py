@@ -19,8 +19,8 @@ it perturbs one VM at a time, every 0.5 to 2 s:
 A run is PASS if both guests finish cleanly, LOSS if they finish but report
 errors (with --mode restore the frames on a dead QEMU's link are lost, so
 UDP loss is expected there with any QEMU), STALL if a guest logs "NETDEV
-WATCHDOG" or the guests do not both finish within the bound; the script then captures the fabric NIC's virtqueue
-status (x-query-virtio-queue-status, TX = queue 1, RX = queue 0), the HMP
+WATCHDOG" or the guests do not both finish within the bound; the script
+then captures the fabric NIC's virtqueue status (x-query-virtio-queue-status, TX = queue 1, RX = queue 0), the HMP
 "info virtio-queue-status" text and where QEMU's main thread is (wchan,
 syscall), prints them, and kills everything.  Exit status: 0 if no run
 stalled, 1 if any did, 2 on a harness error.
@@ -177,6 +177,19 @@ class Switch(threading.Thread):
                             self.q[o].append(f)
 
 
+def main_thread_in_send(pid):
+    for _ in range(5):
+        try:
+            with open('/proc/%d/task/%d/syscall' % (pid, pid)) as f:
+                nr = f.read().split()[0]
+        except (OSError, IndexError):
+            return False
+        if nr in ('44', '46'):
+            return True
+        time.sleep(0.004)
+    return False
+
+
 def capture(h, vm, why):
     out = ['--- capture of vm%d (%s)' % (vm.rank, why)]
     pid = vm.p.pid
@@ -244,13 +257,14 @@ class Harness:
         time.sleep(random.uniform(0.05, 0.4))
         t, res = self.qmp_timed(vm, 'stop', 30)
         time.sleep(random.uniform(0.02, 0.2))
-        stop_done = not t.is_alive()
+        # Where QEMU's main thread is while its link is full: syscall 44
+        # (sendto) or 46 (sendmsg) means blocked in send(), BQL held.
+        if main_thread_in_send(vm.p.pid):
+            stats['stop_blocked'] += 1
         sw.hold[k] = False
         t.join(30)
         if t.is_alive():
             return 'QMP stop did not return in 30 s'
-        if not stop_done:
-            stats['stop_blocked'] += 1
         time.sleep(random.uniform(0.05, 0.4))
         if self.args.mode == 'restore':
             img = os.path.join(self.out, 'vm%d.state' % k)
@@ -355,8 +369,8 @@ def main():
     for i in range(a.runs):
         verdict, stats, detail, dt = Harness(a, i).run()
         counts[verdict] = counts.get(verdict, 0) + 1
-        print('txstall: run %d/%d %s in %.0f s (%d stops, %d with QEMU blocked '
-              'during the hold, %d restores) %s' % (
+        print('txstall: run %d/%d %s in %.0f s (%d stops, %d with QEMU main '
+              'thread in send() during the hold, %d restores) %s' % (
                   i + 1, a.runs, verdict, dt, stats['stops'],
                   stats['stop_blocked'], stats['restores'],
                   detail.splitlines()[0] if detail else ''), flush=True)
