@@ -8,8 +8,9 @@ holds the other end of both and forwards frames between them like a rank does
 (non-blocking writes, a bounded queue per direction).  While the traffic runs
 it perturbs one VM at a time, every 0.5 to 2 s:
 
-  hold     stop reading that VM's link for 50-400 ms (the link fills: a
-           blocking QEMU end blocks QEMU's main loop in send())
+  hold     stop reading that VM's link for 50 ms to --hold-max (0.4 s):
+           the link fills (a blocking QEMU end blocks QEMU's main loop in
+           send()); the guest's TX ring fills too if the hold is long
   stop     QMP "stop" during the hold, "cont" 50-400 ms later, the hold
            released in between
   restore  (--mode restore) instead of cont: "migrate" the stopped VM to a
@@ -254,7 +255,7 @@ class Harness:
         vm = self.vms[k]
         sw = self.sw
         sw.hold[k] = True
-        time.sleep(random.uniform(0.05, 0.4))
+        time.sleep(random.uniform(0.05, self.args.hold_max))
         t, res = self.qmp_timed(vm, 'stop', 30)
         time.sleep(random.uniform(0.02, 0.2))
         # Where QEMU's main thread is while its link is full: syscall 44
@@ -279,6 +280,13 @@ class Harness:
                 self.vms[k] = nvm
             vm = nvm
             stats['restores'] += 1
+            # Before cont: TX elements the loaded state says QEMU popped and
+            # did not complete.  Nothing on the destination completes them.
+            st = vm.qmp.cmd('x-query-virtio-queue-status',
+                            path='/machine/peripheral/fab/virtio-backend',
+                            queue=1)
+            if st.get('inuse', 0) > 0:
+                stats['tx_inuse'] += 1
         vm.qmp.cmd('cont')
         stats['stops'] += 1
         return None
@@ -286,7 +294,7 @@ class Harness:
     def run(self):
         a = self.args
         self.sw = Switch(self)
-        stats = {'stops': 0, 'stop_blocked': 0, 'restores': 0}
+        stats = {'stops': 0, 'stop_blocked': 0, 'restores': 0, 'tx_inuse': 0}
         t0 = time.time()
         verdict, detail = 'PASS', ''
         try:
@@ -357,6 +365,9 @@ def main():
                     default='blocking')
     ap.add_argument('--out', default=os.path.join(top, 'build', 'txstall'))
     ap.add_argument('--seed', type=int, default=None)
+    ap.add_argument('--hold-max', type=float, default=0.4,
+                    help='longest hold before the stop, s (default 0.4; '
+                    'longer holds let the guest fill its TX ring)')
     a = ap.parse_args()
     if a.seed is not None:
         random.seed(a.seed)
@@ -370,9 +381,10 @@ def main():
         verdict, stats, detail, dt = Harness(a, i).run()
         counts[verdict] = counts.get(verdict, 0) + 1
         print('txstall: run %d/%d %s in %.0f s (%d stops, %d with QEMU main '
-              'thread in send() during the hold, %d restores) %s' % (
+              'thread in send() during the hold, %d restores, %d loaded '
+              'with TX elements in use) %s' % (
                   i + 1, a.runs, verdict, dt, stats['stops'],
-                  stats['stop_blocked'], stats['restores'],
+                  stats['stop_blocked'], stats['restores'], stats['tx_inuse'],
                   detail.splitlines()[0] if detail else ''), flush=True)
         if verdict not in ('PASS', 'LOSS'):
             print('\n'.join(detail.splitlines()[1:]), flush=True)
