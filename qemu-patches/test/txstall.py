@@ -156,12 +156,14 @@ class Switch(threading.Thread):
                     while self.q[i]:
                         try:
                             vm.link.send(self.q[i][0])
+                            self.q[i].pop(0)
                         except BlockingIOError:
                             break
-                        except OSError:
+                        except (OSError, IndexError):
+                            # A dead VM's link, or its queue cleared by
+                            # a restore meanwhile.
                             self.q[i].clear()
                             break
-                        self.q[i].pop(0)
                 if vm.link in r:
                     for _ in range(256):
                         try:
@@ -262,15 +264,19 @@ class Harness:
         # (sendto) or 46 (sendmsg) means blocked in send(), BQL held.
         if main_thread_in_send(vm.p.pid):
             stats['stop_blocked'] += 1
-        sw.hold[k] = False
+        through = self.args.mode == 'restore' and self.args.hold_through_save
+        if not through:
+            sw.hold[k] = False
         t.join(30)
         if t.is_alive():
+            sw.hold[k] = False
             return 'QMP stop did not return in 30 s'
         time.sleep(random.uniform(0.05, 0.4))
         if self.args.mode == 'restore':
             img = os.path.join(self.out, 'vm%d.state' % k)
             vm.qmp.cmd('migrate', uri='exec:cat > %s' % img)
             wait_migration(vm.qmp, 120)
+            sw.hold[k] = False
             with sw.lock:
                 self.vms[k] = None
                 sw.q[k].clear()
@@ -365,6 +371,9 @@ def main():
                     default='blocking')
     ap.add_argument('--out', default=os.path.join(top, 'build', 'txstall'))
     ap.add_argument('--seed', type=int, default=None)
+    ap.add_argument('--hold-through-save', action='store_true',
+                    help='with --mode restore, keep the link held until '
+                    'the save completed (the link stays full across it)')
     ap.add_argument('--hold-max', type=float, default=0.4,
                     help='longest hold before the stop, s (default 0.4; '
                     'longer holds let the guest fill its TX ring)')
