@@ -232,6 +232,14 @@ struct vm *vm_start(const struct vm_spec *s, int *link_fd, char *why,
 		goto fail;
 	}
 
+	/* The VM link.  sv[0] is the rank's (the fabric makes it non-blocking).
+	 * QEMU's end sv[1] is left blocking on purpose: stock QEMU's vde netdev
+	 * drops a guest frame when send() fails with EAGAIN, and the link holds
+	 * only net.unix.max_dgram_qlen (10) frames, so a non-blocking end would
+	 * lose frames whenever the rank lags; blocking, stock QEMU waits in
+	 * send() instead, which the fabric's spill bound keeps from deadlocking
+	 * (fabric.c peer_can_take()).  The patched QEMU (qemu-patches/0004)
+	 * makes its end non-blocking itself and queues the frame instead. */
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) < 0) {
 		r = -errno;
 		snprintf(why, whylen, "socketpair: %s", strerror(errno));
