@@ -19,15 +19,18 @@ fuzz_srcs_rq           := vccp-rank/rq.c common/vcfmt.c common/afile.c
 fuzz_srcs_manifest     := vccp-rank/manifest.c common/vcfmt.c common/afile.c common/log.c
 fuzz_srcs_jobspec      := common/jobspec.c common/afile.c
 fuzz_srcs_config       := vcluster-launch/config.c common/jobspec.c common/afile.c
-fuzz_srcs_mstream      := tlm-migrate/mstream.c common/vcfmt.c common/log.c
+# the mstream library's sources (tlm-migrate/module.mk is read after this file)
+fuzz_srcs_mstream      := tlm-migrate/mstream.c tlm-migrate/ms_wire.c tlm-migrate/ms_tcp.c \
+			  tlm-migrate/ms_file.c tlm-migrate/ms_addr.c tlm-migrate/ms_auth.c \
+			  common/vcfmt.c common/log.c
 fuzz_srcs_mstream_addr := $(fuzz_srcs_mstream)
 fuzz_libs_vcfmt        := -lisal
 fuzz_libs_rq           := -lisal
 fuzz_libs_manifest     := -lisal -ljansson
 fuzz_libs_jobspec      :=
 fuzz_libs_config       :=
-fuzz_libs_mstream      := -lisal -lpthread
-fuzz_libs_mstream_addr := -lisal -lpthread
+fuzz_libs_mstream      := -lisal -lgnutls -lpthread
+fuzz_libs_mstream_addr := -lisal -lgnutls -lpthread
 
 # The replay programs, run with the unit tests.
 $(foreach t,$(FUZZ_TARGETS_ALL),$(eval $(call unit_test,fuzz_$(t),tests/fuzz/fuzz_$(t).c tests/fuzz/replay.c $(fuzz_srcs_$(t)),$(fuzz_libs_$(t)))))
@@ -64,7 +67,7 @@ fuzz: fuzz-build
 
 # ---- seed corpus -----------------------------------------------------------
 FUZZ_GEN_SRCS := tests/fuzz/gen-corpus.c vccp-rank/rq.c vccp-rank/manifest.c \
-		 tlm-migrate/mstream.c common/vcfmt.c common/afile.c common/log.c
+		 $(fuzz_srcs_mstream) common/afile.c
 $(BUILD)/tests/fuzz-gen-corpus: $(call objs,$(FUZZ_GEN_SRCS))
 	@mkdir -p $(@D)
 	$(CC) -o $@ $^ -lisal -ljansson -lpthread
