@@ -11,6 +11,7 @@
  * deterministic: the same tree gives the same files.
  */
 #include "fuzz.h"
+#include "ctrlmsg.h"
 #include "manifest.h"
 #include "mstream.h"
 #include "rq.h"
@@ -576,6 +577,49 @@ static void gen_addrs(void)
 	out_str("mstream_addr", "good-host-255", host);
 }
 
+/* ---- ctrlmsg ------------------------------------------------------------ */
+
+/* One control message of each type as the launcher writes it, short and
+ * flipped copies, and copies with one header field wrong (CRC fixed). */
+static void ctrl_out(const char *name, uint8_t *b)
+{
+	vcfmt_put_be32(b + 20, 0);
+	vcfmt_put_be32(b + 20, vcfmt_crc32c(0, b, CTRLMSG_SIZE));
+	out("ctrlmsg", name, b, CTRLMSG_SIZE);
+}
+
+static void gen_ctrlmsg(void)
+{
+	static const char *names[] = { "exit", "abort", "shutdown", "stats" };
+	const size_t cuts[] = { 0, 4, 23, 24, CTRLMSG_SIZE - 1 };
+	const size_t offs[] = { 0, 5, 13, 17, 21, CTRLMSG_HDR + 120, CTRLMSG_HDR + 130 };
+	uint8_t b[CTRLMSG_SIZE];
+
+	for (int t = CTRL_EXIT; t <= CTRL_TYPE_MAX; t++) {
+		struct ctrlmsg m = { .type = t, .rank = 0, .status = t == CTRL_EXIT ? 1 : 0,
+				     .signo = t == CTRL_SHUTDOWN ? 15 : 0 };
+		if (t == CTRL_ABORT)
+			m.code = CTRL_CODE_TIMEOUT;
+		if (t == CTRL_STATS) {
+			m.fab.frames_from_vm = 1234;
+			m.fab.npeers = 3;
+			m.ckpt_bytes = 1 << 20;
+		}
+		snprintf(m.text, sizeof(m.text), "rank 0: %s", names[t - 1]);
+		ctrlmsg_encode(&m, b);
+		out("ctrlmsg", names[t - 1], b, sizeof(b));
+	}
+	truncs("ctrlmsg", "abort", b, sizeof(b), cuts, N(cuts));
+	flips("ctrlmsg", "stats", b, sizeof(b), offs, N(offs));
+	uint8_t c[CTRLMSG_SIZE];
+	memcpy(c, b, sizeof(c)); vcfmt_put_be16(c + 12, 9); ctrl_out("bad-type", c);
+	memcpy(c, b, sizeof(c)); vcfmt_put_be16(c + 14, 99); ctrl_out("bad-code", c);
+	memcpy(c, b, sizeof(c)); vcfmt_put_be16(c + CTRLMSG_HDR + 120, CTRLMSG_TEXT + 1);
+	ctrl_out("bad-textlen", c);
+	memcpy(c, b, sizeof(c)); vcfmt_put_be32(c + 16, 2); ctrl_out("bad-sender", c);
+	memcpy(c, b, sizeof(c)); vcfmt_put_be16(c + 4, 2); ctrl_out("bad-version", c);
+}
+
 int main(int argc, char **argv)
 {
 	char tmp[] = "/tmp/vcfuzz-gen-XXXXXX";
@@ -596,6 +640,7 @@ int main(int argc, char **argv)
 	gen_mstream(tmp);
 	gen_jobs();
 	gen_addrs();
+	gen_ctrlmsg();
 	fuzz_dir_path[0] = 0;
 	snprintf(fuzz_dir_path, sizeof(fuzz_dir_path), "%s", tmp);
 	fuzz_dir_cleanup();
