@@ -128,7 +128,8 @@ static int set_memory(struct vc_config *c, const char *v, char *why, size_t whyl
 	unsigned long long x = strtoull(v, &end, 10);
 	uint64_t mib = 0;
 
-	if (!errno && end != v && x > 0) {
+	/* strtoull would take "-N" as 2^64-N: a size starts with a digit */
+	if (!errno && end != v && x > 0 && v[0] >= '0' && v[0] <= '9') {
 		if (!strcmp(end, "") || !strcasecmp(end, "M") || !strcasecmp(end, "MiB"))
 			mib = x;
 		else if ((!strcasecmp(end, "G") || !strcasecmp(end, "GiB")) && x <= 1024)

@@ -11,6 +11,8 @@
  * deterministic: the same tree gives the same files.
  */
 #include "fuzz.h"
+#include "ctrlmsg.h"
+#include "fbatch.h"
 #include "manifest.h"
 #include "mstream.h"
 #include "rq.h"
@@ -576,6 +578,101 @@ static void gen_addrs(void)
 	out_str("mstream_addr", "good-host-255", host);
 }
 
+/* ---- ctrlmsg ------------------------------------------------------------ */
+
+/* One control message of each type as the launcher writes it, short and
+ * flipped copies, and copies with one header field wrong (CRC fixed). */
+static void ctrl_out(const char *name, uint8_t *b)
+{
+	vcfmt_put_be32(b + 20, 0);
+	vcfmt_put_be32(b + 20, vcfmt_crc32c(0, b, CTRLMSG_SIZE));
+	out("ctrlmsg", name, b, CTRLMSG_SIZE);
+}
+
+static void gen_ctrlmsg(void)
+{
+	static const char *names[] = { "exit", "abort", "shutdown", "stats" };
+	const size_t cuts[] = { 0, 4, 23, 24, CTRLMSG_SIZE - 1 };
+	const size_t offs[] = { 0, 5, 13, 17, 21, CTRLMSG_HDR + 120, CTRLMSG_HDR + 130 };
+	uint8_t b[CTRLMSG_SIZE];
+
+	for (int t = CTRL_EXIT; t <= CTRL_TYPE_MAX; t++) {
+		struct ctrlmsg m = { .type = t, .rank = 0, .status = t == CTRL_EXIT ? 1 : 0,
+				     .signo = t == CTRL_SHUTDOWN ? 15 : 0 };
+		if (t == CTRL_ABORT)
+			m.code = CTRL_CODE_TIMEOUT;
+		if (t == CTRL_STATS) {
+			m.fab.frames_from_vm = 1234;
+			m.fab.npeers = 3;
+			m.ckpt_bytes = 1 << 20;
+		}
+		snprintf(m.text, sizeof(m.text), "rank 0: %s", names[t - 1]);
+		ctrlmsg_encode(&m, b);
+		out("ctrlmsg", names[t - 1], b, sizeof(b));
+	}
+	truncs("ctrlmsg", "abort", b, sizeof(b), cuts, N(cuts));
+	flips("ctrlmsg", "stats", b, sizeof(b), offs, N(offs));
+	uint8_t c[CTRLMSG_SIZE];
+	memcpy(c, b, sizeof(c)); vcfmt_put_be16(c + 12, 9); ctrl_out("bad-type", c);
+	memcpy(c, b, sizeof(c)); vcfmt_put_be16(c + 14, 99); ctrl_out("bad-code", c);
+	memcpy(c, b, sizeof(c)); vcfmt_put_be16(c + CTRLMSG_HDR + 120, CTRLMSG_TEXT + 1);
+	ctrl_out("bad-textlen", c);
+	memcpy(c, b, sizeof(c)); vcfmt_put_be32(c + 16, 2); ctrl_out("bad-sender", c);
+	memcpy(c, b, sizeof(c)); vcfmt_put_be16(c + 4, 2); ctrl_out("bad-version", c);
+}
+
+/* ---- fbatch ------------------------------------------------------------- */
+
+static size_t fb_rec(uint8_t *b, size_t off, uint8_t type, const void *d, uint16_t len)
+{
+	b[off] = type;
+	b[off + 1] = 0;
+	vcfmt_put_be16(b + off + 2, len);
+	memcpy(b + off + FBATCH_REC_HDR, d, len);
+	return off + FBATCH_REC_HDR + len;
+}
+
+/* Batches as the fabric seals them (frames of 1, 60 and 1514 bytes, a
+ * marker, an empty batch), short and flipped copies, and resealed copies
+ * with a record that overruns, stray bytes, a short marker, a bad type. */
+static void gen_fbatch(void)
+{
+	static uint8_t b[4096], c[4096];
+	uint8_t frame[1514], epoch[8];
+	const size_t cuts[] = { 0, 3, 23, 24, 27, 90 };
+	const size_t offs[] = { 0, 5, 7, 9, 13, 17, 21, 26, 30 };
+	size_t off = FBATCH_HDR, len;
+
+	for (size_t i = 0; i < sizeof(frame); i++)
+		frame[i] = (uint8_t)(i * 7);
+	vcfmt_put_be64(epoch, 3);
+	fbatch_seal(b, FBATCH_HDR, 0, 16, 0);
+	out("fbatch", "empty", b, FBATCH_HDR);
+	off = fb_rec(b, off, FBATCH_FRAME, frame, 60);
+	off = fb_rec(b, off, FBATCH_MARKER, epoch, 8);
+	off = fb_rec(b, off, FBATCH_FRAME, frame, 1);
+	off = fb_rec(b, off, FBATCH_FRAME, frame, sizeof(frame));
+	len = off;
+	fbatch_seal(b, (uint32_t)len, 41, 3, 4);
+	out("fbatch", "frames-marker", b, len);
+	truncs("fbatch", "frames-marker", b, len, cuts, N(cuts));
+	flips("fbatch", "frames-marker", b, len, offs, N(offs));
+	memcpy(c, b, len);
+	vcfmt_put_be16(c + FBATCH_HDR + 2, 2000);
+	fbatch_seal(c, (uint32_t)len, 41, 3, 4);
+	out("fbatch", "bad-rec-overrun", c, len);
+	memcpy(c, b, len);
+	c[len] = 1; c[len + 1] = 0;
+	fbatch_seal(c, (uint32_t)len + 2, 41, 3, 4);
+	out("fbatch", "bad-stray-bytes", c, len + 2);
+	off = fb_rec(c, FBATCH_HDR, FBATCH_MARKER, epoch, 7);
+	fbatch_seal(c, (uint32_t)off, 0, 0, 1);
+	out("fbatch", "bad-marker-7", c, off);
+	off = fb_rec(c, FBATCH_HDR, 9, epoch, 2);
+	fbatch_seal(c, (uint32_t)off, 0, 0, 1);
+	out("fbatch", "bad-type", c, off);
+}
+
 int main(int argc, char **argv)
 {
 	char tmp[] = "/tmp/vcfuzz-gen-XXXXXX";
@@ -596,6 +693,8 @@ int main(int argc, char **argv)
 	gen_mstream(tmp);
 	gen_jobs();
 	gen_addrs();
+	gen_ctrlmsg();
+	gen_fbatch();
 	fuzz_dir_path[0] = 0;
 	snprintf(fuzz_dir_path, sizeof(fuzz_dir_path), "%s", tmp);
 	fuzz_dir_cleanup();

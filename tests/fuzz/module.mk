@@ -10,7 +10,7 @@
 #                        (packages: mk/deps.sh fuzz).
 # `make fuzz-corpus` regenerates the seed corpus with the writers' own APIs.
 
-FUZZ_TARGETS_ALL := vcfmt rq manifest jobspec config mstream mstream_addr
+FUZZ_TARGETS_ALL := vcfmt rq manifest jobspec config mstream mstream_addr ctrlmsg fbatch
 FUZZ_TARGETS     ?= $(FUZZ_TARGETS_ALL)
 FUZZ_SECONDS     ?= 60
 
@@ -24,6 +24,8 @@ fuzz_srcs_mstream      := tlm-migrate/mstream.c tlm-migrate/ms_wire.c tlm-migrat
 			  tlm-migrate/ms_file.c tlm-migrate/ms_addr.c tlm-migrate/ms_auth.c \
 			  common/vcfmt.c common/log.c
 fuzz_srcs_mstream_addr := $(fuzz_srcs_mstream)
+fuzz_srcs_ctrlmsg      := vcluster-launch/ctrlmsg.c common/vcfmt.c
+fuzz_srcs_fbatch       := vcluster-launch/fbatch.c common/vcfmt.c
 fuzz_libs_vcfmt        := -lisal
 fuzz_libs_rq           := -lisal
 fuzz_libs_manifest     := -lisal -ljansson
@@ -31,6 +33,8 @@ fuzz_libs_jobspec      :=
 fuzz_libs_config       :=
 fuzz_libs_mstream      := -lisal -lgnutls -lpthread
 fuzz_libs_mstream_addr := -lisal -lgnutls -lpthread
+fuzz_libs_ctrlmsg      := -lisal
+fuzz_libs_fbatch       := -lisal
 
 # The replay programs, run with the unit tests.
 $(foreach t,$(FUZZ_TARGETS_ALL),$(eval $(call unit_test,fuzz_$(t),tests/fuzz/fuzz_$(t).c tests/fuzz/replay.c $(fuzz_srcs_$(t)),$(fuzz_libs_$(t)))))
@@ -44,7 +48,7 @@ FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
 	       -fno-omit-frame-pointer
 FUZZ_CFLAGS := $(CSTD) -g -O1 $(FUZZ_SAN) -fsanitize=fuzzer-no-link -MMD -MP \
 	       -Icommon -Ivcluster-launch -Ivccp-rank -Itlm-migrate \
-	       -DVC_VERSION=\"$(VC_VERSION)\"
+	       -DVC_VERSION=\"$(VC_VERSION)\" $(shell mpicc -showme:compile 2>/dev/null)
 
 $(FUZZOBJ)/%.o: %.c
 	@mkdir -p $(@D)
@@ -67,10 +71,11 @@ fuzz: fuzz-build
 
 # ---- seed corpus -----------------------------------------------------------
 FUZZ_GEN_SRCS := tests/fuzz/gen-corpus.c vccp-rank/rq.c vccp-rank/manifest.c \
-		 $(fuzz_srcs_mstream) common/afile.c
+		 $(fuzz_srcs_mstream) common/afile.c vcluster-launch/ctrlmsg.c \
+		 vcluster-launch/fbatch.c
 $(BUILD)/tests/fuzz-gen-corpus: $(call objs,$(FUZZ_GEN_SRCS))
 	@mkdir -p $(@D)
-	$(CC) -o $@ $^ -lisal -ljansson -lpthread
+	$(CC) -o $@ $^ -lisal -ljansson -lgnutls -lpthread
 $(OBJDIR)/tests/fuzz/%.o: ALL_CFLAGS += -Itlm-migrate
 
 fuzz-corpus: $(BUILD)/tests/fuzz-gen-corpus

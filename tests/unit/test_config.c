@@ -81,6 +81,8 @@ int main(void)
 		/* 2^54 + 1 GiB: times 1024 wraps to 1024 MiB unless bounded. */
 		{ "--memory", "18014398509481985G", "--memory: '18014398509481985G' is not a size" },
 		{ "--memory", "1025G", "--memory: '1025G' is not a size" },
+		/* strtoull takes "-N" as 2^64 - N: 256 MiB here unless refused. */
+		{ "--memory", "-18446744073709551360", "is not a size" },
 		{ "--memory", "99999999999999999999M", "is not a size" },
 		{ "--accel", "xen", "--accel: 'xen' is not one of auto, kvm, tcg" },
 		{ "--subnet", "10.10.0.1/24", "has host bits set" },
