@@ -1,6 +1,7 @@
 #define LOG_PREFIX "fabric"
 #include "fabric.h"
 
+#include "fbatch.h"
 #include "log.h"
 #include "rq.h"
 #include "vc_magic.h"
@@ -17,9 +18,6 @@
 #include <linux/sockios.h>
 #include <unistd.h>
 
-#define FABRIC_VERSION	1
-#define BATCH_HDR	24
-#define REC_HDR		4
 #define SEND_RING	32	/* batches queued per peer normally: 2 MiB */
 #define SPILL_RING	128	/* hard bound while the VM is stuck: 8 MiB */
 #define RING_SLOTS	(SPILL_RING + 2)	/* + the filling batch and a marker */
@@ -29,21 +27,10 @@
 #define TAG_BATCH	101
 #define TAG_CREDIT	102
 
-enum rec_type { REC_FRAME = 1, REC_MARKER = 2 };
-
-/*
- * Batch wire format, big-endian (one MPI message):
- *   0  u32 magic "VCFB"     4  u16 version   6  u16 header length (24)
- *   8  u32 channel sequence number (per ordered pair, from 0)
- *  12  u16 credits returned to the receiver of this batch
- *  14  u16 number of records
- *  16  u32 body length     20  u32 CRC32C of header (this field 0) + body
- * body: records, each  u8 type, u8 flags, u16 length, then length bytes
- *   (a frame, or for a marker the 64-bit epoch).
- */
+/* The batch wire format is in fbatch.h. */
 
 struct out_batch {
-	uint8_t *buf;		/* BATCH_HDR + body; owned by the ring slot */
+	uint8_t *buf;		/* FBATCH_HDR + body; owned by the ring slot */
 	uint32_t len;		/* bytes used, header included */
 	uint16_t nrec;
 	MPI_Request req;
@@ -193,21 +180,21 @@ static void push_fill(struct peer *p)
 static int add_record(struct fabric *f, struct peer *p, uint8_t type,
 		      const void *data, uint16_t len)
 {
-	if (p->fill.buf && p->fill.len + REC_HDR + len > FABRIC_BATCH_MAX)
+	if (p->fill.buf && p->fill.len + FBATCH_REC_HDR + len > FABRIC_BATCH_MAX)
 		push_fill(p);
 	if (!p->fill.buf) {
 		p->fill.buf = buf_get(f);
 		if (!p->fill.buf)
 			return -ENOMEM;
-		p->fill.len = BATCH_HDR;
+		p->fill.len = FBATCH_HDR;
 		p->fill.nrec = 0;
 	}
 	uint8_t *r = p->fill.buf + p->fill.len;
 	r[0] = type;
 	r[1] = 0;
 	vcfmt_put_be16(r + 2, len);
-	memcpy(r + REC_HDR, data, len);
-	p->fill.len += REC_HDR + len;
+	memcpy(r + FBATCH_REC_HDR, data, len);
+	p->fill.len += FBATCH_REC_HDR + len;
 	p->fill.nrec++;
 	return 0;
 }
@@ -238,15 +225,7 @@ static int post_sends(struct fabric *f, struct peer *p, bool *busy)
 		struct out_batch *b = &p->ring[(p->head + p->inflight) % RING_SLOTS];
 		uint16_t give = p->credits_owed > 0xffff ? 0xffff : (uint16_t)p->credits_owed;
 
-		vcfmt_put_be32(b->buf, VC_MAGIC_FABRIC_MSG);
-		vcfmt_put_be16(b->buf + 4, FABRIC_VERSION);
-		vcfmt_put_be16(b->buf + 6, BATCH_HDR);
-		vcfmt_put_be32(b->buf + 8, p->tx_seq);
-		vcfmt_put_be16(b->buf + 12, give);
-		vcfmt_put_be16(b->buf + 14, b->nrec);
-		vcfmt_put_be32(b->buf + 16, b->len - BATCH_HDR);
-		vcfmt_put_be32(b->buf + 20, 0);
-		vcfmt_put_be32(b->buf + 20, vcfmt_crc32c(0, b->buf, b->len));
+		fbatch_seal(b->buf, b->len, p->tx_seq, give, b->nrec);
 		int r = MPI_Isend(b->buf, (int)b->len, MPI_BYTE, p->rank, TAG_BATCH,
 				  f->comm, &b->req);
 		if (r != MPI_SUCCESS)
@@ -306,7 +285,7 @@ static int route_frame(struct fabric *f, const uint8_t *frame, uint16_t len)
 		if (i == f->rank || (dst >= 0 && i != dst))
 			continue;
 		struct peer *p = &f->peers[i];
-		r = add_record(f, p, REC_FRAME, frame, len);
+		r = add_record(f, p, FBATCH_FRAME, frame, len);
 		if (r < 0)
 			return r;
 		p->st.frames_tx++;
@@ -376,7 +355,7 @@ static int post_rx(struct fabric *f, struct peer *p, struct rx_slot *s)
 {
 	s->complete = false;
 	s->checked = false;
-	s->off = BATCH_HDR;
+	s->off = FBATCH_HDR;
 	s->len = 0;
 	return MPI_Irecv(s->buf, FABRIC_BATCH_MAX, MPI_BYTE, p->rank, TAG_BATCH,
 			 f->comm, &s->req) == MPI_SUCCESS ? 0 : -EIO;
@@ -384,35 +363,15 @@ static int post_rx(struct fabric *f, struct peer *p, struct rx_slot *s)
 
 static int check_batch(struct fabric *f, struct peer *p, struct rx_slot *s)
 {
-	uint8_t *b = s->buf;
-	const char *what = NULL;
-	unsigned long got = 0, want = 0;
+	char why[128];
+	uint16_t credits;
 
-	if (s->len < BATCH_HDR) {
-		what = "length"; got = s->len; want = BATCH_HDR;
-	} else if (vcfmt_get_be32(b) != VC_MAGIC_FABRIC_MSG) {
-		what = "magic"; got = vcfmt_get_be32(b); want = VC_MAGIC_FABRIC_MSG;
-	} else if (vcfmt_get_be16(b + 4) != FABRIC_VERSION) {
-		what = "version"; got = vcfmt_get_be16(b + 4); want = FABRIC_VERSION;
-	} else if (vcfmt_get_be32(b + 16) != s->len - BATCH_HDR) {
-		what = "body length"; got = vcfmt_get_be32(b + 16); want = s->len - BATCH_HDR;
-	} else if (vcfmt_get_be32(b + 8) != p->rx_seq) {
-		what = "sequence number"; got = vcfmt_get_be32(b + 8); want = p->rx_seq;
-	} else {
-		uint32_t crc = vcfmt_get_be32(b + 20);
-		vcfmt_put_be32(b + 20, 0);
-		uint32_t calc = vcfmt_crc32c(0, b, s->len);
-		if (crc != calc) {
-			what = "CRC32C"; got = crc; want = calc;
-		}
-	}
-	if (what) {
-		pr_err("batch from rank %d: %s 0x%lx, expected 0x%lx", p->rank,
-		       what, got, want);
+	if (fbatch_check(s->buf, s->len, p->rx_seq, &credits, why, sizeof(why)) < 0) {
+		pr_err("batch from rank %d: %s", p->rank, why);
 		return -EBADMSG;
 	}
 	p->rx_seq++;
-	p->credits += vcfmt_get_be16(b + 12);
+	p->credits += credits;
 	s->checked = true;
 	return 0;
 }
@@ -448,42 +407,36 @@ static int vm_write(struct fabric *f, const uint8_t *frame, uint16_t len)
 static int deliver_slot(struct fabric *f, struct peer *p, struct rx_slot *s)
 {
 	while (s->off < s->len) {
-		uint8_t *r = s->buf + s->off;
-		uint16_t len = vcfmt_get_be16(r + 2);
+		struct fbatch_rec rec;
+		char why[128];
 
-		if (s->off + REC_HDR + len > s->len) {
-			pr_err("batch from rank %d: record overruns the batch", p->rank);
+		if (fbatch_record(s->buf, s->len, s->off, &rec, why, sizeof(why)) < 0) {
+			pr_err("batch from rank %d: %s", p->rank, why);
 			return -EBADMSG;
 		}
-		if (r[0] == REC_MARKER) {
-			if (len != 8) {
-				pr_err("batch from rank %d: marker of %u bytes", p->rank, len);
-				return -EBADMSG;
-			}
+		uint16_t len = rec.len;
+		if (rec.type == FBATCH_MARKER) {
 			if (f->marker_cb)
-				f->marker_cb(f->marker_ctx, p->rank, vcfmt_get_be64(r + REC_HDR));
-		} else if (r[0] == REC_FRAME) {
+				f->marker_cb(f->marker_ctx, p->rank, vcfmt_get_be64(rec.data));
+		} else {	/* FBATCH_FRAME */
 			if (len >= 14)
-				mac_learn(f, r + REC_HDR + 6, p->rank);
+				mac_learn(f, rec.data + 6, p->rank);
 			if (!f->vm_attached) {
 				f->st.frames_discarded++;
 			} else if (f->held || rq_count(f->rq)) {
 				/* held for a checkpoint, or behind frames that
 				 * are: queue it, in arrival order */
-				if (rq_push(f->rq, p->rank, r + REC_HDR, len) < 0)
+				if (rq_push(f->rq, p->rank, rec.data, len) < 0)
 					return -ENOMEM;
 			} else {
-				int w = vm_write(f, r + REC_HDR, len);
+				int w = vm_write(f, rec.data, len);
 				if (w <= 0)
 					return w;
 			}
 			p->st.frames_rx++;
 			p->st.bytes_rx += len;
-		} else {
-			pr_err("batch from rank %d: unknown record type %u", p->rank, r[0]);
-			return -EBADMSG;
 		}
-		s->off += REC_HDR + len;
+		s->off = rec.next;
 	}
 	return 1;
 }
@@ -794,7 +747,7 @@ int fabric_send_marker(struct fabric *f, uint64_t epoch)
 			continue;
 		/* A marker may exceed the ring bound by one batch: it must
 		 * never wait behind the VM it is cutting. */
-		int r = add_record(f, &f->peers[i], REC_MARKER, e, sizeof(e));
+		int r = add_record(f, &f->peers[i], FBATCH_MARKER, e, sizeof(e));
 		if (r < 0)
 			return r;
 	}

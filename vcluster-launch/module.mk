@@ -1,6 +1,6 @@
 # vcluster-launch/: the MPI program (one rank per host) and vcluster-ctl.
 LAUNCH_SRCS := vcluster-launch/main.c vcluster-launch/config.c \
-	       vcluster-launch/fabric.c vcluster-launch/vm.c \
+	       vcluster-launch/fabric.c vcluster-launch/fbatch.c vcluster-launch/vm.c \
 	       vcluster-launch/accel.c vcluster-launch/pin.c vcluster-launch/ctl.c \
 	       vcluster-launch/lifeline.c \
 	       vcluster-launch/loop.c vcluster-launch/ctrlmsg.c vcluster-launch/status.c \
@@ -18,6 +18,7 @@ $(BIN)/vcluster-ctl: $(call objs,vcluster-launch/vcluster-ctl.c) $(COMMON_LIB)
 
 all: $(BIN)/vcluster-launch $(BIN)/vcluster-ctl
 
+$(eval $(call unit_test,test_fbatch,tests/unit/test_fbatch.c vcluster-launch/fbatch.c common/vcfmt.c,-lisal))
 $(eval $(call unit_test,test_config,tests/unit/test_config.c vcluster-launch/config.c common/jobspec.c common/afile.c,))
 $(eval $(call unit_test,test_loop,tests/unit/test_loop.c vcluster-launch/loop.c common/worker.c,-lpthread))
 $(eval $(call unit_test,test_ctrlmsg,tests/unit/test_ctrlmsg.c vcluster-launch/ctrlmsg.c common/vcfmt.c,-lisal))
