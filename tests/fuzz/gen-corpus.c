@@ -12,6 +12,7 @@
  */
 #include "fuzz.h"
 #include "ctrlmsg.h"
+#include "fbatch.h"
 #include "manifest.h"
 #include "mstream.h"
 #include "rq.h"
@@ -620,6 +621,58 @@ static void gen_ctrlmsg(void)
 	memcpy(c, b, sizeof(c)); vcfmt_put_be16(c + 4, 2); ctrl_out("bad-version", c);
 }
 
+/* ---- fbatch ------------------------------------------------------------- */
+
+static size_t fb_rec(uint8_t *b, size_t off, uint8_t type, const void *d, uint16_t len)
+{
+	b[off] = type;
+	b[off + 1] = 0;
+	vcfmt_put_be16(b + off + 2, len);
+	memcpy(b + off + FBATCH_REC_HDR, d, len);
+	return off + FBATCH_REC_HDR + len;
+}
+
+/* Batches as the fabric seals them (frames of 1, 60 and 1514 bytes, a
+ * marker, an empty batch), short and flipped copies, and resealed copies
+ * with a record that overruns, stray bytes, a short marker, a bad type. */
+static void gen_fbatch(void)
+{
+	static uint8_t b[4096], c[4096];
+	uint8_t frame[1514], epoch[8];
+	const size_t cuts[] = { 0, 3, 23, 24, 27, 90 };
+	const size_t offs[] = { 0, 5, 7, 9, 13, 17, 21, 26, 30 };
+	size_t off = FBATCH_HDR, len;
+
+	for (size_t i = 0; i < sizeof(frame); i++)
+		frame[i] = (uint8_t)(i * 7);
+	vcfmt_put_be64(epoch, 3);
+	fbatch_seal(b, FBATCH_HDR, 0, 16, 0);
+	out("fbatch", "empty", b, FBATCH_HDR);
+	off = fb_rec(b, off, FBATCH_FRAME, frame, 60);
+	off = fb_rec(b, off, FBATCH_MARKER, epoch, 8);
+	off = fb_rec(b, off, FBATCH_FRAME, frame, 1);
+	off = fb_rec(b, off, FBATCH_FRAME, frame, sizeof(frame));
+	len = off;
+	fbatch_seal(b, (uint32_t)len, 41, 3, 4);
+	out("fbatch", "frames-marker", b, len);
+	truncs("fbatch", "frames-marker", b, len, cuts, N(cuts));
+	flips("fbatch", "frames-marker", b, len, offs, N(offs));
+	memcpy(c, b, len);
+	vcfmt_put_be16(c + FBATCH_HDR + 2, 2000);
+	fbatch_seal(c, (uint32_t)len, 41, 3, 4);
+	out("fbatch", "bad-rec-overrun", c, len);
+	memcpy(c, b, len);
+	c[len] = 1; c[len + 1] = 0;
+	fbatch_seal(c, (uint32_t)len + 2, 41, 3, 4);
+	out("fbatch", "bad-stray-bytes", c, len + 2);
+	off = fb_rec(c, FBATCH_HDR, FBATCH_MARKER, epoch, 7);
+	fbatch_seal(c, (uint32_t)off, 0, 0, 1);
+	out("fbatch", "bad-marker-7", c, off);
+	off = fb_rec(c, FBATCH_HDR, 9, epoch, 2);
+	fbatch_seal(c, (uint32_t)off, 0, 0, 1);
+	out("fbatch", "bad-type", c, off);
+}
+
 int main(int argc, char **argv)
 {
 	char tmp[] = "/tmp/vcfuzz-gen-XXXXXX";
@@ -641,6 +694,7 @@ int main(int argc, char **argv)
 	gen_jobs();
 	gen_addrs();
 	gen_ctrlmsg();
+	gen_fbatch();
 	fuzz_dir_path[0] = 0;
 	snprintf(fuzz_dir_path, sizeof(fuzz_dir_path), "%s", tmp);
 	fuzz_dir_cleanup();

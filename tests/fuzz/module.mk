@@ -10,7 +10,7 @@
 #                        (packages: mk/deps.sh fuzz).
 # `make fuzz-corpus` regenerates the seed corpus with the writers' own APIs.
 
-FUZZ_TARGETS_ALL := vcfmt rq manifest jobspec config mstream mstream_addr ctrlmsg
+FUZZ_TARGETS_ALL := vcfmt rq manifest jobspec config mstream mstream_addr ctrlmsg fbatch
 FUZZ_TARGETS     ?= $(FUZZ_TARGETS_ALL)
 FUZZ_SECONDS     ?= 60
 
@@ -25,6 +25,7 @@ fuzz_srcs_mstream      := tlm-migrate/mstream.c tlm-migrate/ms_wire.c tlm-migrat
 			  common/vcfmt.c common/log.c
 fuzz_srcs_mstream_addr := $(fuzz_srcs_mstream)
 fuzz_srcs_ctrlmsg      := vcluster-launch/ctrlmsg.c common/vcfmt.c
+fuzz_srcs_fbatch       := vcluster-launch/fbatch.c common/vcfmt.c
 fuzz_libs_vcfmt        := -lisal
 fuzz_libs_rq           := -lisal
 fuzz_libs_manifest     := -lisal -ljansson
@@ -33,6 +34,7 @@ fuzz_libs_config       :=
 fuzz_libs_mstream      := -lisal -lgnutls -lpthread
 fuzz_libs_mstream_addr := -lisal -lgnutls -lpthread
 fuzz_libs_ctrlmsg      := -lisal
+fuzz_libs_fbatch       := -lisal
 
 # The replay programs, run with the unit tests.
 $(foreach t,$(FUZZ_TARGETS_ALL),$(eval $(call unit_test,fuzz_$(t),tests/fuzz/fuzz_$(t).c tests/fuzz/replay.c $(fuzz_srcs_$(t)),$(fuzz_libs_$(t)))))
@@ -69,7 +71,8 @@ fuzz: fuzz-build
 
 # ---- seed corpus -----------------------------------------------------------
 FUZZ_GEN_SRCS := tests/fuzz/gen-corpus.c vccp-rank/rq.c vccp-rank/manifest.c \
-		 $(fuzz_srcs_mstream) common/afile.c vcluster-launch/ctrlmsg.c
+		 $(fuzz_srcs_mstream) common/afile.c vcluster-launch/ctrlmsg.c \
+		 vcluster-launch/fbatch.c
 $(BUILD)/tests/fuzz-gen-corpus: $(call objs,$(FUZZ_GEN_SRCS))
 	@mkdir -p $(@D)
 	$(CC) -o $@ $^ -lisal -ljansson -lgnutls -lpthread
