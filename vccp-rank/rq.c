@@ -46,20 +46,43 @@ void rq_destroy(struct rq *q)
 	free(q);
 }
 
+/* Room for want frames in the ring.  0 or -ENOMEM (q unchanged). */
+static int rq_reserve(struct rq *q, size_t want)
+{
+	if (want <= q->cap)
+		return 0;
+	size_t ncap = q->cap ? q->cap : 256;
+	while (ncap < want)
+		ncap *= 2;
+	struct rq_frame *nv = malloc(ncap * sizeof(*nv));
+	if (!nv)
+		return -ENOMEM;
+	for (size_t i = 0; i < q->count; i++)
+		nv[i] = q->v[(q->head + i) % q->cap];
+	free(q->v);
+	q->v = nv;
+	q->cap = ncap;
+	q->head = 0;
+	return 0;
+}
+
+int rq_splice(struct rq *dst, struct rq *src)
+{
+	if (rq_reserve(dst, dst->count + src->count) < 0)
+		return -ENOMEM;
+	for (size_t i = 0; i < src->count; i++)
+		dst->v[(dst->head + dst->count + i) % dst->cap] =
+			src->v[(src->head + i) % src->cap];
+	dst->count += src->count;
+	dst->bytes += src->bytes;
+	src->count = src->bytes = src->head = 0;
+	return 0;
+}
+
 int rq_push(struct rq *q, int from, const void *frame, uint16_t len)
 {
-	if (q->count == q->cap) {
-		size_t ncap = q->cap ? q->cap * 2 : 256;
-		struct rq_frame *nv = malloc(ncap * sizeof(*nv));
-		if (!nv)
-			return -ENOMEM;
-		for (size_t i = 0; i < q->count; i++)
-			nv[i] = q->v[(q->head + i) % q->cap];
-		free(q->v);
-		q->v = nv;
-		q->cap = ncap;
-		q->head = 0;
-	}
+	if (rq_reserve(q, q->count + 1) < 0)
+		return -ENOMEM;
 	uint8_t *data = malloc(len ? len : 1);
 	if (!data)
 		return -ENOMEM;

@@ -29,6 +29,9 @@ int rq_push(struct rq *q, int from, const void *frame, uint16_t len);
 /* The oldest frame, or -ENOENT when empty.  Valid until rq_pop(). */
 int rq_peek(const struct rq *q, int *from, const uint8_t **frame, uint16_t *len);
 void rq_pop(struct rq *q);
+/* Move every frame of src, in order, behind dst's; src is left empty.
+ * No frame is copied; 0, or -ENOMEM with both queues unchanged. */
+int rq_splice(struct rq *dst, struct rq *src);
 void rq_clear(struct rq *q);
 size_t rq_count(const struct rq *q);
 size_t rq_bytes(const struct rq *q);

@@ -666,8 +666,6 @@ void fabric_detach_vm(struct fabric *f)
 void fabric_hold(struct fabric *f, bool hold)
 {
 	f->held = hold;
-	if (!hold)	/* what the cut queued; later frames queue behind */
-		f->cut_left = rq_count(f->rq);
 }
 
 void fabric_drain_vm(struct fabric *f, bool drain)
@@ -721,17 +719,17 @@ struct rq *fabric_take_rq(struct fabric *f)
 
 void fabric_put_rq(struct fabric *f, struct rq *q)
 {
-	const uint8_t *frame;
-	uint16_t len;
-	int from;
-
 	if (!q)
 		return;
-	/* frames queued meanwhile go behind the returned ones */
-	while (rq_peek(f->rq, &from, &frame, &len) == 0) {
-		if (rq_push(q, from, frame, len) < 0)
-			break;	/* out of memory: those few frames are lost */
-		rq_pop(f->rq);
+	/* What the cut queued is what was saved: frames a peer sent after
+	 * its own resume, queued meanwhile, go behind and are not counted. */
+	f->cut_left = rq_count(q);
+	if (rq_splice(q, f->rq) < 0) {
+		/* Dropping either queue would lose frames silently; the last
+		 * good checkpoint stays on disk for a restore. */
+		fprintf(stderr, "fabric: rank %d: out of memory joining the receive "
+			"queues; stopping rather than lose frames\n", f->rank);
+		abort();
 	}
 	rq_destroy(f->rq);
 	f->rq = q;

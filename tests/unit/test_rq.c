@@ -24,8 +24,49 @@ static void rewrite(const char *path, long off, int flip, long truncate_to)
 	close(fd);
 }
 
+/* The queue given back after a save goes first; frames queued meanwhile
+ * follow in their order, across a wrapped ring on both sides. */
+static void test_splice(void)
+{
+	struct rq *a = rq_create(), *b = rq_create();
+	uint8_t frame[64];
+	int from;
+	const uint8_t *d;
+	uint16_t len;
+
+	CHECK(a && b);
+	for (int i = 0; i < 300; i++) {	/* a wraps: head moves past 0 */
+		memset(frame, i & 0xff, sizeof(frame));
+		CHECK_EQ(rq_push(a, 1, frame, (uint16_t)(1 + i % 64)), 0);
+		if (i < 100)
+			rq_pop(a);
+	}
+	for (int i = 300; i < 700; i++) {
+		memset(frame, i & 0xff, sizeof(frame));
+		CHECK_EQ(rq_push(b, 2, frame, (uint16_t)(1 + i % 64)), 0);
+	}
+	size_t bytes = rq_bytes(a) + rq_bytes(b);
+	CHECK_EQ(rq_splice(a, b), 0);
+	CHECK_EQ(rq_count(b), 0);
+	CHECK_EQ(rq_bytes(b), 0);
+	CHECK_EQ(rq_count(a), 600);
+	CHECK_EQ(rq_bytes(a), bytes);
+	for (int i = 100; i < 700; i++) {
+		CHECK_EQ(rq_peek(a, &from, &d, &len), 0);
+		CHECK_EQ(from, i < 300 ? 1 : 2);
+		CHECK_EQ(len, 1 + i % 64);
+		CHECK_EQ(d[0], i & 0xff);
+		rq_pop(a);
+	}
+	CHECK_EQ(rq_peek(b, &from, &d, &len), -ENOENT);
+	CHECK_EQ(rq_push(b, 0, frame, 10), 0);	/* b still usable */
+	rq_destroy(a);
+	rq_destroy(b);
+}
+
 int main(void)
 {
+	test_splice();
 	struct rq *q = rq_create(), *l;
 	char path[] = "/tmp/vc-test-rq.XXXXXX", why[256];
 	uint8_t frame[1500];
