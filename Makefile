@@ -9,6 +9,8 @@
 #   make guest      the test guest (kernel + initramfs) into build/guest
 #   make qemu       the patched QEMU into build/qemu (qemu-patches/)
 #   make bench      the benchmarks (each prints its own figures)
+#   make install    programs, test guest, patched QEMU and docs into
+#                   $(DESTDIR)$(PREFIX) (mk/install.mk)
 
 SHELL      := /bin/bash
 BUILD      := build
@@ -32,7 +34,7 @@ VC_VERSION := $(shell cat VERSION)
 $(if $(VC_VERSION),,$(error VERSION is missing or empty))
 ALL_CFLAGS += -DVC_VERSION=\"$(VC_VERSION)\"
 
-.PHONY: all demo check check-unit check-integration guest qemu bench deps clean
+.PHONY: all demo check check-unit check-integration guest qemu bench deps clean install
 all:
 
 objs      = $(patsubst %.c,$(OBJDIR)/%.o,$(1))
@@ -57,6 +59,7 @@ endef
 
 include common/module.mk
 include $(filter-out common/module.mk,$(sort $(wildcard */module.mk */*/module.mk)))
+include mk/install.mk
 
 # ---- packages --------------------------------------------------------------
 deps:
