@@ -232,7 +232,7 @@ bad:
 }
 
 static const struct cfg_opt opts[] = {
-	{ "kernel", "FILE", set_kernel, "guest kernel (default: the test guest installed beside the program, PREFIX/libexec/vcluster/guest/ or build/guest/)" },
+	{ "kernel", "FILE", set_kernel, "guest kernel (default: the test guest beside the program, PREFIX/libexec/vcluster/guest/ or build/guest/)" },
 	{ "initrd", "FILE", set_initrd, "guest initramfs (default: the test guest's initrd.img with --kernel unset)" },
 	{ "append", "TEXT", set_append, "extra guest kernel command line" },
 	{ "disk", "FILE", set_disk, "qcow2 disk image for every VM (each rank gets its own overlay)" },
