@@ -323,28 +323,64 @@ static int qmp_simple(struct qmp *q, const char *cmd, json_t *args, char *why, s
 	return err;
 }
 
+/* Whether the engine leaves capability NAME as it finds it: its own
+ * (x-ignore-shared, set on) and "events" (only adds QMP events, which a
+ * management layer may rely on).  Every other one changes what QEMU's
+ * migration does with the device state over our fd, and some break it:
+ * postcopy-ram ("Postcopy is not compatible with ignore-shared"), multifd
+ * (needs socket channels), pause-before-switchover (waits for a
+ * migrate-continue nobody sends), return-path (the relay carries one
+ * direction), compress, xbzrle, background-snapshot, ... */
+static bool cap_kept(const char *name)
+{
+	return !strcmp(name, "x-ignore-shared") || !strcmp(name, "events");
+}
+
+json_t *tlm_caps_args(json_t *current)
+{
+	json_t *caps = json_array(), *c;
+	size_t i;
+
+	if (!caps)
+		return NULL;
+	json_array_foreach(current, i, c) {
+		const char *name = json_string_value(json_object_get(c, "capability"));
+		if (name && json_is_true(json_object_get(c, "state")) && !cap_kept(name))
+			json_array_append_new(caps, json_pack("{s:s,s:b}", "capability", name,
+							      "state", 0));
+	}
+	json_array_append_new(caps, json_pack("{s:s,s:b}", "capability", "x-ignore-shared",
+					      "state", 1));
+	return json_pack("{s:o}", "capabilities", caps);
+}
+
 int tlm_set_caps(struct qmp *q, char *why, size_t whylen)
 {
-	/* One command: QEMU checks the combination, so an earlier post-copy
-	 * migration's postcopy-ram must go off in the same breath as
-	 * x-ignore-shared goes on ("Postcopy is not compatible with
-	 * ignore-shared").  multifd needs socket channels (ours is an fd);
-	 * zero-copy-send and postcopy-preempt depend on those two. */
-	int err = qmp_simple(q, "migrate-set-capabilities",
-			     json_pack("{s:[{s:s,s:b},{s:s,s:b},{s:s,s:b},{s:s,s:b},{s:s,s:b},{s:s,s:b}]}",
-				       "capabilities",
-				       "capability", "postcopy-ram", "state", 0,
-				       "capability", "postcopy-preempt", "state", 0,
-				       "capability", "zero-copy-send", "state", 0,
-				       "capability", "multifd", "state", 0,
-				       "capability", "background-snapshot", "state", 0,
-				       "capability", "x-ignore-shared", "state", 1),
-			     why, whylen);
+	json_t *cur = NULL, *params;
+	char qwhy[400];
+	int err = qmp_exec(q, "query-migrate-capabilities", NULL, &cur, QMP_MS, qwhy,
+			   sizeof(qwhy));
+
+	if (err) {
+		snprintf(why, whylen, "query-migrate-capabilities: %s",
+			 err == -EIO ? qwhy : strerror(-err));
+		return err;
+	}
+	/* One command: QEMU checks the combination, so whatever an earlier
+	 * migration left on (postcopy-ram after a post-copy one) must go off
+	 * in the same breath as x-ignore-shared goes on. */
+	err = qmp_simple(q, "migrate-set-capabilities", tlm_caps_args(cur), why, whylen);
+	json_decref(cur);
 	if (err)
 		return err;
 	/* The non-shared blocks and device state are small; do not let the
-	 * default 32 MiB/s cap stretch the downtime. */
-	return qmp_simple(q, "migrate-set-parameters", qmpmig_bandwidth_args(0), why, whylen);
+	 * default 32 MiB/s cap stretch the downtime.  TLS on QEMU's channel
+	 * (tls-creds left by an earlier migration) would need credentials at
+	 * both ends of our fd: the streams are authenticated already. */
+	params = qmpmig_bandwidth_args(0);
+	json_object_set_new(params, "tls-creds", json_string(""));
+	json_object_set_new(params, "tls-hostname", json_string(""));
+	return qmp_simple(q, "migrate-set-parameters", params, why, whylen);
 }
 
 /* Whether QEMU is the patched build (qemu-patches 0002): -ENOSYS if not. */
