@@ -383,6 +383,19 @@ int tlm_set_caps(struct qmp *q, char *why, size_t whylen)
 	return qmp_simple(q, "migrate-set-parameters", params, why, whylen);
 }
 
+/* x-ignore-shared off again once the engine is done with a QEMU: a later
+ * migration of that VM by QEMU alone (a vccp checkpoint, a plain migrate)
+ * must carry its RAM. */
+static void tlm_unset_caps(struct qmp *q)
+{
+	char qwhy[400];
+
+	if (qmp_simple(q, "migrate-set-capabilities",
+		       json_pack("{s:[{s:s,s:b}]}", "capabilities", "capability",
+				 "x-ignore-shared", "state", 0), qwhy, sizeof(qwhy)))
+		pr_warn("x-ignore-shared stays on: %s", qwhy);
+}
+
 /* Whether QEMU is the patched build (qemu-patches 0002): -ENOSYS if not. */
 static int qmp_has_dirty_log(struct qmp *q, char *why, size_t whylen)
 {
@@ -564,6 +577,7 @@ int tlm_migrate(const struct tlm_src_opts *o, struct tlm_src_result *r, char *wh
 	struct src_relay relay = { .s = &s, .fd = -1 };
 	pthread_t chk, ps;
 	bool chk_started = false, ps_started = false, vm_stopped = false, migrating = false;
+	bool caps_set = false;
 	char qwhy[512];
 	double t0 = vc_mono_s(), t_stop = 0;
 	int err;
@@ -614,6 +628,7 @@ int tlm_migrate(const struct tlm_src_opts *o, struct tlm_src_result *r, char *wh
 	err = tlm_set_caps(s.q, why, whylen);
 	if (err)
 		goto out_ms;
+	caps_set = true;
 	s.d = dirty_start(s.q, pid, why, whylen);
 	if (!s.d) {
 		err = -errno;
@@ -760,6 +775,7 @@ int tlm_migrate(const struct tlm_src_opts *o, struct tlm_src_result *r, char *wh
 	r->pages_zero = atomic_load(&s.pages_zero);
 	r->pages_resent = atomic_load(&s.pages_resent);
 	r->pages_final = atomic_load(&s.pages_final);
+	tlm_unset_caps(s.q);
 	dirty_stop(s.d, qwhy, sizeof(qwhy));
 	dirty_destroy(s.d);
 	mstream_destroy(s.ms);
@@ -781,13 +797,18 @@ out_fail:
 	if (ps_started)
 		pthread_join(ps, NULL);
 	err = firsterr_get(&s.fe, NULL, why, whylen);
-	if (migrating)
-		qmp_simple(s.q, "migrate_cancel", NULL, qwhy, sizeof(qwhy));
+	if (migrating) {
+		/* Wait for it to wind down: capabilities cannot change before. */
+		if (qmp_simple(s.q, "migrate_cancel", NULL, qwhy, sizeof(qwhy)) == 0)
+			qmpmig_wait(s.q, 5000, 10, NULL, qwhy, sizeof(qwhy));
+	}
 out_dirty:
 	dirty_stop(s.d, qwhy, sizeof(qwhy));
 	dirty_destroy(s.d);
 out_ms:
 	mstream_destroy(s.ms);
+	if (caps_set)
+		tlm_unset_caps(s.q);
 	if (vm_stopped) {
 		/* The source VM keeps running whatever happened. */
 		if (qmp_simple(s.q, "cont", NULL, qwhy, sizeof(qwhy)))
@@ -1177,6 +1198,8 @@ int tlm_receive(const struct tlm_dst_opts *o, struct tlm_dst_result *r,
 		r->downtime_s = t > s0 ? (double)(t - s0) / 1e9 : 0;
 		fprintf(stderr, "tlm-recv: +%.3f s: destination running\n", r->downtime_s);
 	}
+	if (q)
+		tlm_unset_caps(q);
 	err = 0;
 out_qmp:
 	qmp_close(q);
