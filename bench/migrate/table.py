@@ -18,7 +18,9 @@ def ratio(a, b):
 
 
 def fmt2(x):
-    return "%.2f" % num(x) if num(x) is not None else "-"
+    # Negative: the destination QEMU exited after a cancelled migration
+    # before its CPU time was read.
+    return "%.2f" % num(x) if num(x) is not None and num(x) >= 0 else "-"
 
 
 rows = list(csv.DictReader(open(sys.argv[1])))
