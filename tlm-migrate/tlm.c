@@ -21,8 +21,10 @@
 #include <unistd.h>
 
 #include "dirty.h"
+#include "firsterr.h"
 #include "log.h"
 #include "qmp.h"
+#include "qmpmig.h"
 #include "vcfmt.h"
 
 #define PAGE		DIRTY_PAGE_SIZE
@@ -76,11 +78,9 @@ struct tlm_src {
 	atomic_int failed;
 	atomic_uint_fast64_t pages_chk, pages_zero, pages_resent, pages_final;
 	atomic_uint_fast64_t epochs, last_epoch_dirty, last_epoch_resent;
-	/* first error, under lock */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;		/* PS sleeps on it; ps_quit wakes it */
-	int err;
-	char why[512];
+	struct firsterr fe;		/* the first error (its own lock) */
 };
 
 /* Keep the first error and stop the streams (one stop path). */
@@ -88,15 +88,14 @@ static void src_fail(struct tlm_src *s, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 static void src_fail(struct tlm_src *s, int err, const char *fmt, ...)
 {
+	char msg[FIRSTERR_MSG_MAX];
 	va_list ap;
 
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	firsterr_set(&s->fe, err, 0, "%s", msg);
 	pthread_mutex_lock(&s->lock);
-	if (!s->err) {
-		s->err = err;
-		va_start(ap, fmt);
-		vsnprintf(s->why, sizeof(s->why), fmt, ap);
-		va_end(ap);
-	}
 	atomic_store(&s->failed, 1);
 	atomic_store(&s->ps_quit, 1);
 	pthread_cond_broadcast(&s->cond);
@@ -324,29 +323,77 @@ static int qmp_simple(struct qmp *q, const char *cmd, json_t *args, char *why, s
 	return err;
 }
 
+/* Whether the engine leaves capability NAME as it finds it: its own
+ * (x-ignore-shared, set on) and "events" (only adds QMP events, which a
+ * management layer may rely on).  Every other one changes what QEMU's
+ * migration does with the device state over our fd, and some break it:
+ * postcopy-ram ("Postcopy is not compatible with ignore-shared"), multifd
+ * (needs socket channels), pause-before-switchover (waits for a
+ * migrate-continue nobody sends), return-path (the relay carries one
+ * direction), compress, xbzrle, background-snapshot, ... */
+static bool cap_kept(const char *name)
+{
+	return !strcmp(name, "x-ignore-shared") || !strcmp(name, "events");
+}
+
+json_t *tlm_caps_args(json_t *current)
+{
+	json_t *caps = json_array(), *c;
+	size_t i;
+
+	if (!caps)
+		return NULL;
+	json_array_foreach(current, i, c) {
+		const char *name = json_string_value(json_object_get(c, "capability"));
+		if (name && json_is_true(json_object_get(c, "state")) && !cap_kept(name))
+			json_array_append_new(caps, json_pack("{s:s,s:b}", "capability", name,
+							      "state", 0));
+	}
+	json_array_append_new(caps, json_pack("{s:s,s:b}", "capability", "x-ignore-shared",
+					      "state", 1));
+	return json_pack("{s:o}", "capabilities", caps);
+}
+
 int tlm_set_caps(struct qmp *q, char *why, size_t whylen)
 {
-	/* One command: QEMU checks the combination, so an earlier post-copy
-	 * migration's postcopy-ram must go off in the same breath as
-	 * x-ignore-shared goes on ("Postcopy is not compatible with
-	 * ignore-shared").  multifd needs socket channels (ours is an fd);
-	 * zero-copy-send and postcopy-preempt depend on those two. */
-	int err = qmp_simple(q, "migrate-set-capabilities",
-			     json_pack("{s:[{s:s,s:b},{s:s,s:b},{s:s,s:b},{s:s,s:b},{s:s,s:b},{s:s,s:b}]}",
-				       "capabilities",
-				       "capability", "postcopy-ram", "state", 0,
-				       "capability", "postcopy-preempt", "state", 0,
-				       "capability", "zero-copy-send", "state", 0,
-				       "capability", "multifd", "state", 0,
-				       "capability", "background-snapshot", "state", 0,
-				       "capability", "x-ignore-shared", "state", 1),
-			     why, whylen);
+	json_t *cur = NULL, *params;
+	char qwhy[400];
+	int err = qmp_exec(q, "query-migrate-capabilities", NULL, &cur, QMP_MS, qwhy,
+			   sizeof(qwhy));
+
+	if (err) {
+		snprintf(why, whylen, "query-migrate-capabilities: %s",
+			 err == -EIO ? qwhy : strerror(-err));
+		return err;
+	}
+	/* One command: QEMU checks the combination, so whatever an earlier
+	 * migration left on (postcopy-ram after a post-copy one) must go off
+	 * in the same breath as x-ignore-shared goes on. */
+	err = qmp_simple(q, "migrate-set-capabilities", tlm_caps_args(cur), why, whylen);
+	json_decref(cur);
 	if (err)
 		return err;
 	/* The non-shared blocks and device state are small; do not let the
-	 * default 32 MiB/s cap stretch the downtime. */
-	return qmp_simple(q, "migrate-set-parameters",
-			  json_pack("{s:I}", "max-bandwidth", (json_int_t)1 << 40), why, whylen);
+	 * default 32 MiB/s cap stretch the downtime.  TLS on QEMU's channel
+	 * (tls-creds left by an earlier migration) would need credentials at
+	 * both ends of our fd: the streams are authenticated already. */
+	params = qmpmig_bandwidth_args(0);
+	json_object_set_new(params, "tls-creds", json_string(""));
+	json_object_set_new(params, "tls-hostname", json_string(""));
+	return qmp_simple(q, "migrate-set-parameters", params, why, whylen);
+}
+
+/* x-ignore-shared off again once the engine is done with a QEMU: a later
+ * migration of that VM by QEMU alone (a vccp checkpoint, a plain migrate)
+ * must carry its RAM. */
+static void tlm_unset_caps(struct qmp *q)
+{
+	char qwhy[400];
+
+	if (qmp_simple(q, "migrate-set-capabilities",
+		       json_pack("{s:[{s:s,s:b}]}", "capabilities", "capability",
+				 "x-ignore-shared", "state", 0), qwhy, sizeof(qwhy)))
+		pr_warn("x-ignore-shared stays on: %s", qwhy);
 }
 
 /* Whether QEMU is the patched build (qemu-patches 0002): -ENOSYS if not. */
@@ -388,44 +435,6 @@ static int qmp_status(struct qmp *q, char *status, size_t len, char *why, size_t
 	snprintf(status, len, "%s", st ? st : "?");
 	json_decref(reply);
 	return 0;
-}
-
-/* Poll query-migrate until completed or failed.  Returns 0 when completed,
- * with QEMU's downtime figure in *downtime_ms (may be NULL). */
-static int qmp_wait_migration(struct qmp *q, int timeout_ms, int64_t *downtime_ms,
-			      char *why, size_t whylen)
-{
-	double end = vc_mono_s() + timeout_ms / 1000.0;
-	char qwhy[400];
-
-	for (;;) {
-		json_t *reply = NULL;
-		int err = qmp_exec(q, "query-migrate", NULL, &reply, QMP_MS, qwhy, sizeof(qwhy));
-		if (err) {
-			snprintf(why, whylen, "query-migrate: %s", err == -EIO ? qwhy : strerror(-err));
-			return err;
-		}
-		const char *st = json_string_value(json_object_get(reply, "status"));
-		if (st && !strcmp(st, "completed")) {
-			if (downtime_ms)
-				*downtime_ms = json_integer_value(json_object_get(reply, "downtime"));
-			json_decref(reply);
-			return 0;
-		}
-		if (st && (!strcmp(st, "failed") || !strcmp(st, "cancelled"))) {
-			const char *e = json_string_value(json_object_get(reply, "error-desc"));
-			snprintf(why, whylen, "QEMU migration %s%s%s", st, e ? ": " : "", e ? e : "");
-			json_decref(reply);
-			return -EIO;
-		}
-		json_decref(reply);
-		if (vc_mono_s() > end) {
-			snprintf(why, whylen, "QEMU migration not completed within %d ms (status %s)",
-				 timeout_ms, st ? st : "none");
-			return -ETIMEDOUT;
-		}
-		usleep(2000);
-	}
 }
 
 static void src_progress(struct tlm_src *s, double t0, double *last_t, uint64_t *last_b)
@@ -542,10 +551,12 @@ static int src_relay_end(struct src_relay *rl, int timeout_ms)
 	close(rl->fd);
 	rl->fd = -1;
 	if (timeout_ms && !atomic_load(&rl->eof)) {
-		err = rl->s->err ? rl->s->err : -ETIMEDOUT;
-		if (!rl->s->err)
+		err = firsterr_get(&rl->s->fe, NULL, NULL, 0);
+		if (!err) {
+			err = -ETIMEDOUT;
 			src_fail(rl->s, err, "QEMU did not close its migration stream within %d ms",
 				 timeout_ms);
+		}
 	}
 	return err;
 }
@@ -566,6 +577,7 @@ int tlm_migrate(const struct tlm_src_opts *o, struct tlm_src_result *r, char *wh
 	struct src_relay relay = { .s = &s, .fd = -1 };
 	pthread_t chk, ps;
 	bool chk_started = false, ps_started = false, vm_stopped = false, migrating = false;
+	bool caps_set = false;
 	char qwhy[512];
 	double t0 = vc_mono_s(), t_stop = 0;
 	int err;
@@ -573,10 +585,12 @@ int tlm_migrate(const struct tlm_src_opts *o, struct tlm_src_result *r, char *wh
 	memset(r, 0, sizeof(*r));
 	pthread_mutex_init(&s.lock, NULL);
 	pthread_cond_init(&s.cond, NULL);
+	firsterr_init(&s.fe);
 	s.q = qmp_connect(o->qmp_path, o->timeout_ms, qwhy, sizeof(qwhy));
 	if (!s.q) {
+		err = -errno;
 		snprintf(why, whylen, "%s: %s", o->qmp_path, qwhy);
-		return -errno;
+		goto out_destroy;
 	}
 	err = qmp_has_dirty_log(s.q, why, whylen);
 	if (err)
@@ -614,6 +628,7 @@ int tlm_migrate(const struct tlm_src_opts *o, struct tlm_src_result *r, char *wh
 	err = tlm_set_caps(s.q, why, whylen);
 	if (err)
 		goto out_ms;
+	caps_set = true;
 	s.d = dirty_start(s.q, pid, why, whylen);
 	if (!s.d) {
 		err = -errno;
@@ -720,10 +735,13 @@ int tlm_migrate(const struct tlm_src_opts *o, struct tlm_src_result *r, char *wh
 		goto out_fail;
 	}
 	migrating = true;
-	err = qmp_simple(s.q, "migrate", json_pack("{s:s}", "uri", "fd:" DEVSTATE_FD), qwhy,
-			 sizeof(qwhy));
-	if (!err)
-		err = qmp_wait_migration(s.q, o->timeout_ms, &r->qemu_downtime_ms, qwhy, sizeof(qwhy));
+	err = qmp_simple(s.q, "migrate", qmpmig_fd_uri_args(DEVSTATE_FD), qwhy, sizeof(qwhy));
+	if (!err) {
+		struct qmpmig_status mst;
+		err = qmpmig_wait(s.q, o->timeout_ms, 2, &mst, qwhy, sizeof(qwhy));
+		if (!err)
+			r->qemu_downtime_ms = mst.downtime_ms;
+	}
 	if (err) {
 		src_fail(&s, err, "device state: %s", qwhy);
 		goto out_fail;
@@ -757,14 +775,16 @@ int tlm_migrate(const struct tlm_src_opts *o, struct tlm_src_result *r, char *wh
 	r->pages_zero = atomic_load(&s.pages_zero);
 	r->pages_resent = atomic_load(&s.pages_resent);
 	r->pages_final = atomic_load(&s.pages_final);
+	tlm_unset_caps(s.q);
 	dirty_stop(s.d, qwhy, sizeof(qwhy));
 	dirty_destroy(s.d);
 	mstream_destroy(s.ms);
 	qmp_close(s.q);
-	return 0;
+	err = 0;
+	goto out_destroy;
 
 out_fail:
-	if (!s.err)
+	if (!firsterr_get(&s.fe, NULL, NULL, 0))
 		src_fail(&s, -EIO, "failed");
 	atomic_store(&s.ps_quit, 1);
 	pthread_mutex_lock(&s.lock);
@@ -776,15 +796,19 @@ out_fail:
 		pthread_join(chk, NULL);
 	if (ps_started)
 		pthread_join(ps, NULL);
-	err = s.err;
-	snprintf(why, whylen, "%s", s.why);
-	if (migrating)
-		qmp_simple(s.q, "migrate_cancel", NULL, qwhy, sizeof(qwhy));
+	err = firsterr_get(&s.fe, NULL, why, whylen);
+	if (migrating) {
+		/* Wait for it to wind down: capabilities cannot change before. */
+		if (qmp_simple(s.q, "migrate_cancel", NULL, qwhy, sizeof(qwhy)) == 0)
+			qmpmig_wait(s.q, 5000, 10, NULL, qwhy, sizeof(qwhy));
+	}
 out_dirty:
 	dirty_stop(s.d, qwhy, sizeof(qwhy));
 	dirty_destroy(s.d);
 out_ms:
 	mstream_destroy(s.ms);
+	if (caps_set)
+		tlm_unset_caps(s.q);
 	if (vm_stopped) {
 		/* The source VM keeps running whatever happened. */
 		if (qmp_simple(s.q, "cont", NULL, qwhy, sizeof(qwhy)))
@@ -792,7 +816,13 @@ out_ms:
 	}
 out_qmp:
 	qmp_close(s.q);
-	return err ? err : -EIO;
+	if (!err)
+		err = -EIO;
+out_destroy:
+	firsterr_destroy(&s.fe);
+	pthread_cond_destroy(&s.cond);
+	pthread_mutex_destroy(&s.lock);
+	return err;
 }
 
 /* ---- destination --------------------------------------------------------- */
@@ -811,24 +841,20 @@ struct tlm_dst {
 	int timeout_ms;
 	uint64_t dev_bytes;		/* relayed so far */
 	bool dev_end;
-	/* first callback error, under err_lock */
-	pthread_mutex_t err_lock;
-	char why[400];
+	struct firsterr fe;		/* the first callback error */
 };
 
 static int dst_fail(struct tlm_dst *d, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 static int dst_fail(struct tlm_dst *d, int err, const char *fmt, ...)
 {
+	char msg[FIRSTERR_MSG_MAX];
 	va_list ap;
 
-	pthread_mutex_lock(&d->err_lock);
-	if (!d->why[0]) {
-		va_start(ap, fmt);
-		vsnprintf(d->why, sizeof(d->why), fmt, ap);
-		va_end(ap);
-	}
-	pthread_mutex_unlock(&d->err_lock);
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	firsterr_set(&d->fe, err, 0, "%s", msg);
 	return err;
 }
 
@@ -1015,7 +1041,7 @@ int tlm_receive(const struct tlm_dst_opts *o, struct tlm_dst_result *r,
 		snprintf(why, whylen, "out of memory");
 		return -ENOMEM;
 	}
-	pthread_mutex_init(&d->err_lock, NULL);
+	firsterr_init(&d->fe);
 	for (int i = 0; i < NLOCKS; i++)
 		pthread_mutex_init(&d->locks[i], NULL);
 	d->ram_size = o->ram_size;
@@ -1101,8 +1127,8 @@ int tlm_receive(const struct tlm_dst_opts *o, struct tlm_dst_result *r,
 	if (!err)
 		err = mstream_wait_barrier(ms, 1, -1);
 	if (!err && q) {
-		err = qmp_simple(q, "migrate-incoming", json_pack("{s:s}", "uri", "fd:" DEVSTATE_FD),
-				 qwhy, sizeof(qwhy));
+		err = qmp_simple(q, "migrate-incoming", qmpmig_fd_uri_args(DEVSTATE_FD), qwhy,
+				 sizeof(qwhy));
 		if (err) {
 			mstream_stop(ms);
 			snprintf(why, whylen, "%s", qwhy);
@@ -1112,12 +1138,12 @@ int tlm_receive(const struct tlm_dst_opts *o, struct tlm_dst_result *r,
 	if (!err || err == -ENODATA)
 		err = mstream_wait(ms, -1);
 	if (err) {
-		char txt[400];
+		char txt[400], cb[FIRSTERR_MSG_MAX];
 		mstream_error(ms, txt, sizeof(txt));
-		pthread_mutex_lock(&d->err_lock);
+		if (!firsterr_get(&d->fe, NULL, cb, sizeof(cb)))
+			cb[0] = '\0';
 		snprintf(why, whylen, "%s%s%s", txt[0] ? txt : strerror(-err),
-			 d->why[0] ? ": " : "", d->why);
-		pthread_mutex_unlock(&d->err_lock);
+			 cb[0] ? ": " : "", cb);
 		goto out_qmp;
 	}
 	if (atomic_load(&d->setups) != o->nstreams || !atomic_load(&d->stop_ns) || !d->dev_end) {
@@ -1150,7 +1176,7 @@ int tlm_receive(const struct tlm_dst_opts *o, struct tlm_dst_result *r,
 			dst_crc_thread(&job);
 	}
 	if (q) {
-		err = qmp_wait_migration(q, o->timeout_ms, NULL, why, whylen);
+		err = qmpmig_wait(q, o->timeout_ms, 2, NULL, why, whylen);
 		fprintf(stderr, "tlm-recv: +%.3f s: device state %s\n",
 			(double)(realtime_ns() - s0) / 1e9, err ? "not loaded" : "loaded");
 	}
@@ -1172,6 +1198,8 @@ int tlm_receive(const struct tlm_dst_opts *o, struct tlm_dst_result *r,
 		r->downtime_s = t > s0 ? (double)(t - s0) / 1e9 : 0;
 		fprintf(stderr, "tlm-recv: +%.3f s: destination running\n", r->downtime_s);
 	}
+	if (q)
+		tlm_unset_caps(q);
 	err = 0;
 out_qmp:
 	qmp_close(q);
@@ -1185,6 +1213,7 @@ out_free:
 	free(d->ver);
 	for (int i = 0; i < NLOCKS; i++)
 		pthread_mutex_destroy(&d->locks[i]);
+	firsterr_destroy(&d->fe);
 	free(d);
 	return err;
 }

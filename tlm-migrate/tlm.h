@@ -32,6 +32,7 @@
 #ifndef VC_TLM_H
 #define VC_TLM_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -114,12 +115,16 @@ struct tlm_dst_result {
  * with why. */
 int tlm_ram_file_create(const char *path, uint64_t size, char *why, size_t whylen);
 
-/* The migration capabilities the engine sets on both QEMUs (x-ignore-shared
- * on; off: those that conflict with it or with a migration to an fd, e.g.
- * postcopy-ram left on by an earlier post-copy migration), in one command.
- * 0 or -errno with why. */
+/* The migration capabilities the engine sets on both QEMUs, in one
+ * command: x-ignore-shared on, and off every other one QEMU reports on
+ * (except "events"), e.g. postcopy-ram or pause-before-switchover left by an
+ * earlier migration; tls-creds cleared, max-bandwidth lifted.  0 or -errno
+ * with why. */
 struct qmp;
 int tlm_set_caps(struct qmp *q, char *why, size_t whylen);
+/* The migrate-set-capabilities arguments (a new reference) for the
+ * capabilities array of query-migrate-capabilities' reply (borrowed). */
+json_t *tlm_caps_args(json_t *current);
 
 int tlm_migrate(const struct tlm_src_opts *o, struct tlm_src_result *r, char *why,
 		size_t whylen);

@@ -203,6 +203,7 @@ struct vm *vm_start(const struct vm_spec *s, int *link_fd, char *why,
 	char netdev[64], fabric_dev[128], append[2048], cmdhex[1300], net[40];
 	char head_netdev[96], overlay[PATH_MAX], drive[2 * PATH_MAX + 64];
 	char mac[24], name[48], qmp_path[PATH_MAX], esc[2 * PATH_MAX];
+	char machine[64], ram_obj[96];
 	int sv[2] = { -1, -1 }, r;
 	struct vm *vm = calloc(1, sizeof(*vm));
 
@@ -251,6 +252,14 @@ struct vm *vm_start(const struct vm_spec *s, int *link_fd, char *why,
 	snprintf(mac, sizeof(mac), "52:54:00:56:%02x:%02x", (s->rank >> 8) & 255, s->rank & 255);
 	snprintf(name, sizeof(name), "vcluster-node%d", s->rank);
 	snprintf(mem, sizeof(mem), "%llu", (unsigned long long)c->memory_mib);
+	/* Guest RAM on a shared memfd (issue 14): the TLM engine maps it from
+	 * QEMU's descriptor (/proc/PID/fd); the rank maps nothing.  Its id is
+	 * the default backend's, so the RAM block keeps the name "pc.ram" and
+	 * checkpoints and migration streams of either kind stay compatible. */
+	snprintf(machine, sizeof(machine), "q35,accel=%s,memory-backend=pc.ram",
+		 s->kvm ? "kvm" : "tcg");
+	snprintf(ram_obj, sizeof(ram_obj), "memory-backend-memfd,id=pc.ram,size=%lluM,share=on",
+		 (unsigned long long)c->memory_mib);
 	snprintf(smp, sizeof(smp), "%d", c->vcpus);
 	snprintf(netdev, sizeof(netdev), "vde,id=fabric,sock=seqpacket://%d", sv[1]);
 	snprintf(fabric_dev, sizeof(fabric_dev), "virtio-net-pci,netdev=fabric,mac=%s,romfile=", mac);
@@ -269,7 +278,9 @@ struct vm *vm_start(const struct vm_spec *s, int *link_fd, char *why,
 	argv[argc++] = "-name";
 	argv[argc++] = name;
 	argv[argc++] = "-machine";
-	argv[argc++] = s->kvm ? "q35,accel=kvm" : "q35,accel=tcg";
+	argv[argc++] = machine;
+	argv[argc++] = "-object";
+	argv[argc++] = ram_obj;
 	argv[argc++] = "-cpu";
 	argv[argc++] = s->kvm ? "host" : "max";
 	argv[argc++] = "-m";

@@ -19,23 +19,32 @@ tlm_hex() { printf '%s' "$1" | od -An -tx1 -v | tr -d ' \n'; }
 
 # tlm_vm_start NAME MIB GUEST_CMD [RAMFILE]: start VM NAME (QMP
 # $TLM_DIR/NAME.qmp, serial $TLM_DIR/NAME.serial, pid in $TLM_DIR/NAME.pid).
-# Without RAMFILE its RAM is a memfd; with it, that file and -incoming defer.
+# Without RAMFILE its RAM is a memfd; with it, that file and -incoming defer;
+# RAMFILE "default": QEMU's own RAM backend (private, not shareable: for
+# QEMU's migration methods as their users run them) and -incoming defer.
+# Either way the RAM block is "pc.ram", as with QEMU's default backend, so
+# QEMU's migration moves a VM between the kinds.  Thread names are on
+# (debug-threads: the vCPU threads are "CPU N/TCG").
 # TLM_QEMU_EXTRA: more QEMU arguments (both sides must match); TLM_NETNS:
 # run QEMU in that network namespace.
 tlm_vm_start() {
-	local name=$1 mib=$2 cmd=$3 ramfile=${4:-} mem in=()
-	if [[ -n "$ramfile" ]]; then
-		mem="memory-backend-file,id=mem,size=${mib}M,mem-path=$ramfile,share=on"
+	local name=$1 mib=$2 cmd=$3 ramfile=${4:-} in=()
+	local obj=(-object) machine=q35,accel=tcg,memory-backend=pc.ram
+	if [[ $ramfile == default ]]; then
+		obj=() machine=q35,accel=tcg
+		in=(-incoming defer)
+	elif [[ -n "$ramfile" ]]; then
+		obj+=("memory-backend-file,id=pc.ram,size=${mib}M,mem-path=$ramfile,share=on")
 		in=(-incoming defer)
 	else
-		mem="memory-backend-memfd,id=mem,size=${mib}M,share=on"
+		obj+=("memory-backend-memfd,id=pc.ram,size=${mib}M,share=on")
 	fi
 	local ns=()
 	[[ -n "${TLM_NETNS:-}" ]] && ns=(ip netns exec "$TLM_NETNS")
-	"${ns[@]}" "$TLM_QEMU" -L /usr/share/qemu -name "tlm-$name" \
-		-machine q35,accel=tcg,memory-backend=mem -cpu max -m "${mib}M" -smp 1 \
+	"${ns[@]}" "$TLM_QEMU" -L /usr/share/qemu -name "tlm-$name,debug-threads=on" \
+		-machine "$machine" -cpu max -m "${mib}M" -smp 1 \
 		-nodefaults -no-user-config -display none -no-reboot \
-		-object "$mem" \
+		"${obj[@]}" \
 		-qmp "unix:$TLM_DIR/$name.qmp,server=on,wait=off" \
 		-chardev "socket,id=con0,path=$TLM_DIR/$name.con,server=on,wait=off,logfile=$TLM_DIR/$name.serial" \
 		-serial chardev:con0 \
