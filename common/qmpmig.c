@@ -67,6 +67,10 @@ int qmpmig_wait(struct qmp *q, int timeout_ms, int poll_ms,
 		json_t *ret = NULL;
 		int r = qmp_exec(q, "query-migrate", NULL, &ret, QMPMIG_CMD_MS, inner,
 				 sizeof(inner));
+		if (r == -ETIMEDOUT && vc_mono_ms() < deadline)
+			continue;	/* a QEMU busy loading may answer late: the
+					 * deadline decides; the late reply is
+					 * dropped by its id */
 		if (r < 0) {
 			snprintf(why, whylen, "query-migrate: %s", inner);
 			return r;

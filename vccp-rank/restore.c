@@ -236,7 +236,7 @@ int restore_load_vm(const struct restore *r, struct qmp *q, int rank, int timeou
 	if (rc == -EIO)
 		snprintf(why, whylen, "QEMU could not load %s: %s", path, st.error);
 	else if (rc == -ETIMEDOUT)
-		snprintf(why, whylen, "loading %s took longer than %d s", path, timeout_ms / 1000);
+		snprintf(why, whylen, "loading %s: %s", path, inner);
 	else if (rc < 0)
 		snprintf(why, whylen, "loading %s: %s", path, inner);
 	return rc;

@@ -173,12 +173,40 @@ void vccpio_disk(void *p)
 	j->err = r;
 }
 
+/* Test hook, inert unless VC_TEST_HOOK_DIR names a directory D holding a
+ * file named after this point ("rq": before a rank writes its receive
+ * queue; "manifest": before the coordinator writes the manifest).  Then the
+ * worker creates D/POINT.reached.RANK and waits (at most 120 s) until
+ * D/POINT.go exists, so that a test can fill the disk at exactly that
+ * moment; the write that follows is the normal one. */
+static void test_hook(const char *point, int rank)
+{
+	const char *d = getenv("VC_TEST_HOOK_DIR");
+	char arm[PATH_MAX], path[PATH_MAX];
+
+	if (!d || !*d)
+		return;
+	snprintf(arm, sizeof(arm), "%s/%s", d, point);
+	if (access(arm, F_OK) < 0)
+		return;
+	snprintf(path, sizeof(path), "%s/%s.reached.%d", d, point, rank);
+	int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (fd >= 0)
+		close(fd);
+	snprintf(path, sizeof(path), "%s/%s.go", d, point);
+	for (int i = 0; i < 2400 && access(path, F_OK) < 0; i++) {
+		struct timespec ts = { 0, 50 * 1000000L };
+		nanosleep(&ts, NULL);
+	}
+}
+
 void vccpio_finish(void *p)
 {
 	struct finish_job *j = p;
 	struct stat st;
 	int r;
 
+	test_hook("rq", j->rank);
 	r = rq_save(j->q, j->rq_path, j->epoch, j->rank, &j->crc);
 	if (r < 0) {
 		snprintf(j->why, sizeof(j->why), "writing %s: %s", j->rq_path, strerror(-r));
@@ -214,12 +242,14 @@ void vccpio_commit(void *p)
 {
 	struct commit_job *j = p;
 	char mpath[PATH_MAX + 16];
-	int r = manifest_write(j->epoch_dir, j->manifest);
+	int r;
 
+	test_hook("manifest", 0);
+	r = manifest_write(j->epoch_dir, j->manifest);
 	json_decref(j->manifest);
 	j->manifest = NULL;
 	if (r < 0) {
-		snprintf(j->why, sizeof(j->why), "writing the manifest of %s: %s", j->epoch_dir,
+		snprintf(j->why, sizeof(j->why), "writing %s/manifest: %s", j->epoch_dir,
 			 strerror(-r));
 		goto out_abort;
 	}

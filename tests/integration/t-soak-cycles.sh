@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# timeout: 1200
+# The soak of issue 12, short: bench/soak/run --kind cycles on 4 emulated hosts (one VM each) under
+# all-to-all traffic, a checkpoint every 5 s, 10 SIGKILL-and-restore cycles (mpirun killed at a random
+# point after a phase's first committed checkpoint, so some kills land inside the next one; every rank and
+# QEMU gone, then --restore latest); the last restore runs to the end. Pass: the soak says pass; the
+# guests lost, duplicated and reordered no frame; every checkpoint that ended committed; cycles.csv has a
+# row per cycle with its restored epoch (each newer than the last), its pause, flush, save and resume.
+. "$(dirname "$0")/../lib/vc-test.sh"
+
+why=$("$VC_ROOT/tests/lib/hosts" check) || { echo "skip: $why"; exit 77; }
+K=10
+res=$VC_T/results
+"$VC_ROOT/bench/soak/run" --kind cycles --hosts 4 --cycles $K --interval 5 --runs 1 --bound 900 \
+	--gone-wait 30 --out "$res" --bin "$VC_BIN" >"$VC_T/soak.out" 2>&1
+rc=$?
+cat "$VC_T/soak.out"
+if [[ $rc -ne 0 ]]; then
+	# The failed run's logs outlive this test's area.
+	keep=$VC_ROOT/build/test-logs/t-soak-cycles.failed
+	rm -rf "$keep"; [[ -d $res/failed ]] && cp -a "$res/failed" "$keep" && echo "logs kept in $keep"
+	cat "$res/runs.csv" "$res/cycles.csv"
+	fail "bench/soak/run exited $rc"
+fi
+[[ $(wc -l < "$res/runs.csv") -eq 2 ]] || fail "runs.csv: expected 1 run"
+# runs.csv: result, vms_clean, frames lost/dup/reordered, checkpoints, aborted, restored epochs.
+IFS=, read -r _ kind _ _ result _ secs phases clean lost dup reord msgs urx nck nab restored gones _ < <(tail -n 1 "$res/runs.csv")
+echo "run: $result in ${secs}s, $phases phases, $clean clean guests, lost=$lost dup=$dup reordered=$reord" \
+	"tcp_msgs=$msgs udp_rx=$urx checkpoints=$nck aborted=$nab restored=$restored gone=$gones"
+[[ $kind == cycles && $result == pass ]] || fail "the soak run did not pass: $(tail -n 1 "$res/runs.csv")"
+[[ $phases -eq $(( K + 1 )) && $clean -eq 4 ]] || fail "expected $((K + 1)) phases and 4 clean guests"
+[[ $lost == 0 && $dup == 0 && $reord == 0 ]] || fail "frames lost $lost, duplicated $dup, reordered $reord"
+(( msgs > 0 && urx > 0 )) || fail "no traffic counted (tcp_msgs=$msgs udp_rx=$urx)"
+[[ $nab -eq 0 ]] || fail "$nab checkpoints aborted"
+(( nck >= K + 1 )) || fail "only $nck checkpoints committed for $K cycles"
+[[ $(tr ';' '\n' <<< "$restored" | grep -c .) -eq $K ]] || fail "restored epochs '$restored': not $K restores"
+# cycles.csv: a row per cycle and one for the last phase; restored epochs increase; timings present.
+[[ $(grep -c '^cycles,' "$res/cycles.csv") -eq $(( K + 1 )) ]] || { cat "$res/cycles.csv"; fail "cycles.csv: not $((K + 1)) rows"; }
+awk -F, -v k=$K 'NR > 1 {
+	if ($4 != "final" && ($13 == "" || $11 == "")) { print "cycle " $4 ": no kill figures"; bad = 1 }
+	if ($5 > 0 && ($6 == "" || $7 == "" || $6 + 0 <= prev)) { print "cycle " $4 ": restored epoch " $6 " after " prev; bad = 1 }
+	if ($6 != "") prev = $6 + 0
+	if ($8 > 0 && ($14 == "" || $15 == "" || $16 == "" || $17 == "")) { print "cycle " $4 ": no pause/flush/save/resume"; bad = 1 }
+} END { exit bad }' "$res/cycles.csv" || { cat "$res/cycles.csv"; fail "cycles.csv is not right"; }
+inside=$(awk -F, 'NR > 1 && $12 == 1' "$res/cycles.csv" | wc -l)
+echo "cycles.csv: $K cycles, $inside kills inside a checkpoint; cuts.csv: $(( $(wc -l < "$res/cuts.csv") - 1 )) checkpoints"
+work=$(grep -m1 -oE '^work area: /tmp/vc-soak\.[A-Za-z0-9]+' "$VC_T/soak.out" | cut -d' ' -f3)
+[[ -n $work ]] || fail "the soak did not print its work area"
+sleep 0.5
+left=$(pgrep -f "$work" || true)
+[[ -z $left ]] || { ps -o pid,args -p "$(paste -sd, <<< "$left")"; fail "processes of the soak still running"; }
+assert_nothing_running
+echo "ok: $K kill-and-restore cycles on 4 hosts, 0 frames lost, duplicated or reordered"
