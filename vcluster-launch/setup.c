@@ -169,6 +169,18 @@ bool setup_boot(struct launch *L)
 	int r = 0;
 
 	exe_dir(dir, sizeof(dir));
+	if (c->vm == CFG_VM_NONE) {
+		/* no guest: vcluster-synth beside us takes QEMU's place */
+		L->kernel[0] = L->initrd[0] = '\0';
+		L->patched = L->kvm = false;
+		snprintf(L->qemu, sizeof(L->qemu), "%s/vcluster-synth", dir);
+		if (access(L->qemu, X_OK) < 0) {
+			r = -errno;
+			snprintf(why, sizeof(why), "--vm none: %s: %s (run 'make')", L->qemu,
+				 strerror(errno));
+		}
+		return all_ok(L, r == 0, why);
+	}
 	if (c->kernel[0]) {
 		snprintf(L->kernel, sizeof(L->kernel), "%s", c->kernel);
 		snprintf(L->initrd, sizeof(L->initrd), "%s", c->initrd);
@@ -266,7 +278,10 @@ bool setup_vm(struct launch *L)
 	}
 	if (!all_ok(L, L->vm != NULL, why))
 		return false;
-	if (L->rank == 0)
+	if (L->rank == 0 && c->vm == CFG_VM_NONE)
+		pr_info("--vm none: synthetic VMs (%s), %d frames/s of %d bytes each for %d s",
+			L->qemu, c->synth_rate, c->synth_frame, c->synth_seconds);
+	else if (L->rank == 0)
 		pr_info("QEMU: %s%s", L->qemu, L->patched ? " (patched build)" :
 			" (stock; 'make qemu' builds the patched one)");
 	if (L->pin) {
