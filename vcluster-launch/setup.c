@@ -463,6 +463,9 @@ void setup_resume(struct launch *L)
 {
 	char why[512];
 
+	if (!L->restore && L->cfg.vm == CFG_VM_NONE &&
+	    qmp_exec(vm_qmp(L->vm), "cont", NULL, NULL, 10000, why, sizeof(why)) < 0)
+		pr_err("starting the synthetic VM: %s", why);	/* it waits paused (synth.h) */
 	if (!L->restore) {
 		if (L->rank == 0)
 			pr_info("all %d VMs started; guests run: %s", L->size, L->cfg.guest_cmd);

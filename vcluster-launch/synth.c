@@ -823,6 +823,7 @@ int main(int argc, char **argv)
 		{ "seconds", required_argument, NULL, 'S' },
 		{ "frame-size", required_argument, NULL, 'F' },
 		{ "incoming", no_argument, NULL, 'i' },
+		{ "paused", no_argument, NULL, 'p' },
 		{ 0 }
 	};
 	struct synth s = {
@@ -830,6 +831,7 @@ int main(int argc, char **argv)
 		.rate = SYNTH_DEFAULT_RATE, .seconds = SYNTH_DEFAULT_SECONDS,
 		.frame_size = SYNTH_DEFAULT_FRAME,
 	};
+	bool paused = false;
 	int ch;
 
 	while ((ch = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
@@ -844,6 +846,7 @@ int main(int argc, char **argv)
 		case 'F': s.frame_size = arg_u32("frame-size", optarg, SYNTH_FRAME_MIN,
 						 SYNTH_FRAME_MAX); break;
 		case 'i': s.incoming = true; break;
+		case 'p': paused = true; break;
 		default: die("usage: see vcluster-launch/synth.h");
 		}
 	}
@@ -876,7 +879,8 @@ int main(int argc, char **argv)
 	if (!s.incoming) {
 		console(&s, "VCSYNTH rank=%d: start rate=%u frame_size=%u seconds=%u", s.rank,
 			s.rate, s.frame_size, s.seconds);
-		set_running(&s, true);
+		if (!paused)
+			set_running(&s, true);
 	}
 	run(&s);
 	vde_close(s.vde);

@@ -49,6 +49,10 @@
  * Command line (built by vm.c):
  *   vcluster-synth --rank R --nranks N --link-fd FD --qmp PATH --console PATH
  *                  [--rate FPS] [--seconds S] [--frame-size BYTES] [--incoming]
+ *                  [--paused]
+ * --paused: start as QEMU -S would, until the first QMP cont (the launcher
+ * sends it once every rank has started, so that at hundreds of ranks the
+ * synthetic VMs start together, not over a start-up of minutes).
  */
 #ifndef VC_SYNTH_H
 #define VC_SYNTH_H

@@ -194,8 +194,7 @@ static int synth_argv(const struct vm_spec *s, int link_fd, char *qmp_path, char
 	argv[argc++] = a->secs;
 	argv[argc++] = "--frame-size";
 	argv[argc++] = a->size;
-	if (s->incoming)
-		argv[argc++] = "--incoming";
+	argv[argc++] = s->incoming ? "--incoming" : "--paused";
 	argv[argc] = NULL;
 	return argc;
 }
