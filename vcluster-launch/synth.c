@@ -38,6 +38,7 @@
 #define SEND_BURST	256	/* frames per loop pass at most */
 #define DRAIN_LIMIT_S	120	/* after our FINs, give up waiting for the peers' */
 #define NO_FIN		UINT64_MAX
+#define LEARN_MAX_S	10	/* wait for the peers' hellos at most this long */
 
 enum mig { MIG_NONE, MIG_COMPLETED, MIG_FAILED };
 
@@ -67,7 +68,9 @@ struct synth {
 	uint64_t sent;			/* data frames sent */
 	uint32_t next_dst;
 	bool fins_sent;
-	uint64_t received, lost, dup, bad, foreign;
+	bool hello_sent;		/* this process's broadcast (not saved) */
+	double learn_until;		/* monotonic s: wait for the peers' hellos */
+	uint64_t received, lost, dup, bad, foreign, hellos;
 	uint64_t *tx_seq;		/* per destination: next to send */
 	uint64_t *rx_next;		/* per source: next expected */
 	uint64_t *fin_count;		/* per source: its FIN's count, or NO_FIN */
@@ -133,7 +136,10 @@ static size_t build_frame(struct synth *s, uint8_t *f, int dst, uint8_t kind, ui
 {
 	size_t len = s->frame_size;
 
-	mac_of_rank(dst, f);
+	if (dst < 0)
+		memset(f, 0xff, 6);	/* broadcast */
+	else
+		mac_of_rank(dst, f);
 	mac_of_rank(s->rank, f + 6);
 	vcfmt_put_be16(f + 12, SYNTH_ETHERTYPE);
 	uint8_t *p = f + 14;
@@ -173,6 +179,14 @@ static uint64_t frames_due(const struct synth *s)
 	return due < total ? due : total;
 }
 
+/* After our hello, data waits (and the clock of the run stands still)
+ * until every peer's hello is in, at most LEARN_MAX_S: frames sent before
+ * the fabrics know the MACs would be flooded to every rank. */
+static bool learning(const struct synth *s)
+{
+	return s->hello_sent && s->hellos < (uint64_t)s->n - 1 && vc_mono_s() < s->learn_until;
+}
+
 static void send_some(struct synth *s)
 {
 	uint8_t f[SYNTH_FRAME_MAX];
@@ -185,6 +199,17 @@ static void send_some(struct synth *s)
 			return;
 	}
 	if (s->n < 2)
+		return;
+	if (!s->hello_sent) {
+		/* One broadcast first, as a guest's ARP: every rank's fabric
+		 * learns our MAC at once, instead of flooding every frame for
+		 * us to all N-1 ranks until a frame from us has reached each. */
+		s->hello_sent = true;
+		s->learn_until = vc_mono_s() + LEARN_MAX_S;
+		if (!link_send(s, f, build_frame(s, f, -1, SYNTH_KIND_HELLO, 0)))
+			return;
+	}
+	if (learning(s))
 		return;
 	for (int k = 0; k < SEND_BURST && s->sent < frames_due(s); k++) {
 		int dst = (int)s->next_dst;
@@ -219,6 +244,10 @@ static void take_frame(struct synth *s, const uint8_t *f, size_t len)
 	uint8_t me[6];
 
 	mac_of_rank(s->rank, me);
+	if (len >= 14 + SYNTH_HDR_LEN && (f[0] & 1) && f[14 + 5] == SYNTH_KIND_HELLO) {
+		s->hellos++;
+		return;
+	}
 	if (len < 14 || memcmp(f, me, 6)) {
 		s->foreign++;	/* flooded: for another NIC */
 		return;
@@ -315,10 +344,11 @@ static void finish(struct synth *s, bool gave_up)
 		console(s, "VCSYNTH rank=%d: no FIN from %d peers within %d s", s->rank, missing,
 			DRAIN_LIMIT_S);
 	console(s, "VCSYNTH rank=%d peers=%d sent=%llu received=%llu lost=%llu dup=%llu bad=%llu "
-		"foreign=%llu run_s=%.3f status=%s", s->rank, s->n - 1,
+		"foreign=%llu hellos=%llu run_s=%.3f status=%s", s->rank, s->n - 1,
 		(unsigned long long)s->sent, (unsigned long long)s->received,
 		(unsigned long long)s->lost, (unsigned long long)s->dup,
-		(unsigned long long)s->bad, (unsigned long long)s->foreign, s->run_ns / 1e9,
+		(unsigned long long)s->bad, (unsigned long long)s->foreign,
+		(unsigned long long)s->hellos, s->run_ns / 1e9,
 		ok ? "ok" : "FAILED");
 	console(s, "VCLUSTER-EXIT rank=%d status=%d", s->rank, ok ? 0 : 1);
 	s->done = true;
@@ -732,6 +762,8 @@ static int poll_timeout(struct synth *s)
 {
 	if (!s->running || s->pending_len)
 		return 1000;
+	if (learning(s))
+		return 10;
 	if (s->fins_sent)
 		return 1000;
 	uint64_t total = (uint64_t)s->rate * s->seconds;
@@ -774,7 +806,8 @@ static void run(struct synth *s)
 			die("poll: %s", strerror(errno));
 		if (s->running) {
 			long long now = mono_ns();
-			s->run_ns += (uint64_t)(now - s->last_ns);
+			if (!learning(s))
+				s->run_ns += (uint64_t)(now - s->last_ns);
 			s->last_ns = now;
 		}
 		if (p[1].revents & POLLIN)

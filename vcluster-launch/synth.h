@@ -23,7 +23,7 @@
  * that peer's FIN (no loss, no duplicate, no reordering, no corruption).
  * When every FIN is in, it prints
  *   VCSYNTH rank=R peers=P sent=S received=V lost=L dup=D bad=B foreign=F
- *           run_s=T status=ok|FAILED
+ *           hellos=H run_s=T status=ok|FAILED
  *   VCLUSTER-EXIT rank=R status=0|1
  * on its console and exits 0, as a guest powering off.  While paused
  * (QMP stop) it neither sends nor reads its link, as a stopped QEMU.
@@ -39,7 +39,9 @@
  *
  * Frames (after the 14-byte Ethernet header, ethertype 0x88b5, destination
  * MAC 52:54:00:56:hi:lo of the destination rank, as vm.c gives QEMU):
- *   be32 magic VC_MAGIC_SYNTH_FRAME, u8 version, u8 kind (1 data, 2 FIN),
+ *   be32 magic VC_MAGIC_SYNTH_FRAME, u8 version, u8 kind (1 data, 2 FIN,
+ *   3 hello: one broadcast when the process starts, so that the fabrics
+ *   learn its MAC as a guest's ARP would teach them),
  *   be16 header length (28), be32 source rank, be32 destination rank,
  *   be64 sequence (data) or count sent (FIN), padding, be32 CRC32C of
  *   everything after the Ethernet header before it.
@@ -65,6 +67,7 @@
 #define SYNTH_FRAME_MAX		1514
 #define SYNTH_KIND_DATA		1
 #define SYNTH_KIND_FIN		2
+#define SYNTH_KIND_HELLO	3	/* broadcast, once per process start */
 
 /* Defaults of the launcher's --synth-rate, --synth-seconds, --synth-frame-size. */
 #define SYNTH_DEFAULT_RATE	100
