@@ -36,9 +36,10 @@
 #define STATE_BODY_FIXED 96	/* bytes of the state body before the peers */
 #define STATE_PEER	24	/* per peer: tx_seq, rx_next, fin_count */
 #define SEND_BURST	256	/* frames per loop pass at most */
-#define DRAIN_LIMIT_S	120	/* after our FINs, give up waiting for the peers' */
+#define DRAIN_LIMIT_S	300	/* after our FINs, give up waiting for the peers'
+				 * (running time: a checkpoint's pause does not count) */
 #define NO_FIN		UINT64_MAX
-#define LEARN_MAX_S	10	/* wait for the peers' hellos at most this long */
+#define LEARN_MAX_S	30	/* wait for the peers' hellos at most this long */
 
 enum mig { MIG_NONE, MIG_COMPLETED, MIG_FAILED };
 
@@ -74,7 +75,7 @@ struct synth {
 	uint64_t *tx_seq;		/* per destination: next to send */
 	uint64_t *rx_next;		/* per source: next expected */
 	uint64_t *fin_count;		/* per source: its FIN's count, or NO_FIN */
-	double fins_at;			/* monotonic s when our FINs went out */
+	uint64_t fins_run_ns;		/* run_ns when our FINs went out (or were loaded) */
 	/* one frame waiting for room on the link */
 	uint8_t pending[SYNTH_FRAME_MAX];
 	size_t pending_len;
@@ -229,7 +230,7 @@ static void send_some(struct synth *s)
 			s->fin_next++;
 		if (s->fin_next >= (uint32_t)s->n) {
 			s->fins_sent = true;
-			s->fins_at = vc_mono_s();
+			s->fins_run_ns = s->run_ns;
 			break;
 		}
 		int dst = (int)s->fin_next++;
@@ -424,6 +425,7 @@ static int state_load(struct synth *s, const uint8_t *buf, size_t len, char *why
 	s->fins_sent = vcfmt_get_be32(b + 24) != 0;
 	s->fin_next = vcfmt_get_be32(b + 28);
 	s->run_ns = vcfmt_get_be64(b + 32);
+	s->fins_run_ns = s->run_ns;
 	s->sent = vcfmt_get_be64(b + 40);
 	s->received = vcfmt_get_be64(b + 48);
 	s->lost = vcfmt_get_be64(b + 56);
@@ -827,7 +829,7 @@ static void run(struct synth *s)
 		send_some(s);
 		if (s->fins_sent && all_fins(s))
 			finish(s, false);
-		else if (s->fins_sent && vc_mono_s() - s->fins_at > DRAIN_LIMIT_S)
+		else if (s->fins_sent && s->run_ns - s->fins_run_ns > DRAIN_LIMIT_S * 1000000000ull)
 			finish(s, true);
 		if (s->done && !done_at)
 			done_at = vc_mono_s();
