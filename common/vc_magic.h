@@ -12,6 +12,7 @@
 #define VC_MAGIC_SYNTH_FRAME	0x56435346u	/* "VCSF" --vm none: synthetic frame */
 #define VC_MAGIC_SYNTH_STATE	0x56435353u	/* "VCSS" --vm none: synthetic VM state */
 #define VC_MAGIC_CLOCK		0x5643544du	/* "VCTM" clock frame to the guest */
+#define VC_CLOCK_VERSION	1		/* the clock frame's version field */
 /* Written by the patched QEMU (qemu-patches 0002) little-endian, so the
  * value reads backwards; the file's first bytes are "VCDL". */
 #define VC_MAGIC_DIRTYLOG	0x4c444356u	/* "VCDL" dirty-log region */
