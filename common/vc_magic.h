@@ -9,6 +9,8 @@
 #define VC_MAGIC_MANIFEST	0x56434d46u	/* "VCMF" checkpoint manifest */
 #define VC_MAGIC_MSTREAM	0x56434d53u	/* "VCMS" parallel stream hello/chunk */
 #define VC_MAGIC_CTRLMSG	0x5643524du	/* "VCRM" control message between ranks */
+#define VC_MAGIC_SYNTH_FRAME	0x56435346u	/* "VCSF" --vm none: synthetic frame */
+#define VC_MAGIC_SYNTH_STATE	0x56435353u	/* "VCSS" --vm none: synthetic VM state */
 #define VC_MAGIC_CLOCK		0x5643544du	/* "VCTM" clock frame to the guest */
 #define VC_CLOCK_VERSION	1		/* the clock frame's version field */
 /* Written by the patched QEMU (qemu-patches 0002) little-endian, so the

@@ -6,6 +6,7 @@
 #include "jobspec.h"
 #include "manifest.h"
 #include "rq.h"
+#include "synth.h"
 #include "vc_magic.h"
 #include "version.h"
 
@@ -71,6 +72,22 @@ INT_SETTER(set_spin, fabric_spin_us, 0, 1000000, "--fabric-spin-us")
 INT_SETTER(set_interval, checkpoint_interval_s, 1, 365L * 24 * 3600, "--checkpoint-interval")
 INT_SETTER(set_keep, keep, 0, 1000000, "--keep")
 INT_SETTER(set_ckbw, checkpoint_bandwidth, 1, 1000000, "--checkpoint-bandwidth")
+INT_SETTER(set_synth_rate, synth_rate, 1, 1000000, "--synth-rate")
+INT_SETTER(set_synth_seconds, synth_seconds, 0, 86400, "--synth-seconds")
+INT_SETTER(set_synth_frame, synth_frame, SYNTH_FRAME_MIN, SYNTH_FRAME_MAX, "--synth-frame-size")
+
+static int set_vm(struct vc_config *c, const char *v, char *why, size_t whylen)
+{
+	if (!strcmp(v, "qemu"))
+		c->vm = CFG_VM_QEMU;
+	else if (!strcmp(v, "none"))
+		c->vm = CFG_VM_NONE;
+	else {
+		snprintf(why, whylen, "--vm: '%s' is not one of qemu, none", v);
+		return -EINVAL;
+	}
+	return 0;
+}
 
 static int set_ckpt_dir(struct vc_config *c, const char *v, char *w, size_t l)
 {
@@ -255,6 +272,10 @@ static const struct cfg_opt opts[] = {
 	{ "checkpoint-bandwidth", "MIB/S", set_ckbw, "cap the rate a VM's state is written at (default: as fast as the disk goes)" },
 	{ "restore", "EPOCH|latest", set_restore, "restart from a checkpoint of --checkpoint-dir (VM settings come from it)" },
 	{ "clock-sync", "yes|no", set_clock, "after a resume or restore, send each guest the host time; the test guest's vc-clockd steps its clock (default no)" },
+	{ "vm", "qemu|none", set_vm, "none: a synthetic VM (vcluster-synth: all-to-all checked frames, tiny state) in QEMU's place, for scale tests (default qemu)" },
+	{ "synth-rate", "FPS", set_synth_rate, "--vm none: frames a second each rank sends, round robin to all others (default 100)" },
+	{ "synth-seconds", "S", set_synth_seconds, "--vm none: seconds of running time it sends for, then checks and exits (default 10)" },
+	{ "synth-frame-size", "BYTES", set_synth_frame, "--vm none: frame size, 64-1514 (default 128)" },
 	{ "console", "yes|no", set_console, "echo guest console lines on stdout, prefixed [nodeR] (default yes)" },
 	{ NULL, NULL, NULL, NULL }
 };
@@ -328,6 +349,9 @@ int cfg_load(struct vc_config *c, int argc, char **argv, char *err,
 	c->grace_s = 10;
 	c->console = true;
 	c->fabric_spin_us = 200;
+	c->synth_rate = SYNTH_DEFAULT_RATE;
+	c->synth_seconds = SYNTH_DEFAULT_SECONDS;
+	c->synth_frame = SYNTH_DEFAULT_FRAME;
 	snprintf(c->guest_cmd, sizeof(c->guest_cmd), "vcluster-traffic --all --seconds 10");
 
 	for (const struct cfg_opt *o = opts; o->name; o++)
@@ -393,6 +417,11 @@ int cfg_load(struct vc_config *c, int argc, char **argv, char *err,
 	if ((c->restore[0] || c->checkpoint_interval_s) && !c->checkpoint_dir[0]) {
 		snprintf(err, errlen, "%s needs --checkpoint-dir",
 			 c->restore[0] ? "--restore" : "--checkpoint-interval");
+		return -EINVAL;
+	}
+	if (c->vm == CFG_VM_NONE && (c->disk[0] || c->kernel[0])) {
+		snprintf(err, errlen, "--vm none runs no guest: --%s makes no sense with it",
+			 c->disk[0] ? "disk" : "kernel");
 		return -EINVAL;
 	}
 	if (c->initrd[0] && !c->kernel[0]) {

@@ -15,6 +15,7 @@
 
 enum cfg_accel { CFG_ACCEL_AUTO, CFG_ACCEL_KVM, CFG_ACCEL_TCG };
 enum cfg_pin { CFG_PIN_AUTO, CFG_PIN_NONE };
+enum cfg_vm { CFG_VM_QEMU, CFG_VM_NONE };	/* none: vcluster-synth (synth.h) */
 
 struct vc_config {
 	char job[PATH_MAX];
@@ -43,6 +44,10 @@ struct vc_config {
 	int keep;			/* 0: keep all */
 	int checkpoint_bandwidth;	/* MiB/s; 0: unlimited */
 	char restore[32];		/* "latest", an epoch, or empty */
+	enum cfg_vm vm;
+	int synth_rate;			/* --vm none: frames/s each rank sends */
+	int synth_seconds;		/* of running time */
+	int synth_frame;		/* bytes per frame */
 	int verbose;
 };
 

@@ -25,3 +25,10 @@ $(eval $(call unit_test,test_config,tests/unit/test_config.c vcluster-launch/con
 $(eval $(call unit_test,test_loop,tests/unit/test_loop.c vcluster-launch/loop.c common/worker.c,-lpthread))
 $(eval $(call unit_test,test_instpath,tests/unit/test_instpath.c vcluster-launch/instpath.c,))
 $(eval $(call unit_test,test_ctrlmsg,tests/unit/test_ctrlmsg.c vcluster-launch/ctrlmsg.c common/vcfmt.c,-lisal))
+
+# The synthetic VM of --vm none (synth.h): QEMU's place, for scale tests.
+$(BIN)/vcluster-synth: $(call objs,vcluster-launch/synth.c) $(COMMON_LIB)
+	@mkdir -p $(@D)
+	$(CC) -o $@ $^ -lvdeplug $(LDLIBS_COMMON)
+
+all: $(BIN)/vcluster-synth

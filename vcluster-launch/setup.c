@@ -157,6 +157,24 @@ bool setup_boot(struct launch *L)
 	struct instpath ip;
 	int r = 0, ipr = instpath_self(&ip);	/* the files beside the program */
 
+	if (c->vm == CFG_VM_NONE) {
+		/* no guest: vcluster-synth beside us (bin/) takes QEMU's place */
+		char exe[PATH_MAX];
+		ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+		exe[n > 0 ? n : 0] = '\0';
+		char *slash = strrchr(exe, '/');
+		if (slash)
+			*slash = '\0';
+		L->kernel[0] = L->initrd[0] = '\0';
+		L->patched = L->kvm = false;
+		snprintf(L->qemu, sizeof(L->qemu), "%s/vcluster-synth", slash ? exe : ".");
+		if (access(L->qemu, X_OK) < 0) {
+			r = -errno;
+			snprintf(why, sizeof(why), "--vm none: %s: %s (run 'make')", L->qemu,
+				 strerror(errno));
+		}
+		return all_ok(L, r == 0, why);
+	}
 	if (c->kernel[0]) {
 		snprintf(L->kernel, sizeof(L->kernel), "%s", c->kernel);
 		snprintf(L->initrd, sizeof(L->initrd), "%s", c->initrd);
@@ -260,7 +278,10 @@ bool setup_vm(struct launch *L)
 	}
 	if (!all_ok(L, L->vm != NULL, why))
 		return false;
-	if (L->rank == 0)
+	if (L->rank == 0 && c->vm == CFG_VM_NONE)
+		pr_info("--vm none: synthetic VMs (%s), %d frames/s of %d bytes each for %d s",
+			L->qemu, c->synth_rate, c->synth_frame, c->synth_seconds);
+	else if (L->rank == 0)
 		pr_info("QEMU: %s%s", L->qemu, L->patched ? " (patched build)" :
 			" (stock; 'make qemu' builds the patched one)");
 	if (L->pin) {
@@ -442,6 +463,9 @@ void setup_resume(struct launch *L)
 {
 	char why[512];
 
+	if (!L->restore && L->cfg.vm == CFG_VM_NONE &&
+	    qmp_exec(vm_qmp(L->vm), "cont", NULL, NULL, 10000, why, sizeof(why)) < 0)
+		pr_err("starting the synthetic VM: %s", why);	/* it waits paused (synth.h) */
 	if (!L->restore) {
 		if (L->rank == 0)
 			pr_info("all %d VMs started; guests run: %s", L->size, L->cfg.guest_cmd);

@@ -160,6 +160,45 @@ static int run_tool(char *const argv[], const char *logpath, char *why, size_t w
 	return -EIO;
 }
 
+/* The argv of vcluster-synth in QEMU's place (--vm none, synth.h): the
+ * same VM link end, QMP socket and console file QEMU would get. */
+struct synth_args {
+	char rank[16], n[16], fd[16], rate[16], secs[16], size[16];
+};
+
+static int synth_argv(const struct vm_spec *s, int link_fd, char *qmp_path, char *console,
+		      char **argv, struct synth_args *a)
+{
+	int argc = 0;
+
+	snprintf(a->rank, sizeof(a->rank), "%d", s->rank);
+	snprintf(a->n, sizeof(a->n), "%d", s->nranks);
+	snprintf(a->fd, sizeof(a->fd), "%d", link_fd);
+	snprintf(a->rate, sizeof(a->rate), "%d", s->cfg->synth_rate);
+	snprintf(a->secs, sizeof(a->secs), "%d", s->cfg->synth_seconds);
+	snprintf(a->size, sizeof(a->size), "%d", s->cfg->synth_frame);
+	argv[argc++] = (char *)s->qemu_bin;
+	argv[argc++] = "--rank";
+	argv[argc++] = a->rank;
+	argv[argc++] = "--nranks";
+	argv[argc++] = a->n;
+	argv[argc++] = "--link-fd";
+	argv[argc++] = a->fd;
+	argv[argc++] = "--qmp";
+	argv[argc++] = qmp_path;
+	argv[argc++] = "--console";
+	argv[argc++] = console;
+	argv[argc++] = "--rate";
+	argv[argc++] = a->rate;
+	argv[argc++] = "--seconds";
+	argv[argc++] = a->secs;
+	argv[argc++] = "--frame-size";
+	argv[argc++] = a->size;
+	argv[argc++] = s->incoming ? "--incoming" : "--paused";
+	argv[argc] = NULL;
+	return argc;
+}
+
 static int make_overlay(const struct vm_spec *s, char *overlay, size_t len,
 			char *why, size_t whylen)
 {
@@ -247,6 +286,11 @@ struct vm *vm_start(const struct vm_spec *s, int *link_fd, char *why,
 		goto fail;
 	}
 	fcntl(sv[0], F_SETFD, FD_CLOEXEC);
+	struct synth_args sa;
+	if (c->vm == CFG_VM_NONE) {
+		argc = synth_argv(s, sv[1], qmp_path, vm->console_path, argv, &sa);
+		goto spawn;
+	}
 
 	/* MAC: locally administered, rank in the last two bytes. */
 	snprintf(mac, sizeof(mac), "52:54:00:56:%02x:%02x", (s->rank >> 8) & 255, s->rank & 255);
@@ -344,14 +388,15 @@ struct vm *vm_start(const struct vm_spec *s, int *link_fd, char *why,
 	}
 	argv[argc] = NULL;
 
+spawn:
 	/* The command line, for the log and for a human to rerun it. */
 	char cmdline[4096];
 	size_t off = 0;
 	for (int i = 0; i < argc && off < sizeof(cmdline); i++)
 		off += (size_t)snprintf(cmdline + off, sizeof(cmdline) - off, "%s%s",
 					i ? " " : "", argv[i]);
-	pr_info("starting %s QEMU (%s): %s", s->qemu_patched ? "patched" : "stock",
-		s->qemu_bin, cmdline);
+	pr_info("starting %s (%s): %s", c->vm == CFG_VM_NONE ? "the synthetic VM" :
+		s->qemu_patched ? "patched QEMU" : "stock QEMU", s->qemu_bin, cmdline);
 
 	int logfd = open(vm->qemu_log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (logfd < 0) {

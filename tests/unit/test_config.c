@@ -90,6 +90,9 @@ int main(void)
 		{ "--vcpus", "0", "--vcpus: '0'" },
 		{ "--head-ssh-port", "70000", "--head-ssh-port" },
 		{ "--console", "maybe", "is not yes or no" },
+		{ "--vm", "xen", "--vm: 'xen' is not one of qemu, none" },
+		{ "--synth-frame-size", "63", "--synth-frame-size: '63'" },
+		{ "--synth-rate", "0", "--synth-rate: '0'" },
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		char *argv[] = { "x", (char *)cases[i].opt, (char *)cases[i].val, NULL };
@@ -103,6 +106,17 @@ int main(void)
 		char *argv[] = { "x", "--frobnicate", "1", NULL };
 		CHECK_EQ(load(&c, err, sizeof(err), 3, argv), -EINVAL);
 		CHECK(strstr(err, "unknown option '--frobnicate'"));
+	}
+	{
+		/* --vm none: the synthetic VM's settings; a guest to boot is refused */
+		char *argv[] = { "x", "--vm", "none", "--synth-rate", "7", NULL };
+		CHECK_EQ(load(&c, err, sizeof(err), 5, argv), 0);
+		CHECK_EQ(c.vm, CFG_VM_NONE);
+		CHECK_EQ(c.synth_rate, 7);
+		CHECK_EQ(c.synth_seconds, 10);
+		char *bad_argv[] = { "x", "--vm", "none", "--disk", "a.qcow2", NULL };
+		CHECK_EQ(load(&c, err, sizeof(err), 5, bad_argv), -EINVAL);
+		CHECK(strstr(err, "--vm none runs no guest: --disk"));
 	}
 	{
 		char *argv[] = { "x", "--memory", NULL };
