@@ -173,6 +173,7 @@ else
 	vc_launch 2 "$ref" --job "$jobspec" --timeout 300
 fi ||
 	fail "reference run failed: $(grep -E 'launch:|VCTRAFFIC' "$ref" | tail -n 4)"
+check_accounting "$VC_T/run"
 rm -rf "$VC_T/run"
 for (( r = 0; r < N; r++ )); do
 	d=$(grep -oE "VCTRAFFIC rank=$r .*digest=[0-9a-f]+ result=PASS" "$ref" | grep -oE 'digest=[0-9a-f]+')

@@ -208,3 +208,29 @@ check_accounting() {
 	fi
 	echo "accounting: run $target: ${out#OK }"
 }
+
+# accounting_can_fail FIELD [CHECK OPTIONS] RUNDIR: check_accounting is not vacuous: a copy of RUNDIR's logs in
+# which one peer line of the latest run counts one frame fewer in FIELD (rx_frames: a frame lost; cut_rx_frames:
+# a frame that crossed a cut) must fail it.
+accounting_can_fail() {
+	local field=$1 dir d=$VC_T/acct-mutant log run; shift
+	dir=${!#}
+	rm -rf "$d"
+	mkdir -p "$d"
+	for log in "$dir"/rank*/rank.log; do
+		mkdir -p "$d/$(basename "$(dirname "$log")")"
+		cp "$log" "$d/$(basename "$(dirname "$log")")/"
+	done
+	run=$(grep -ho 'VC-ACCT run=[0-9]*' "$d"/rank*/rank.log | sed 's/.*=//' | sort -un | tail -n 1)
+	log=$(grep -l "VC-ACCT run=$run .* $field=[1-9]" "$d"/rank*/rank.log | head -n 1)
+	[[ -n $log ]] || fail "accounting_can_fail: no line with $field > 0 in $dir"
+	awk -v f="$field" -v run="$run" '!done && index($0, "VC-ACCT run=" run " ") && match($0, " " f "=[1-9][0-9]*") {
+		n = substr($0, RSTART + length(f) + 2, RLENGTH - length(f) - 2)
+		$0 = substr($0, 1, RSTART - 1) " " f "=" (n - 1) substr($0, RSTART + RLENGTH); done = 1 } { print }' \
+		"$log" >"$log.new" && mv "$log.new" "$log"
+	if (check_accounting "${@:1:$#-1}" "$d") >"$d/check.out" 2>&1; then
+		cat "$d/check.out"
+		fail "check_accounting passed logs in which $field lost a frame: it cannot fail"
+	fi
+	echo "accounting: with one frame fewer in $field the check fails, as it must: $(grep -m1 '^accounting:' "$d/check.out")"
+}
