@@ -144,8 +144,10 @@ void facct_discarded(struct facct *a, int from, bool from_rq)
 
 	if (from_rq)
 		dequeued(a, from);
-	if (p)
+	if (p && from_rq)
 		p->discarded++;
+	else if (p)
+		p->gone++;
 }
 
 void facct_set_restored_epoch(struct facct *a, uint64_t epoch)
@@ -258,10 +260,10 @@ int facct_format(const struct facct *a, bool cut, uint64_t epoch, int k, char *b
 		     "VC-ACCT run=%" PRIu64 " rank=%d when=%s epoch=%" PRIu64 " peer=%d tx_frames=%" PRIu64
 		     " tx_bytes=%" PRIu64 " rx_frames=%" PRIu64 " rx_bytes=%" PRIu64
 		     " delivered=%" PRIu64 " queued=%" PRIu64 " discarded=%" PRIu64
-		     " runt=%" PRIu64 " oversize=%" PRIu64 " restored=%" PRIu64
+		     " gone=%" PRIu64 " runt=%" PRIu64 " oversize=%" PRIu64 " restored=%" PRIu64
 		     " unsent=%" PRIu64 " unsent_bytes=%" PRIu64,
 		     a->run, a->rank, when, epoch, peer, p->tx_frames, p->tx_bytes, p->rx_frames,
-		     p->rx_bytes, p->delivered, p->queued, p->discarded, p->runt, p->oversize,
+		     p->rx_bytes, p->delivered, p->queued, p->discarded, p->gone, p->runt, p->oversize,
 		     p->restored, p->unsent, p->unsent_bytes);
 	if (n < 0 || (size_t)n >= len)
 		return -ENOSPC;

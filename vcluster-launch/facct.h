@@ -10,7 +10,7 @@
  * run started, decimal):
  *
  *   VC-ACCT run=ID rank=R when=cut|exit epoch=E peer=P tx_frames=N tx_bytes=N
- *           rx_frames=N rx_bytes=N delivered=N queued=N discarded=N runt=N
+ *           rx_frames=N rx_bytes=N delivered=N queued=N discarded=N gone=N runt=N
  *           oversize=N restored=N unsent=N unsent_bytes=N [cut_tx_frames=N cut_tx_bytes=N
  *           cut_rx_frames=N cut_rx_bytes=N]
  *   VC-ACCT run=ID rank=R when=cut|exit epoch=E peers=K from_vm=N from_vm_bytes=N
@@ -26,7 +26,11 @@
  *   delivered  of the frames from P, written to this rank's VM (directly or
  *              from the receive queue)
  *   queued     frames from P in the receive queue now
- *   discarded  frames from P dropped because the VM had gone
+ *   discarded  frames from P accepted for the VM (in the receive queue)
+ *              and dropped because the VM went before they were delivered
+ *   gone       frames from P that arrived after the VM had gone (powered
+ *              off or died): a switch port with nothing plugged in; unlike
+ *              discarded, no running guest could have received them
  *   runt, oversize  frames from P refused: shorter than an Ethernet header
  *              (FACCT_RUNT_MAX + 1 bytes) or longer than FABRIC_FRAME_MAX
  *   restored   frames from P that the receive queue held when it was loaded
@@ -46,7 +50,7 @@
  *
  * What balances, exactly, for every ordered pair of ranks (A, B):
  *   each line of B:   rx[A] + restored[A] = delivered[A] + queued[A]
- *                                          + discarded[A] + runt[A] + oversize[A]
+ *                              + discarded[A] + gone[A] + runt[A] + oversize[A]
  *   cut E:            A.cut_tx[B] = B.cut_rx[A]  (frames and bytes)
  *   exit:             A.tx[B] - A.unsent[B] = B.rx[A]  (frames, and bytes
  *                                                    with unsent_bytes)
@@ -73,7 +77,7 @@ struct facct;
 struct facct_peer {
 	uint64_t tx_frames, tx_bytes;
 	uint64_t rx_frames, rx_bytes;
-	uint64_t delivered, queued, discarded, runt, oversize, restored;
+	uint64_t delivered, queued, discarded, gone, runt, oversize, restored;
 	uint64_t unsent, unsent_bytes;
 	uint64_t cut_tx_frames, cut_tx_bytes, cut_rx_frames, cut_rx_bytes;
 	uint64_t cut_tx_epoch, cut_rx_epoch;	/* 0 = no marker yet */
@@ -109,7 +113,8 @@ enum facct_verdict facct_rx(struct facct *a, int peer, size_t len, size_t max);
 void facct_queued(struct facct *a, int from);
 /* A frame from `from` written to the VM; from_rq: it came off the queue. */
 void facct_delivered(struct facct *a, int from, bool from_rq);
-/* A frame from `from` dropped because the VM had gone. */
+/* A frame from `from` dropped because the VM had gone: from_rq, it was in
+ * the receive queue (discarded), else it arrived after the VM went (gone). */
 void facct_discarded(struct facct *a, int from, bool from_rq);
 /* A frame from `from` found in the receive queue a restore loaded, and
  * the epoch it was restored from. */

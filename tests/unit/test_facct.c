@@ -150,7 +150,16 @@ static void test_pair_and_cut(void)
 	CHECK_EQ(pb.delivered, 7);
 	CHECK_EQ(pb.queued, 0);
 	CHECK_EQ(pb.rx_frames + pb.restored,
-		 pb.delivered + pb.queued + pb.discarded + pb.runt + pb.oversize);
+		 pb.delivered + pb.queued + pb.discarded + pb.gone + pb.runt + pb.oversize);
+	/* a frame that arrives after the VM went is gone, not discarded */
+	facct_rx(b, 0, 70, MAX);
+	facct_discarded(b, 0, false);
+	facct_get_peer(b, 0, &pb);
+	CHECK_EQ(pb.gone, 1);
+	CHECK_EQ(pb.discarded, 0);
+	CHECK_EQ(pb.rx_frames, 8);
+	CHECK_EQ(pb.rx_frames + pb.restored,
+		 pb.delivered + pb.queued + pb.discarded + pb.gone + pb.runt + pb.oversize);
 	struct facct_rank rb;
 	facct_get_rank(b, &rb);
 	CHECK_EQ(rb.local_delivered, 1);
@@ -160,6 +169,7 @@ static void test_pair_and_cut(void)
 	CHECK(strstr(lb, "when=exit epoch=4 peer=0 "));
 	CHECK_EQ(field(lb, "cut_rx_frames"), -1);
 	CHECK_EQ(field(lb, "delivered"), 7);
+	CHECK_EQ(field(lb, "gone"), 1);
 	line_of(b, false, 0, 2, lb, sizeof(lb));
 	CHECK(strstr(lb, " peers=2 "));
 	CHECK_EQ(field(lb, "local_delivered"), 1);
@@ -206,6 +216,7 @@ static void test_restore_unsent(void)
 	CHECK_EQ(p.queued, 0);
 	CHECK_EQ(p.delivered, 1);
 	CHECK_EQ(p.discarded, 2);
+	CHECK_EQ(p.gone, 0);
 	CHECK_EQ(p.rx_frames + p.restored, p.delivered + p.queued + p.discarded);
 	CHECK_EQ(p.unsent, 2);
 	CHECK_EQ(p.unsent_bytes, 60 + 1514);
