@@ -847,8 +847,8 @@ bool fabric_idle(const struct fabric *f)
 }
 
 /* Accounting at shutdown: the frame records of a batch, either one that
- * arrived as its receive was cancelled (received from p and discarded: the
- * VMs have gone) or, unsent, one that never left for p. */
+ * arrived as its receive was cancelled (received from p after the VM had
+ * gone: counted as gone) or, unsent, one that never left for p. */
 static void count_batch(struct fabric *f, struct peer *p, const uint8_t *b, size_t len,
 			bool unsent)
 {
