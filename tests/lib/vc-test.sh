@@ -85,7 +85,8 @@ ctl() { "$VC_BIN/vcluster-ctl" --run-dir "$VC_T/run" "$@"; }
 #   --run K         check the K-th run found (1 = the first started); default: the latest
 #   --allow F[,F]   these counters may be non-0 (the test forces them): discarded runt oversize vm_runt
 #                   vm_oversize
-#   --killed        the run was killed (SIGKILL): it has no exit lines; its cuts are checked
+#   --killed        the run was killed (SIGKILL, or a signal mpirun passed on): it has no exit lines, or not
+#                   from every rank; its cuts are checked (no lines at all pass, unless --min-cuts asks for some)
 #   --partial-cut E cut E may lack some ranks' lines (a fault during it); the ranks present are still checked
 #                   line by line, pairs only where both printed
 #   --prior E       the run was restored from epoch E of the run found before it: each rank's restored[A]
@@ -110,6 +111,10 @@ check_accounting() {
 	for p in "${src[@]}"; do [[ -r $p ]] || fail "check_accounting: cannot read $p"; done
 	lines=$(grep -ho 'VC-ACCT run=.*' "${src[@]}")
 	runs=$(grep -o '^VC-ACCT run=[0-9]*' <<<"$lines" | sed 's/.*=//' | sort -un)
+	if [[ -z $runs && $killed -eq 1 && $min_cuts -eq 0 ]]; then
+		echo "accounting: no VC-ACCT lines: the run was killed before any cut"
+		return 0
+	fi
 	[[ -n $runs ]] || fail "check_accounting: no VC-ACCT lines in ${src[*]}"
 	if [[ -n $nth ]]; then
 		target=$(sed -n "${nth}p" <<<"$runs")
