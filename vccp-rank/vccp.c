@@ -690,6 +690,8 @@ static void end_save(struct vccp *v)
 	if (!j->q)
 		fail(v, -ENOMEM, "rank %d: no memory for the receive queue", v->rank);
 	v->me.rq_frames = j->q ? (uint32_t)rq_count(j->q) : 0;
+	if (v->fab->cut)
+		v->fab->cut(v->fab_ctx, v->epoch);
 	v->state = V_FINISHING;
 	if (failed(v)) {
 		finish_done(v, j);	/* nothing to write */

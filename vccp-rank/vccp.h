@@ -69,6 +69,11 @@ struct vccp_fabric_ops {
 	/* One pass of the rank's other work (frames, QMP replies, worker
 	 * completions), sleeping at most 1 ms; vccp_finish() calls it. */
 	void (*progress)(void *ctx);
+	/* The save point of epoch: every marker is in and the receive queue
+	 * has just been taken to be written; the launcher reports its frame
+	 * accounting there (VC-ACCT when=cut, vcluster-launch/facct.h).  May
+	 * be NULL. */
+	void (*cut)(void *ctx, uint64_t epoch);
 };
 
 struct vccp_opts {

@@ -1,6 +1,7 @@
 #define LOG_PREFIX "fabric"
 #include "fabric.h"
 
+#include "facct.h"
 #include "fbatch.h"
 #include "log.h"
 #include "rq.h"
@@ -15,6 +16,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <linux/sockios.h>
 #include <unistd.h>
 
@@ -90,6 +92,7 @@ struct fabric {
 	void *marker_ctx;
 	int rr_next;			/* round-robin start for delivery */
 	struct fabric_stats st;
+	struct facct *acct;		/* exact per-peer accounting (facct.h) */
 };
 
 /* ---- MAC learning ------------------------------------------------------ */
@@ -290,6 +293,7 @@ static int route_frame(struct fabric *f, const uint8_t *frame, uint16_t len)
 			return r;
 		p->st.frames_tx++;
 		p->st.bytes_tx += len;
+		facct_tx(f->acct, i, len);
 	}
 	return 0;
 }
@@ -317,7 +321,9 @@ static int read_vm(struct fabric *f, bool *busy)
 		} else {
 			f->stalled = false;
 		}
-		ssize_t len = vde_recv(f->vde, f->frame, FABRIC_FRAME_MAX, MSG_DONTWAIT);
+		/* One byte more than the largest frame: a longer one shows
+		 * as FABRIC_FRAME_MAX + 1 bytes and is refused, never cut. */
+		ssize_t len = vde_recv(f->vde, f->frame, FABRIC_FRAME_MAX + 1, MSG_DONTWAIT);
 		if (len < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
 			f->link_empty = errno != EINTR;
 			return 0;
@@ -338,8 +344,8 @@ static int read_vm(struct fabric *f, bool *busy)
 		*busy = true;
 		if (spilling)
 			f->st.spill_reads++;
-		if (len < 14)
-			continue;	/* runt: not an Ethernet frame */
+		if (facct_from_vm(f->acct, (size_t)len, FABRIC_FRAME_MAX) != FACCT_OK)
+			continue;	/* runt or oversize: refused and counted */
 		f->st.frames_from_vm++;
 		f->st.bytes_from_vm += (uint64_t)len;
 		int r = route_frame(f, f->frame, (uint16_t)len);
@@ -376,15 +382,18 @@ static int check_batch(struct fabric *f, struct peer *p, struct rx_slot *s)
 	return 0;
 }
 
-/* Write one frame to the VM.  1 written (or dropped because QEMU has gone:
- * its exit is handled by the launcher), 0 the link is full, -errno. */
-static int vm_write(struct fabric *f, const uint8_t *frame, uint16_t len)
+/* Write one frame (from rank `from`, off the receive queue or not) to the
+ * VM.  1 written (or dropped because QEMU has gone: its exit is handled by
+ * the launcher), 0 the link is full, -errno. */
+static int vm_write(struct fabric *f, int from, bool from_rq, const uint8_t *frame,
+		    uint16_t len)
 {
 	for (;;) {
 		ssize_t n = vde_send(f->vde, frame, len, MSG_DONTWAIT);
 		if (n >= 0) {
 			f->st.frames_to_vm++;
 			f->st.bytes_to_vm += len;
+			facct_delivered(f->acct, from, from_rq);
 			return 1;
 		}
 		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
@@ -395,6 +404,7 @@ static int vm_write(struct fabric *f, const uint8_t *frame, uint16_t len)
 			continue;
 		if (errno == EPIPE || errno == ECONNRESET) {
 			f->st.frames_discarded++;
+			facct_discarded(f->acct, from, from_rq);
 			return 1;
 		}
 		pr_errno(errno, "writing to the VM link");
@@ -416,25 +426,34 @@ static int deliver_slot(struct fabric *f, struct peer *p, struct rx_slot *s)
 		}
 		uint16_t len = rec.len;
 		if (rec.type == FBATCH_MARKER) {
+			facct_marker_rcvd(f->acct, p->rank, vcfmt_get_be64(rec.data));
 			if (f->marker_cb)
 				f->marker_cb(f->marker_ctx, p->rank, vcfmt_get_be64(rec.data));
 		} else {	/* FBATCH_FRAME */
-			if (len >= 14)
+			bool ok = facct_classify(len, FABRIC_FRAME_MAX) == FACCT_OK;
+
+			if (ok)
 				mac_learn(f, rec.data + 6, p->rank);
-			if (!f->vm_attached) {
+			if (!ok) {
+				/* a runt or oversize frame: refused, counted
+				 * by facct_rx below */
+			} else if (!f->vm_attached) {
 				f->st.frames_discarded++;
+				facct_discarded(f->acct, p->rank, false);
 			} else if (f->held || rq_count(f->rq)) {
 				/* held for a checkpoint, or behind frames that
 				 * are: queue it, in arrival order */
 				if (rq_push(f->rq, p->rank, rec.data, len) < 0)
 					return -ENOMEM;
+				facct_queued(f->acct, p->rank);
 			} else {
-				int w = vm_write(f, rec.data, len);
+				int w = vm_write(f, p->rank, false, rec.data, len);
 				if (w <= 0)
 					return w;
 			}
 			p->st.frames_rx++;
 			p->st.bytes_rx += len;
+			facct_rx(f->acct, p->rank, len, FABRIC_FRAME_MAX);
 		}
 		s->off = rec.next;
 	}
@@ -530,11 +549,20 @@ struct fabric *fabric_create(MPI_Comm comm, int vm_fd)
 	}
 	f->vm_attached = true;
 	f->rq = rq_create();
-	f->frame = malloc(FABRIC_FRAME_MAX);
+	f->acct = facct_create(f->rank, f->size);
+	/* One id for this run on every rank, so that the VC-ACCT lines of runs
+	 * appended to the same logs (a restore) are told apart. */
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	uint64_t run = (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_nsec / 1000u;
+	MPI_Bcast(&run, 1, MPI_UINT64_T, 0, f->comm);
+	if (f->acct)
+		facct_set_run(f->acct, run);
+	f->frame = malloc(FABRIC_FRAME_MAX + 1);
 	f->spare_cap = 4 * f->size + 16;
 	f->spare = calloc((size_t)f->spare_cap, sizeof(*f->spare));
 	f->peers = calloc((size_t)f->size, sizeof(*f->peers));
-	if (!f->frame || !f->spare || !f->peers || !f->rq) {
+	if (!f->frame || !f->spare || !f->peers || !f->rq || !f->acct) {
 		r = -ENOMEM;
 		goto fail;
 	}
@@ -601,7 +629,7 @@ static int deliver_rq(struct fabric *f, bool *busy)
 	uint16_t len;
 
 	while (rq_peek(f->rq, &from, &frame, &len) == 0) {
-		int w = vm_write(f, frame, len);
+		int w = vm_write(f, from, true, frame, len);
 		if (w <= 0)
 			return w;
 		if (from != f->rank) {	/* not one of our own (clock) frames */
@@ -654,12 +682,25 @@ int fabric_progress(struct fabric *f, bool *busy)
 	return 0;
 }
 
+/* Empty q, counting each frame as discarded (the VM has gone). */
+static void discard_rq(struct fabric *f, struct rq *q)
+{
+	int from;
+	const uint8_t *frame;
+	uint16_t len;
+
+	while (rq_peek(q, &from, &frame, &len) == 0) {
+		facct_discarded(f->acct, from, true);
+		rq_pop(q);
+	}
+}
+
 void fabric_detach_vm(struct fabric *f)
 {
 	f->vm_attached = false;
 	f->vm_blocked = false;
 	if (f->rq)
-		rq_clear(f->rq);
+		discard_rq(f, f->rq);
 	f->cut_left = 0;
 }
 
@@ -697,11 +738,37 @@ int fabric_inject(struct fabric *f, const void *frame, uint16_t len)
 {
 	if (!f->vm_attached)
 		return -ENODEV;
-	return rq_push(f->rq, f->rank, frame, len);
+	int r = rq_push(f->rq, f->rank, frame, len);
+	if (r == 0)
+		facct_queued(f->acct, f->rank);
+	return r;
 }
 
 void fabric_set_rq(struct fabric *f, struct rq *q)
 {
+	struct rq *counted = rq_create();
+	int from = 0;
+	const uint8_t *frame;
+	uint16_t len;
+
+	/* Count the restored frames by their sender: they were sent in the
+	 * run that was checkpointed, and are delivered in this one. */
+	while (counted && rq_peek(q, &from, &frame, &len) == 0) {
+		if (rq_push(counted, from, frame, len) < 0)
+			break;
+		facct_restored(f->acct, from);
+		rq_pop(q);
+	}
+	if (!counted || rq_count(q)) {
+		/* Losing either half would lose frames silently; the
+		 * checkpoint stays on disk for another try. */
+		fprintf(stderr, "fabric: rank %d: out of memory loading the receive "
+			"queue; stopping rather than lose frames\n", f->rank);
+		abort();
+	}
+	rq_destroy(q);
+	q = counted;
+	discard_rq(f, f->rq);
 	rq_destroy(f->rq);
 	f->rq = q;
 	f->cut_left = rq_count(q);
@@ -749,6 +816,7 @@ int fabric_send_marker(struct fabric *f, uint64_t epoch)
 		if (r < 0)
 			return r;
 	}
+	facct_marker_sent(f->acct, epoch);
 	return 0;
 }
 
@@ -776,6 +844,42 @@ bool fabric_idle(const struct fabric *f)
 			return false;
 	}
 	return true;
+}
+
+/* Accounting at shutdown: the frame records of a batch, either one that
+ * arrived as its receive was cancelled (received from p after the VM had
+ * gone: counted as gone) or, unsent, one that never left for p. */
+static void count_batch(struct fabric *f, struct peer *p, const uint8_t *b, size_t len,
+			bool unsent)
+{
+	struct fbatch_rec rec;
+	char why[128];
+
+	for (size_t off = FBATCH_HDR; off < len; off = rec.next) {
+		if (fbatch_record(b, len, off, &rec, why, sizeof(why)) < 0)
+			return;
+		if (rec.type != FBATCH_FRAME)
+			continue;
+		if (unsent) {
+			facct_unsent(f->acct, p->rank, rec.len);
+			continue;
+		}
+		facct_rx(f->acct, p->rank, rec.len, FABRIC_FRAME_MAX);
+		if (facct_classify(rec.len, FABRIC_FRAME_MAX) == FACCT_OK) {
+			f->st.frames_discarded++;
+			facct_discarded(f->acct, p->rank, false);
+		}
+	}
+}
+
+static void count_unsent(struct fabric *f, struct peer *p)
+{
+	for (int k = p->inflight; k < p->count; k++) {
+		const struct out_batch *b = &p->ring[(p->head + k) % RING_SLOTS];
+		count_batch(f, p, b->buf, b->len, true);
+	}
+	if (p->fill.buf && p->fill.nrec)
+		count_batch(f, p, p->fill.buf, p->fill.len, true);
 }
 
 /* No rank may cancel its receives while a peer's send to it is still in
@@ -822,10 +926,17 @@ int fabric_quiesce(struct fabric *f, int timeout_ms)
 		struct peer *p = &f->peers[i];
 		if (i == f->rank)
 			continue;
+		count_unsent(f, p);
 		for (int k = 0; k < FABRIC_WINDOW; k++) {
 			if (p->rx[k].req != MPI_REQUEST_NULL) {
+				MPI_Status st;
+				int cancelled = 0, n = 0;
+
 				MPI_Cancel(&p->rx[k].req);
-				MPI_Wait(&p->rx[k].req, MPI_STATUS_IGNORE);
+				MPI_Wait(&p->rx[k].req, &st);
+				MPI_Test_cancelled(&st, &cancelled);
+				if (!cancelled && MPI_Get_count(&st, MPI_BYTE, &n) == MPI_SUCCESS)
+					count_batch(f, p, p->rx[k].buf, (size_t)n, false);
 			}
 		}
 		if (p->credit_in_req != MPI_REQUEST_NULL) {
@@ -854,6 +965,7 @@ void fabric_destroy(struct fabric *f)
 	for (int i = 0; i < f->nspare; i++)
 		free(f->spare[i]);
 	rq_destroy(f->rq);
+	facct_destroy(f->acct);
 	free(f->spare);
 	free(f->frame);
 	if (f->vde)
@@ -888,4 +1000,14 @@ void fabric_get_peer_stats(const struct fabric *f, int peer,
 	*st = p->st;
 	st->queued_batches = (uint32_t)p->count + (p->fill.nrec ? 1 : 0);
 	st->credits = p->credits < 0 ? 0 : (uint32_t)p->credits;
+}
+
+const struct facct *fabric_acct(const struct fabric *f)
+{
+	return f->acct;
+}
+
+void fabric_set_restored_epoch(struct fabric *f, uint64_t epoch)
+{
+	facct_set_restored_epoch(f->acct, epoch);
 }

@@ -151,6 +151,11 @@ bool fabric_idle(const struct fabric *f);
 int fabric_quiesce(struct fabric *f, int timeout_ms);
 
 void fabric_get_stats(const struct fabric *f, struct fabric_stats *st);
+/* The exact per-peer accounting (facct.h): the VC-ACCT lines. */
+struct facct;
+const struct facct *fabric_acct(const struct fabric *f);
+/* The epoch a restore loaded the receive queue from (for those lines). */
+void fabric_set_restored_epoch(struct fabric *f, uint64_t epoch);
 void fabric_get_peer_stats(const struct fabric *f, int peer,
 			   struct fabric_peer_stats *st);
 

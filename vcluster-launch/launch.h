@@ -81,5 +81,6 @@ void setup_resume(struct launch *L);
 
 /* --clock-sync: hand the VM the host's time (also after each resume). */
 void send_clock(void *ctx);
+void acct_print(struct launch *L, bool cut, uint64_t epoch);
 
 #endif

@@ -597,6 +597,7 @@ static int wind_down(struct launch *L, int code)
 		pr_err("a peer rank did not finish within %d s; aborting the MPI job", QUIESCE_MS / 1000);
 		MPI_Abort(MPI_COMM_WORLD, 2);
 	}
+	acct_print(L, false, 0);	/* nothing is in flight now */
 	MPI_Cancel(&L->rx_req);
 	MPI_Wait(&L->rx_req, MPI_STATUS_IGNORE);
 	if (code == 0)

@@ -1,6 +1,7 @@
 # vcluster-launch/: the MPI program (one rank per host) and vcluster-ctl.
 LAUNCH_SRCS := vcluster-launch/main.c vcluster-launch/config.c \
-	       vcluster-launch/fabric.c vcluster-launch/fbatch.c vcluster-launch/vm.c \
+	       vcluster-launch/fabric.c vcluster-launch/facct.c vcluster-launch/fbatch.c \
+	       vcluster-launch/vm.c \
 	       vcluster-launch/accel.c vcluster-launch/pin.c vcluster-launch/ctl.c \
 	       vcluster-launch/lifeline.c \
 	       vcluster-launch/loop.c vcluster-launch/ctrlmsg.c vcluster-launch/status.c \
@@ -32,3 +33,4 @@ $(BIN)/vcluster-synth: $(call objs,vcluster-launch/synth.c) $(COMMON_LIB)
 	$(CC) -o $@ $^ -lvdeplug $(LDLIBS_COMMON)
 
 all: $(BIN)/vcluster-synth
+$(eval $(call unit_test,test_facct,tests/unit/test_facct.c vcluster-launch/facct.c,))

@@ -7,6 +7,7 @@
 #include "afile.h"
 #include "fabric.h"
 #include "instpath.h"
+#include "facct.h"
 #include "log.h"
 #include "loop.h"
 #include "pin.h"
@@ -316,6 +317,7 @@ bool setup_vm(struct launch *L)
 	pr_info("VM state of epoch %llu loaded; %zu frames in the receive queue",
 		(unsigned long long)restore_epoch(L->restore), rq_count(rq));
 	fabric_set_rq(L->fab, rq);
+	fabric_set_restored_epoch(L->fab, restore_epoch(L->restore));
 	return true;
 }
 
@@ -340,6 +342,18 @@ void send_clock(void *ctx)
 	vcfmt_put_be64(f + 22, (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
 	if (fabric_inject(L->fab, f, sizeof(f)) == 0)
 		pr_debug("clock frame sent to the VM");
+}
+
+/* The rank's VC-ACCT lines (vcluster-launch/facct.h): at a cut of epoch,
+ * or at exit once the channels are shut. */
+void acct_print(struct launch *L, bool cut, uint64_t epoch)
+{
+	const struct facct *a = L->fab ? fabric_acct(L->fab) : NULL;
+	char line[768];
+
+	for (int k = 0; a && k < facct_size(a); k++)
+		if (facct_format(a, cut, epoch, k, line, sizeof(line)) > 0)
+			pr_info("%s", line);
 }
 
 /* ---- what vccp sees of the fabric (vccp.h) -------------------------- */
@@ -396,6 +410,11 @@ static void ops_progress(void *ctx)
 	loop_run_once(L->loop, 1);
 }
 
+static void ops_cut(void *ctx, uint64_t epoch)
+{
+	acct_print(ctx, true, epoch);
+}
+
 static const struct vccp_fabric_ops vccp_fab_ops = {
 	.hold = ops_hold,
 	.drain = ops_drain,
@@ -407,6 +426,7 @@ static const struct vccp_fabric_ops vccp_fab_ops = {
 	.rq_count = ops_rq_count,
 	.set_marker_cb = ops_set_marker_cb,
 	.progress = ops_progress,
+	.cut = ops_cut,
 };
 
 /* The checkpoint protocol, when --checkpoint-dir is given. */

@@ -11,6 +11,7 @@
  */
 #define LOG_PREFIX "fabric-bench"
 #include "fabric.h"
+#include "facct.h"
 #include "log.h"
 
 #include <errno.h>
@@ -106,7 +107,15 @@ int main(int argc, char **argv)
 	       (unsigned long long)st.frames_flooded, (unsigned long long)st.frames_discarded,
 	       (unsigned long long)st.backpressure_stalls, (unsigned long long)st.spill_reads);
 	fflush(stdout);
-	fabric_quiesce(f, 10000);
+	if (fabric_quiesce(f, 10000) == 0) {
+		/* the exit accounting (facct.h), as the launcher prints it */
+		const struct facct *a = fabric_acct(f);
+		char line[768];
+		for (int k = 0; k < facct_size(a); k++)
+			if (facct_format(a, false, 0, k, line, sizeof(line)) > 0)
+				printf("%s\n", line);
+		fflush(stdout);
+	}
 	fabric_destroy(f);
 	int bad = !(WIFEXITED(status) && WEXITSTATUS(status) == 0), any;
 	MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);

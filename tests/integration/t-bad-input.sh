@@ -58,5 +58,7 @@ done
 vc_launch 2 "$out" --restore latest; rc=$?
 [[ $rc -eq 2 ]] || fail "--restore without --checkpoint-dir: exit $rc"
 assert_grep "\-\-restore needs --checkpoint-dir" "$out" 1
+# No run here gets as far as the fabric: there are no frames, and no VC-ACCT lines, to account for.
+[[ -z $(grep -rh 'VC-ACCT' "$VC_T/run" 2>/dev/null) ]] || fail "a refused run printed frame accounting"
 assert_nothing_running
 echo "ok: every bad input refused with a clear message"

@@ -35,6 +35,7 @@ PY
 "$VC_BIN/vcluster-ctl" --run-dir "$VC_T/run" shutdown | grep -q 'shutting down' || fail "shutdown not accepted"
 wait $launcher; rc=$?
 [[ $rc -eq 3 ]] || { tail -n 20 "$out"; fail "after vcluster-ctl shutdown: exit $rc, expected 3"; }
+check_accounting "$VC_T/run"
 assert_grep 'vcluster-ctl shutdown: powering the VMs down' "$out"
 assert_nothing_running
 
@@ -47,6 +48,8 @@ mp=$(pgrep -P $launcher mpirun || echo $launcher)
 kill -TERM $mp
 wait $launcher; rc=$?
 [[ $rc -ne 0 ]] || fail "SIGTERM: launcher exited 0"
+# mpirun passes SIGTERM on and may take the ranks down before they print their exit lines: as a killed run.
+check_accounting --killed "$VC_T/run"
 assert_nothing_running
 "$VC_BIN/vcluster-ctl" --run-dir "$VC_T/run" status 2>&1 | grep -q 'is the virtual cluster running' ||
 	fail "vcluster-ctl against a finished run should say so"

@@ -11,5 +11,6 @@ rc=$?
 [[ $rc -eq 7 ]] || { tail -n 20 "$out"; fail "launcher exited $rc, expected 7"; }
 assert_grep 'rank 1 \(node1\): guest command exited with status 7' "$out"
 assert_grep '\[node0\] fine' "$out"
+check_accounting "$VC_T/run"
 assert_nothing_running
 echo "ok: failing guest named, exit 7"

@@ -30,6 +30,7 @@ for k in ep cg; do
 	assert_grep '^\[node0\] NPB-GUEST mpirun status=0 ' "$out" 1
 	assert_grep '^\[node[01]\] VCLUSTER-EXIT rank=[01] status=0$' "$out" 2
 	assert_grep 'all 2 guests succeeded' "$out"
+	check_accounting "$VC_T/run"
 	assert_nothing_running
 	echo "ok: $K class S on 2 VMs: SUCCESSFUL (${secs}s with boot)"
 done

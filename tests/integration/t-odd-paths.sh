@@ -28,5 +28,6 @@ grep -E 'launch:|odd-paths-ok|VCLUSTER-EXIT' "$out" || true
 assert_grep '\[node0\] odd-paths-ok' "$out" 1
 [[ -s $run/rank0/disk.qcow2 ]] || fail "no overlay in $run/rank0"
 [[ -s $run/rank0/console.log ]] || fail "no console log in $run/rank0 (QEMU option parsing split the path)"
+check_accounting "$run"
 assert_nothing_running
 echo "ok: quote, \$(...) and comma in paths are plain data"

@@ -33,9 +33,11 @@ grep -q 'VCTRAFFIC' "$out" && fail "the workload ended before the crash; the tes
 wait $job 2>/dev/null
 assert_nothing_running
 [[ -d $ck/latest || -L $ck/latest ]] || fail "no latest checkpoint in $ck"
+# The crashed run has no exit lines; its cut balances.
+check_accounting --killed --min-cuts 1 "$VC_T/run"
+mv "$VC_T/run" "$VC_T/run.crashed"
 
 res=$VC_T/res
-rm -rf "$VC_T/run"
 vc_bytes_snap "$VC_T/bytes.0" "$first,$second"
 vc_launch_on $second "$res" --checkpoint-dir "$ck" --restore latest --timeout 600
 rc=$?
@@ -43,6 +45,8 @@ vc_bytes_snap "$VC_T/bytes.1" "$first,$second"
 grep -E 'VCTRAFFIC|restor|resumed|VCLUSTER-EXIT' "$res" || true
 [[ $rc -eq 0 ]] || { tail -n 20 "$res"; fail "restored run on $second exited $rc"; }
 assert_grep 'restoring epoch 1 from' "$res"
+# Exact accounting of the restored run, and each rank got back what it had queued from each peer at the cut.
+check_accounting --prior 1 "$VC_T/run.crashed" "$VC_T/run"
 for r in 0 1 2; do
 	assert_grep "VCTRAFFIC rank=$r peers=2 .* tcp_msgs=$((2 * count)) .* udp_lost=0 udp_dup=0 udp_reorder=0 errors=0 .* result=PASS" "$res" 1
 	assert_grep "VCLUSTER-EXIT rank=$r status=0" "$res" 1

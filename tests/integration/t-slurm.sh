@@ -173,6 +173,7 @@ else
 	vc_launch 2 "$ref" --job "$jobspec" --timeout 300
 fi ||
 	fail "reference run failed: $(grep -E 'launch:|VCTRAFFIC' "$ref" | tail -n 4)"
+check_accounting "$VC_T/run"
 rm -rf "$VC_T/run"
 for (( r = 0; r < N; r++ )); do
 	d=$(grep -oE "VCTRAFFIC rank=$r .*digest=[0-9a-f]+ result=PASS" "$ref" | grep -oE 'digest=[0-9a-f]+')
@@ -291,6 +292,16 @@ for (( i = 0; i < N; i++ )); do
 done
 assert_grep '^\[node[0-9]\] VCLUSTER-EXIT rank=[0-9] status=0$' "$r" $N
 assert_grep 'vcluster.job.*: job ends with exit status 0$' "$r" 1
+# Exact accounting of each start (their rank logs are under $VC_T/run, in start order), the restored ones
+# against the cut they were restored from; an aborted epoch may lack the lines of a rank.
+mapfile -t logs < <(find "$VC_T/run" -name rank.log)
+partial=()
+for a in $(grep -oE 'VCCP-CHECKPOINT epoch=[0-9]+ status=aborted' "$out" | grep -oE '[0-9]+' | sort -u); do
+	partial+=(--partial-cut "$a")
+done
+check_accounting --run 1 --min-cuts 1 "${partial[@]}" "${logs[@]}"
+check_accounting --run 2 --prior 1 --min-cuts 1 "${partial[@]}" "${logs[@]}"
+check_accounting --run 3 --prior "$e" "${partial[@]}" "${logs[@]}"
 echo "ok start 2: restored $e, finished, digests equal the plain run ($(( $(date +%s) - t0 )) s)"
 
 [[ -z $(squeue -h 2>/dev/null) ]] || fail "jobs left in the queue: $(squeue)"

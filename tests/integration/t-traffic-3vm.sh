@@ -29,6 +29,8 @@ for r in 0 1 2; do
 	[[ ${n:-0} -ge 200 ]] || fail "node$r received only ${n:-0} UDP datagrams"
 done
 assert_grep 'all 3 guests succeeded' "$out"
+check_accounting "$VC_T/run"
+accounting_can_fail rx_frames "$VC_T/run"
 # Every rank kept a log and a console in its 0700 run directory.
 for r in 0 1 2; do
 	d=$VC_T/run/rank$r

@@ -65,6 +65,8 @@ launch "$out" --clock-sync yes --checkpoint-dir "$ck" --timeout 300 --grace 1 \
 wait_for '\[node1\] GTIME' "$out" 3
 ctl checkpoint > /dev/null || fail "checkpoint failed"
 pkill -KILL -f "$VC_T/run"; wait $job 2>/dev/null
+check_accounting --killed --min-cuts 1 "$VC_T/run"
+cp -a "$VC_T/run" "$VC_T/run.killed"
 down=12
 sleep $down
 
@@ -73,6 +75,7 @@ launch "$res" --checkpoint-dir "$ck" --restore latest --timeout 120 --grace 1 --
 wait_for 'VMs resumed from epoch' "$res"
 wait_lags "$res" 'VMs resumed from epoch' 3
 ctl shutdown > /dev/null; wait $job
+check_accounting --prior 1 "$VC_T/run.killed" "$VC_T/run"
 l1=$(lags "$res" 'VMs resumed from epoch' 2)
 echo "without --clock-sync, after ${down}s down: $l1"
 check_lags "$l1" '>=' $(( down - 2 )) "without --clock-sync (the test cannot tell otherwise)"
@@ -83,6 +86,7 @@ wait_for '\[node0\] vc-clockd: clock stepped by' "$res"
 wait_for '\[node1\] vc-clockd: clock stepped by' "$res"
 wait_lags "$res" 'clock stepped by' 3
 ctl shutdown > /dev/null; wait $job
+check_accounting --prior 1 "$VC_T/run.killed" "$VC_T/run"
 l2=$(lags "$res" 'clock stepped by' 2)
 echo "with --clock-sync: $l2"
 check_lags "$l2" '<=' 2 "with --clock-sync"

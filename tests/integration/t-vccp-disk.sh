@@ -21,6 +21,8 @@ grep -q DISKCHECK "$out" && fail "the workload ended before the kill"
 pkill -KILL -f "$VC_T/run"; wait $job 2>/dev/null
 assert_nothing_running
 cp -a "$VC_T/run/rank1" "$VC_T/killed-rank1"
+check_accounting --killed --min-cuts 1 "$VC_T/run"
+mv "$VC_T/run" "$VC_T/run.killed"
 "$VC_BIN/vcluster-ckpt" show "$ck" | grep -q '"rank0.disk.qcow2"' || fail "the manifest names no disk"
 "$VC_BIN/vcluster-ckpt" verify "$ck" > /dev/null || fail "the checkpoint with disks does not verify"
 
@@ -30,6 +32,7 @@ vc_launch 2 "$res" --checkpoint-dir "$ck" --restore latest --timeout 300; rc=$?
 grep -E 'DISKCHECK|restoring' "$res" || true
 [[ $rc -eq 0 ]] || fail "restored run exited $rc"
 assert_grep '\[node[01]\] DISKCHECK ok sectors=24' "$res" 2
+check_accounting --prior 1 "$VC_T/run.killed" "$VC_T/run"
 
 # The check can fail: the killed run's own disk (its overlay chain) holds
 # more tokens than the checkpoint's, so a restore that took the disk from

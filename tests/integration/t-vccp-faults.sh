@@ -134,6 +134,7 @@ rm -rf "$VC_T/run"
 vc_launch 2 "$res" --checkpoint-dir "$ck" --restore latest --timeout 200; rc=$?
 [[ $rc -eq 0 ]] || fail "restore of the good epoch 1 exited $rc: $(tail -n 5 "$res")"
 assert_grep '\[node[01]\] counted-to-40' "$res" 2
+check_accounting "$VC_T/run"
 assert_nothing_running
 
 # ---- 3. full disk ------------------------------------------------------

@@ -55,6 +55,10 @@ scenario() {
 	echo $? >"$VC_T/$kind.rc"
 	cat "$VC_T"/run/rank*/rank.log >>"$VC_T/$kind.ranklog" 2>/dev/null
 	assert_nothing_running
+	# The fabric's accounting is exact either way (what stock QEMU loses, it loses after the link): the
+	# killed run at its cut, the restored one at exit and against what it had queued at the cut.
+	check_accounting --run 1 --killed --min-cuts 1 "$VC_T/$kind.ranklog"
+	check_accounting --prior 1 "$VC_T/$kind.ranklog"
 	echo "---- $kind: exit $(cat "$VC_T/$kind.rc")"
 	grep -E 'VCTRAFFIC|restoring epoch' "$res" || true
 	grep -oE 'VCTRAFFIC rank=[01] .*tcp_retrans=-?[0-9]+' "$res" |

@@ -17,6 +17,7 @@
 work='vcluster-traffic --all --count 4000 --udp-count 3000 --udp-pps 300'
 ref=$VC_T/ref
 vc_launch 2 "$ref" --guest-cmd "$work" --timeout 300 || fail "reference run failed: $(tail -n 5 "$ref")"
+check_accounting "$VC_T/run"
 rm -rf "$VC_T/run"
 
 out=$VC_T/out
@@ -37,8 +38,11 @@ assert_nothing_running
 grep -oE 'VCCP-CHECKPOINT .*rq_frames=[0-9]+' "$out"
 cut=$(grep -oE 'VCCP-CHECKPOINT .*status=ok .*rq_frames=[0-9]+' "$out" | grep -oE '[0-9]+$')
 
+# The killed run has no exit lines; its cut balances.
+check_accounting --killed --min-cuts 1 "$VC_T/run"
+accounting_can_fail cut_rx_frames --killed "$VC_T/run"
+mv "$VC_T/run" "$VC_T/run.killed"
 res=$VC_T/res
-rm -rf "$VC_T/run"
 vc_launch 2 "$res" --checkpoint-dir "$ck" --restore latest --timeout 300
 rc=$?
 grep -E 'VCTRAFFIC|restor|resumed' "$res" || true
@@ -60,6 +64,10 @@ for r in 0 1; do
 done
 (( total > 0 )) || fail "the receive queue was empty at the cut on every rank: the restore of in-flight frames was not exercised"
 [[ "$total" -eq "$cut" ]] || fail "the checkpoint reported rq_frames=$cut, the restore loaded $total"
+
+# The restored run balances exactly, and what each rank got back in its receive queue is what it had queued
+# from each peer at the cut of epoch 1 in the killed run.
+check_accounting --prior 1 "$VC_T/run.killed" "$VC_T/run"
 
 # Same data received, peer by peer, as the uninterrupted run.
 peers() { grep -oE 'VCTRAFFIC-PEER rank=.*' "$1" | sort; }
