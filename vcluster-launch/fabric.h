@@ -75,11 +75,27 @@ struct fabric_stats {
 /* Called for each marker that arrives, in channel order. */
 typedef void (*fabric_marker_cb)(void *ctx, int from_rank, uint64_t epoch);
 
+/* The channel between ranks: batches as MPI messages, or on TCP
+ * connections (ftcp.h) waited on in the rank's event loop. */
+enum fabric_transport { FABRIC_MPI, FABRIC_TCP };
+#define FABRIC_DEFAULT	FABRIC_TCP
+
+struct fabric_opts {
+	enum fabric_transport transport;
+	const char *addr;	/* TCP: address to listen on; NULL: the hostname's */
+};
+
+/* "tcp" or "mpi".  0 or -EINVAL. */
+int fabric_parse_transport(const char *s, enum fabric_transport *t);
+
 /* Create the fabric over comm (dup'ed inside).  vm_fd is the rank's end of
  * the VM link, a SOCK_SEQPACKET socket that carries one frame per message
  * (libvdeplug's seqpacket transport); the fabric takes ownership and opens
- * it with vde_open().  Collective over comm.  NULL with errno on failure. */
-struct fabric *fabric_create(MPI_Comm comm, int vm_fd);
+ * it with vde_open().  Collective over comm.  NULL with errno on failure.
+ * o NULL: FABRIC_DEFAULT with its defaults. */
+struct fabric *fabric_create_with(MPI_Comm comm, int vm_fd, const struct fabric_opts *o);
+struct fabric *fabric_create(MPI_Comm comm, int vm_fd);	/* o = NULL */
+const char *fabric_transport_name(const struct fabric *f);
 void fabric_destroy(struct fabric *f);	/* NULL is fine; not collective */
 
 void fabric_set_marker_cb(struct fabric *f, fabric_marker_cb cb, void *ctx);
@@ -88,6 +104,12 @@ void fabric_set_marker_cb(struct fabric *f, fabric_marker_cb cb, void *ctx);
  * for (POLLIN when it can take frames, POLLOUT when frames wait to be
  * delivered).  Returns the number of entries used (0 or 1). */
 int fabric_pollfd(struct fabric *f, struct pollfd *pfd);
+
+/* Every descriptor the fabric waits on (at most FABRIC_POLLFDS): the VM
+ * link as above, and with TCP the mesh's epoll descriptor (POLLIN: a peer
+ * socket is ready, or a connection arrives).  Returns the count. */
+#define FABRIC_POLLFDS	2
+int fabric_pollfds(struct fabric *f, struct pollfd *pfd, int max);
 
 /* Do all work that can be done now without blocking: read frames from the
  * VM, send batches, complete receives, deliver frames.  Sets *busy when
@@ -130,10 +152,13 @@ void fabric_put_rq(struct fabric *f, struct rq *q);
  * from the VM.  0 or -errno. */
 int fabric_send_marker(struct fabric *f, uint64_t epoch);
 
-/* How long the caller's poll() may sleep: 0 while sends are in flight or
- * within spin_us of the last activity (MPI has no descriptor to wake us, so
- * a sleeping rank delays frames from its peers), else 1 ms.  last_busy is
- * the caller's monotonic time of the last pass that moved anything. */
+/* How long the caller's poll() may sleep.  MPI: 0 while sends are in
+ * flight or within spin_us of the last activity (MPI has no descriptor to
+ * wake us, so a sleeping rank delays frames from its peers), else 1 ms.
+ * TCP: every wait is on a descriptor of fabric_pollfds(), so 20 ms, which
+ * only bounds how late the caller's own MPI requests are polled.
+ * last_busy is the caller's monotonic time of the last pass that moved
+ * anything. */
 int fabric_poll_timeout(const struct fabric *f, double now_s, double last_busy_s,
 			int spin_us);
 

@@ -1,12 +1,12 @@
 # vcluster-launch/: the MPI program (one rank per host) and vcluster-ctl.
 LAUNCH_SRCS := vcluster-launch/main.c vcluster-launch/config.c \
-	       vcluster-launch/fabric.c vcluster-launch/fbatch.c vcluster-launch/vm.c \
+	       vcluster-launch/fabric.c vcluster-launch/fbatch.c vcluster-launch/ftcp.c vcluster-launch/vm.c \
 	       vcluster-launch/accel.c vcluster-launch/pin.c vcluster-launch/ctl.c \
 	       vcluster-launch/lifeline.c \
 	       vcluster-launch/loop.c vcluster-launch/ctrlmsg.c vcluster-launch/status.c \
 	       vcluster-launch/setup.c \
 	       $(VCCP_SRCS)
-LAUNCH_LIBS := -lvdeplug -lhwloc $(LDLIBS_COMMON)
+LAUNCH_LIBS := -lvdeplug -lhwloc -lgnutls $(LDLIBS_COMMON)
 
 $(BIN)/vcluster-launch: $(call objs,$(LAUNCH_SRCS)) $(COMMON_LIB)
 	@mkdir -p $(@D)
