@@ -68,6 +68,7 @@ struct peer {
 	uint8_t thdr[FBATCH_HDR];	/* its header, until the body is known */
 	uint32_t tgot;			/* bytes of it read */
 	uint32_t tx_off;		/* bytes of the ring's head batch written */
+	bool tx_sealed;			/* the head batch has its sequence number */
 	bool tx_blocked;		/* the socket took no more: wait for POLLOUT */
 	bool closed;			/* the peer closed (only while quiescing) */
 	struct fabric_peer_stats st;
@@ -742,8 +743,10 @@ static int tcp_tx(struct fabric *f, struct peer *p, bool *busy)
 		if (p->count == 0)
 			return 0;
 		struct out_batch *b = &p->ring[p->head];
-		if (p->tx_off == 0)
+		if (!p->tx_sealed) {	/* once: a write may take nothing */
 			fbatch_seal(b->buf, b->len, p->tx_seq++, 0, b->nrec);
+			p->tx_sealed = true;
+		}
 		ssize_t k = ftcp_send(f->tcp, p->rank, b->buf + p->tx_off, b->len - p->tx_off);
 		if (k < 0)
 			return tcp_gone(f, p, k);
@@ -758,6 +761,7 @@ static int tcp_tx(struct fabric *f, struct peer *p, bool *busy)
 		p->head = (p->head + 1) % RING_SLOTS;
 		p->count--;
 		p->tx_off = 0;
+		p->tx_sealed = false;
 	}
 }
 
@@ -952,6 +956,13 @@ int fabric_pollfd(struct fabric *f, struct pollfd *pfd)
 	if (f->vm_blocked)
 		pfd->events |= POLLOUT;
 	return 1;
+}
+
+int fabric_net_fd(struct fabric *f)
+{
+	struct pollfd p;
+
+	return f->ops->pollfd(f, &p) ? p.fd : -1;
 }
 
 int fabric_pollfds(struct fabric *f, struct pollfd *pfd, int max)

@@ -110,6 +110,9 @@ int fabric_pollfd(struct fabric *f, struct pollfd *pfd);
  * socket is ready, or a connection arrives).  Returns the count. */
 #define FABRIC_POLLFDS	2
 int fabric_pollfds(struct fabric *f, struct pollfd *pfd, int max);
+/* The channel's own descriptor (constant for the fabric's life; wait for
+ * readability), or -1 (MPI). */
+int fabric_net_fd(struct fabric *f);
 
 /* Do all work that can be done now without blocking: read frames from the
  * VM, send batches, complete receives, deliver frames.  Sets *busy when

@@ -22,3 +22,4 @@ $(eval $(call unit_test,test_fbatch,tests/unit/test_fbatch.c vcluster-launch/fba
 $(eval $(call unit_test,test_config,tests/unit/test_config.c vcluster-launch/config.c common/jobspec.c common/afile.c,))
 $(eval $(call unit_test,test_loop,tests/unit/test_loop.c vcluster-launch/loop.c common/worker.c,-lpthread))
 $(eval $(call unit_test,test_ctrlmsg,tests/unit/test_ctrlmsg.c vcluster-launch/ctrlmsg.c common/vcfmt.c,-lisal))
+$(eval $(call unit_test,test_ftcp,tests/unit/test_ftcp.c vcluster-launch/ftcp.c common/vcfmt.c common/log.c,-lgnutls -lisal))
