@@ -85,7 +85,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "rank %d: fabric_create: %s\n", rank, strerror(errno));
 		MPI_Abort(MPI_COMM_WORLD, 2);
 	}
-	int done_local = 0, done_all = 0;
+	int exited = 0, done_local = 0, done_all = 0;
 	double last_busy = MPI_Wtime();
 	int spin_us = getenv("VC_FABRIC_SPIN_US") ? atoi(getenv("VC_FABRIC_SPIN_US")) : 200;
 	MPI_Request all_done = MPI_REQUEST_NULL;
@@ -101,7 +101,14 @@ int main(int argc, char **argv)
 			MPI_Abort(MPI_COMM_WORLD, 3);
 		if (busy)
 			last_busy = MPI_Wtime();
-		if (!done_local && waitpid(child, &status, WNOHANG) == child) {
+		if (!exited && waitpid(child, &status, WNOHANG) == child) {
+			/* Frames the endpoint sent before it exited may still
+			 * be in the link (a stalled rank had stopped reading):
+			 * read it to its end before letting go of it. */
+			exited = 1;
+			fabric_drain_vm(f, true);
+		}
+		if (exited && !done_local && fabric_vm_link_empty(f)) {
 			done_local = 1;
 			fabric_detach_vm(f);
 			MPI_Ibarrier(MPI_COMM_WORLD, &all_done);
