@@ -18,13 +18,71 @@
  *   fabric_send_marker() therefore arrives after every frame A took from its
  *   VM before the call.
  *
- * How: records are packed into batches (at most FABRIC_BATCH_MAX bytes),
- * each one MPI message on one tag and communicator, so MPI's non-overtaking
- * rule keeps them in order; every batch carries a per-channel sequence
- * number and a CRC32C that the receiver checks.  Flow control is by credit:
- * B keeps FABRIC_WINDOW receive buffers posted for A, and A sends a batch
- * only while it holds a credit; B returns a credit after it has copied the
- * batch's frames into its bounded delivery queue.
+ * How: records are packed into batches (at most FABRIC_BATCH_MAX bytes,
+ * fbatch.h); every batch carries a per-channel sequence number and a CRC32C
+ * that the receiver checks.  Two channels carry them (--fabric):
+ *   tcp (default): one TCP connection per pair of ranks (ftcp.h: set up
+ *     over MPI, each end proves it belongs to the job), batches back to
+ *     back; the sockets are waited on in the rank's event loop, so an idle
+ *     rank sleeps and a frame wakes it.  TCP's window is the credit: B
+ *     reads A's socket only once it has delivered (or queued) the batch
+ *     before, so a slow B fills A's socket, then A's ring.
+ *   mpi: each batch one MPI message on one tag and communicator, so MPI's
+ *     non-overtaking rule keeps them in order.  Flow control is by credit:
+ *     B keeps FABRIC_WINDOW receive buffers posted for A, and A sends a
+ *     batch only while it holds a credit; B returns a credit after it has
+ *     copied the batch's frames into its bounded delivery queue.  MPI has
+ *     no descriptor: a rank polls (see fabric_poll_timeout).
+ *
+ * NO DEADLOCK: every wait in the frame path.  (Moved here from
+ * qemu-patches/README.md.)  A frame from guest A to guest B passes these
+ * stages, and each can wait only on the next one:
+ *   1. Guest A's TX ring (virtio-net, 256 descriptors): the guest stops its
+ *      queue when the ring is full and waits for QEMU A.  Waits on 2.
+ *   2. QEMU A's TX (vde_receive()).  With qemu-patches 0004 it never
+ *      blocks: when the link is full the frame waits in the net layer and
+ *      a write watch resumes it, while QEMU's main loop goes on serving its
+ *      RX (6) and QMP.  Waits on 3.
+ *   3. Link A, VM to rank.  Room appears when rank A reads, which it does
+ *      while every peer's send ring has room (SEND_RING batches); while its
+ *      own VM takes no frames, or while draining for a checkpoint, up to
+ *      SPILL_RING.  Waits on 4.
+ *   4. Rank A's send ring for B.  mpi: sent while A holds credits from B,
+ *      which B returns when it has copied the batch into its delivery
+ *      queue.  tcp: written (non-blocking) while A's socket buffer has
+ *      room, which appears when B reads the socket, which B does once its
+ *      previous batch from A is delivered or queued.  Waits on 5.
+ *   5. Rank B's delivery (the batch being delivered), written to link B
+ *      with MSG_DONTWAIT; while a checkpoint holds B (fabric_hold), frames
+ *      go to the receive queue (rq, in memory, saved by the checkpoint)
+ *      instead, so a held rank never waits here.  Waits on 6.
+ *   6. QEMU B's RX (0003): it reads link B while its VM runs and the guest
+ *      has receive buffers posted.  Waits on 7.
+ *   7. Guest B's RX ring: the driver reposts buffers from NAPI whatever its
+ *      sockets do (a full socket drops the packet, it does not hold the
+ *      buffer).  Waits on guest B's CPU only.
+ * No stage waits on a stage before it, so the waits form a chain that ends
+ * at a guest's CPU, not a cycle.  Places that could close one, each cut:
+ *   - QEMU's main loop serves both directions.  A stock QEMU blocked in a
+ *     TX send() cannot do 6 or answer QMP: 2 would wait on 3 while 6 of the
+ *     same QEMU waits on 2, and two VMs sending to each other could
+ *     deadlock.  0004 removes the edge.  With stock QEMU the fabric cuts
+ *     it: a rank whose VM takes no frames (vm_blocked) reads on into the
+ *     spill bound, which unblocks its QEMU.  Residual risk with stock QEMU:
+ *     every peer's ring at SPILL_RING (128 batches, 8 MiB; with tcp plus
+ *     the socket buffers) while the VMs stay blocked.
+ *   - Rank B's reading (4 -> 5) never depends on B's own sending: the
+ *     event loop reads and writes each socket (or MPI request)
+ *     independently and without blocking, and credits (mpi) or reads (tcp)
+ *     follow delivery, never anything B sends.  A marker goes on the ring
+ *     past the bound (fabric_send_marker), so a cut never waits on 3.
+ *   - A stopped VM (checkpoint: stop, drain, marker, migrate) takes and
+ *     sends no frames; the rank holds (5 goes to rq), so peers' batches
+ *     keep being read; `stop` is answered at once (0004) or while the rank
+ *     reads link A (stock).
+ *   - The event loop itself waits only in epoll on the descriptors of 3, 4
+ *     (tcp sockets, through the mesh's epoll descriptor) and 5, with a
+ *     timeout (fabric_poll_timeout) for MPI, which has none.
  *
  * Frames that reach a rank whose VM has gone (powered off) are discarded and
  * counted: a switch port with nothing plugged in.
