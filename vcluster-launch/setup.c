@@ -286,6 +286,8 @@ bool setup_vm(struct launch *L)
 		snprintf(why, sizeof(why), "rank %d: fabric: %s", L->rank, strerror(errno));
 	if (!all_ok(L, L->fab != NULL, why))
 		return false;
+	if (L->rank == 0)
+		pr_info("fabric: frames between ranks over %s", fabric_transport_name(L->fab));
 	if (!L->restore)
 		return true;
 
