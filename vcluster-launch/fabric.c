@@ -23,6 +23,10 @@
 #define SEND_RING	32	/* batches queued per peer normally: 2 MiB */
 #define SPILL_RING	128	/* hard bound while the VM is stuck: 8 MiB */
 #define RING_SLOTS	(SPILL_RING + 2)	/* + the filling batch and a marker */
+/* TCP: the socket buffers hold what is on its way, so the rings can be
+ * short, which bounds a rank's memory with hundreds of peers. */
+#define TCP_SEND_RING	4	/* 256 KiB per peer */
+#define TCP_SPILL_RING	16	/* 1 MiB per peer */
 #define MAC_SLOTS	4096
 #define VM_READ_BUDGET	512	/* frames read from the VM per progress call */
 
@@ -71,6 +75,7 @@ struct peer {
 	bool tx_sealed;			/* the head batch has its sequence number */
 	bool tx_blocked;		/* the socket took no more: wait for POLLOUT */
 	bool closed;			/* the peer closed (only while quiescing) */
+	uint8_t ring_max, spill_max;	/* this channel's bounds of count */
 	struct fabric_peer_stats st;
 };
 
@@ -190,7 +195,7 @@ static void buf_put(struct fabric *f, uint8_t *buf)
  * spill bound, which frees QEMU's loop to drain its receive side. */
 static bool peer_can_take(const struct peer *p, bool spill)
 {
-	return p->count < (spill ? SPILL_RING : SEND_RING);
+	return p->count < (spill ? p->spill_max : p->ring_max);
 }
 
 /* Move the filling batch onto the send ring.  The caller made sure there
@@ -910,6 +915,8 @@ struct fabric *fabric_create_with(MPI_Comm comm, int vm_fd, const struct fabric_
 	for (int i = 0; i < f->size; i++) {
 		struct peer *p = &f->peers[i];
 		p->rank = i;
+		p->ring_max = f->ops == &tcp_ops ? TCP_SEND_RING : SEND_RING;
+		p->spill_max = f->ops == &tcp_ops ? TCP_SPILL_RING : SPILL_RING;
 		p->credit_in_req = MPI_REQUEST_NULL;
 		p->credit_out_req = MPI_REQUEST_NULL;
 		for (int k = 0; k < FABRIC_WINDOW; k++)

@@ -44,9 +44,9 @@
  *      a write watch resumes it, while QEMU's main loop goes on serving its
  *      RX (6) and QMP.  Waits on 3.
  *   3. Link A, VM to rank.  Room appears when rank A reads, which it does
- *      while every peer's send ring has room (SEND_RING batches); while its
- *      own VM takes no frames, or while draining for a checkpoint, up to
- *      SPILL_RING.  Waits on 4.
+ *      while every peer's send ring has room (mpi 32 batches, tcp 4); while
+ *      its own VM takes no frames, or while draining for a checkpoint, up
+ *      to the spill bound (mpi 128, tcp 16).  Waits on 4.
  *   4. Rank A's send ring for B.  mpi: sent while A holds credits from B,
  *      which B returns when it has copied the batch into its delivery
  *      queue.  tcp: written (non-blocking) while A's socket buffer has
@@ -69,8 +69,9 @@
  *     deadlock.  0004 removes the edge.  With stock QEMU the fabric cuts
  *     it: a rank whose VM takes no frames (vm_blocked) reads on into the
  *     spill bound, which unblocks its QEMU.  Residual risk with stock QEMU:
- *     every peer's ring at SPILL_RING (128 batches, 8 MiB; with tcp plus
- *     the socket buffers) while the VMs stay blocked.
+ *     every peer's ring at its spill bound (mpi: 128 batches, 8 MiB; tcp:
+ *     16 batches, 1 MiB, plus the socket buffers) while the VMs stay
+ *     blocked.
  *   - Rank B's reading (4 -> 5) never depends on B's own sending: the
  *     event loop reads and writes each socket (or MPI request)
  *     independently and without blocking, and credits (mpi) or reads (tcp)
