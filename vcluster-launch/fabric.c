@@ -1028,7 +1028,19 @@ int fabric_progress(struct fabric *f, bool *busy)
 		if (r < 0)
 			return r;
 	}
-	return f->ops->progress_tx(f, busy);
+	r = f->ops->progress_tx(f, busy);
+	if (r < 0)
+		return r;
+	/* The sends may have made the room a stalled read waits for; the VM
+	 * link is not watched for reading while stalled, so read it now
+	 * rather than at the next wake-up. */
+	if (f->stalled && f->vm_attached && !f->vm_eof && all_peers_can_take(f, false)) {
+		r = read_vm(f, busy);
+		if (r < 0)
+			return r;
+		r = f->ops->progress_tx(f, busy);
+	}
+	return r;
 }
 
 void fabric_detach_vm(struct fabric *f)
