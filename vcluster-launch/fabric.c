@@ -813,7 +813,11 @@ static int tcp_poll_timeout(const struct fabric *f, double now_s, double last_bu
 {
 	/* Every wait of the TCP channel is on a descriptor (the VM link, the
 	 * mesh's epoll set); the nap only bounds how late MPI's standing
-	 * receives (control messages, checkpoint requests) are seen. */
+	 * receives (control messages, checkpoint requests) are seen.  Work
+	 * the caller made since the last pass (a release of the hold, an
+	 * injected frame) has no descriptor to wake it: do it now. */
+	if (f->vm_attached && !f->held && !f->vm_blocked && rq_count(f->rq))
+		return 0;
 	return TCP_MPI_NAP_MS;
 }
 
