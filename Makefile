@@ -9,6 +9,8 @@
 #   make guest      the test guest (kernel + initramfs) into build/guest
 #   make qemu       the patched QEMU into build/qemu (qemu-patches/)
 #   make bench      the benchmarks (each prints its own figures)
+#   make install    programs, test guest, patched QEMU and docs into
+#                   $(DESTDIR)$(PREFIX) (mk/install.mk)
 
 SHELL      := /bin/bash
 BUILD      := build
@@ -25,21 +27,24 @@ ALL_CFLAGS := $(CSTD) $(WARN) $(CFLAGS) -MMD -MP -Icommon -Ivcluster-launch -Ivc
 ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDLIBS_COMMON := -ljansson -lisal -lpthread
 
-# Version of the release; on-disk and wire formats carry their own versions.
-VC_VERSION := 0.1.0
+# Version of the release, from the file VERSION (the one place it is written;
+# `make install` copies it); on-disk and wire formats carry their own versions,
+# which every program's --version lists (common/version.h).
+VC_VERSION := $(shell cat VERSION)
+$(if $(VC_VERSION),,$(error VERSION is missing or empty))
 ALL_CFLAGS += -DVC_VERSION=\"$(VC_VERSION)\"
 
-.PHONY: all demo check check-unit check-integration guest qemu bench deps clean
+.PHONY: all demo check check-unit check-integration guest qemu bench deps clean install
 all:
 
 objs      = $(patsubst %.c,$(OBJDIR)/%.o,$(1))
 asan_objs = $(patsubst %.c,$(ASANDIR)/%.o,$(1))
 
-$(OBJDIR)/%.o: %.c
+$(OBJDIR)/%.o: %.c VERSION
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
-$(ASANDIR)/%.o: %.c
+$(ASANDIR)/%.o: %.c VERSION
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(ASAN_FLAGS) -c -o $@ $<
 
@@ -54,6 +59,7 @@ endef
 
 include common/module.mk
 include $(filter-out common/module.mk,$(sort $(wildcard */module.mk */*/module.mk)))
+include mk/install.mk
 
 # ---- packages --------------------------------------------------------------
 deps:

@@ -11,6 +11,7 @@
 #define VC_MAGIC_MSTREAM	0x56434d53u	/* "VCMS" parallel stream hello/chunk */
 #define VC_MAGIC_CTRLMSG	0x5643524du	/* "VCRM" control message between ranks */
 #define VC_MAGIC_CLOCK		0x5643544du	/* "VCTM" clock frame to the guest */
+#define VC_CLOCK_VERSION	1		/* the clock frame's version field */
 /* Written by the patched QEMU (qemu-patches 0002) little-endian, so the
  * value reads backwards; the file's first bytes are "VCDL". */
 #define VC_MAGIC_DIRTYLOG	0x4c444356u	/* "VCDL" dirty-log region */

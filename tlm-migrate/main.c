@@ -13,6 +13,7 @@
 #include "log.h"
 #include "mstream.h"
 #include "tlm.h"
+#include "version.h"
 
 #include <gnutls/crypto.h>
 #include <fcntl.h>
@@ -82,7 +83,9 @@ static const char usage[] =
 "    pages_older=.. streams=N crc32c=0x.. (or none without --verify)\n"
 "or result=fail with reason=\"...\" (exit status 1; the source VM keeps\n"
 "running).  Exit status 2: bad arguments.  --version prints the release and\n"
-"every format version spoken.\n";
+"every format version spoken, one \"KIND NAME VERSION\" line each (wire\n"
+"mstream: the authenticated hello/chunk format; the plain one, version 1,\n"
+"is refused).\n";
 
 static int parse_size(const char *s, uint64_t *out)
 {
@@ -229,15 +232,15 @@ int main(int argc, char **argv)
 		case 'N': no_resume = true; break;
 		case 'v': verify = true; break;
 		case 'h': fputs(usage, stdout); return 0;
-		case 'V':
-			printf("tlm-migrate %s\n"
-			       "  TLM chunk payloads: version %d\n"
-			       "  mstream hello/chunk wire: version %d (authenticated, used), "
-			       "%d (plain, refused)\n"
-			       "  dirty-log region (qemu-patches 0002): version %d\n",
-			       VC_VERSION, TLM_WIRE_VERSION, MSTREAM_WIRE_VERSION_AUTH,
-			       MSTREAM_WIRE_VERSION, DIRTY_REGION_VERSION);
-			return 0;
+		case 'V': {
+			static const struct version_item v[] = {
+				{ "wire", "tlm", TLM_WIRE_VERSION },
+				{ "wire", "mstream", MSTREAM_WIRE_VERSION_AUTH },
+				{ "format", "dirty-log", DIRTY_REGION_VERSION },
+				{ NULL, NULL, 0 }
+			};
+			return version_print(stdout, "tlm-migrate", v) ? 1 : 0;
+		}
 		default: fputs("tlm-migrate: see --help\n", stderr); return 2;
 		}
 		if (bad) {

@@ -4,6 +4,7 @@
  *   vcluster-ckpt show DIR [EPOCH|latest]     the checkpoint as JSON
  *   vcluster-ckpt list DIR                    every epoch and whether it is complete
  *   vcluster-ckpt rq FILE                     a receive queue file as JSON
+ *   vcluster-ckpt --version                   the release and format versions
  *
  * verify runs the same checks as a restore: the manifest (magic, version,
  * length, CRC32C), that it names every rank's files, and each file's size
@@ -11,6 +12,7 @@
  */
 #include "manifest.h"
 #include "rq.h"
+#include "version.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -27,6 +29,7 @@ static void usage(FILE *out)
 		"       vcluster-ckpt show DIR [EPOCH|latest]\n"
 		"       vcluster-ckpt list DIR\n"
 		"       vcluster-ckpt rq FILE\n"
+		"       vcluster-ckpt --version\n"
 		"DIR is a --checkpoint-dir; EPOCH defaults to latest.\n");
 }
 
@@ -180,6 +183,14 @@ int main(int argc, char **argv)
 	if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
 		usage(stdout);
 		return 0;
+	}
+	if (argc == 2 && !strcmp(argv[1], "--version")) {
+		static const struct version_item v[] = {
+			{ "format", "manifest", MANIFEST_VERSION },
+			{ "format", "rq", RQ_VERSION },
+			{ NULL, NULL, 0 }
+		};
+		return version_print(stdout, "vcluster-ckpt", v) ? 1 : 0;
 	}
 	if (argc >= 3 && argc <= 4 && (!strcmp(argv[1], "verify") || !strcmp(argv[1], "show")))
 		return cmd_verify_show(argv[2], argc == 4 ? argv[3] : "latest",

@@ -1,6 +1,14 @@
 #include "config.h"
 
+#include "ctl.h"
+#include "ctrlmsg.h"
+#include "fbatch.h"
+#include "ftcp.h"
 #include "jobspec.h"
+#include "manifest.h"
+#include "rq.h"
+#include "vc_magic.h"
+#include "version.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -239,8 +247,8 @@ bad:
 }
 
 static const struct cfg_opt opts[] = {
-	{ "kernel", "FILE", set_kernel, "guest kernel (default: the test guest, build/guest/vmlinuz)" },
-	{ "initrd", "FILE", set_initrd, "guest initramfs (default: build/guest/initrd.img with --kernel unset)" },
+	{ "kernel", "FILE", set_kernel, "guest kernel (default: the test guest beside the program, PREFIX/libexec/vcluster/guest/ or build/guest/)" },
+	{ "initrd", "FILE", set_initrd, "guest initramfs (default: the test guest's initrd.img with --kernel unset)" },
 	{ "append", "TEXT", set_append, "extra guest kernel command line" },
 	{ "disk", "FILE", set_disk, "qcow2 disk image for every VM (each rank gets its own overlay)" },
 	{ "memory", "SIZE", set_memory, "guest RAM, e.g. 256M or 2G (default 256M)" },
@@ -253,7 +261,7 @@ static const struct cfg_opt opts[] = {
 	{ "timeout", "SECONDS", set_timeout, "stop the whole run after this long; 0 = never (default 0)" },
 	{ "grace", "SECONDS", set_grace, "on SIGINT/SIGTERM/shutdown, how long guests get to power off (default 10)" },
 	{ "head-ssh-port", "PORT", set_ssh, "forward this host port to port 22 of rank 0's VM (head node)" },
-	{ "qemu", "FILE", set_qemu, "QEMU binary (default: build/qemu if built, else qemu-system-x86_64)" },
+	{ "qemu", "FILE", set_qemu, "QEMU binary (default: the patched one beside the program, PREFIX/libexec/vcluster/ or build/qemu/bin/, if there; else qemu-system-x86_64)" },
 	{ "pin", "MODE", set_pin, "auto|none: bind vCPU and rank threads to cores with hwloc (default auto)" },
 	{ "fabric-spin-us", "US", set_spin, "mpi fabric: keep polling MPI this long after traffic before napping 1 ms (default 200)" },
 	{ "fabric", "tcp|mpi", set_fabric, "carry frames between ranks on TCP connections in the event loop, or as MPI messages (default tcp)" },
@@ -356,7 +364,17 @@ int cfg_load(struct vc_config *c, int argc, char **argv, char *err,
 			cfg_usage(stdout);
 			return 1;
 		} else if (ch == 'V') {
-			printf("vcluster-launch %s (fabric wire format 1, fabric tcp hello 1)\n", VC_VERSION);
+			static const struct version_item v[] = {
+				{ "format", "manifest", MANIFEST_VERSION },
+				{ "format", "rq", RQ_VERSION },
+				{ "wire", "fabric-batch", FBATCH_VERSION },
+				{ "wire", "fabric-tcp-hello", FTCP_HELLO_VERSION },
+				{ "wire", "ctrlmsg", CTRLMSG_VERSION },
+				{ "wire", "ctl", CTL_PROTO_VERSION },
+				{ "wire", "clock-frame", VC_CLOCK_VERSION },
+				{ NULL, NULL, 0 }
+			};
+			version_print(stdout, "vcluster-launch", v);
 			return 1;
 		} else if (ch == 'j') {
 			snprintf(c->job, sizeof(c->job), "%s", optarg);

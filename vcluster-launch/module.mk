@@ -6,6 +6,8 @@ LAUNCH_SRCS := vcluster-launch/main.c vcluster-launch/config.c \
 	       vcluster-launch/loop.c vcluster-launch/ctrlmsg.c vcluster-launch/status.c \
 	       vcluster-launch/setup.c \
 	       $(VCCP_SRCS)
+# where the test guest and the patched QEMU are (build tree or installed)
+LAUNCH_SRCS += vcluster-launch/instpath.c
 LAUNCH_LIBS := -lvdeplug -lhwloc -lgnutls $(LDLIBS_COMMON)
 
 $(BIN)/vcluster-launch: $(call objs,$(LAUNCH_SRCS)) $(COMMON_LIB)
@@ -21,5 +23,6 @@ all: $(BIN)/vcluster-launch $(BIN)/vcluster-ctl
 $(eval $(call unit_test,test_fbatch,tests/unit/test_fbatch.c vcluster-launch/fbatch.c common/vcfmt.c,-lisal))
 $(eval $(call unit_test,test_config,tests/unit/test_config.c vcluster-launch/config.c common/jobspec.c common/afile.c,))
 $(eval $(call unit_test,test_loop,tests/unit/test_loop.c vcluster-launch/loop.c common/worker.c,-lpthread))
+$(eval $(call unit_test,test_instpath,tests/unit/test_instpath.c vcluster-launch/instpath.c,))
 $(eval $(call unit_test,test_ctrlmsg,tests/unit/test_ctrlmsg.c vcluster-launch/ctrlmsg.c common/vcfmt.c,-lisal))
 $(eval $(call unit_test,test_ftcp,tests/unit/test_ftcp.c vcluster-launch/ftcp.c common/vcfmt.c common/log.c,-lgnutls -lisal))

@@ -6,6 +6,7 @@
 #include "accel.h"
 #include "afile.h"
 #include "fabric.h"
+#include "instpath.h"
 #include "log.h"
 #include "loop.h"
 #include "pin.h"
@@ -19,7 +20,6 @@
 #include "vm.h"
 
 #include <errno.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,18 +41,6 @@ bool all_ok(struct launch *L, bool ok, const char *why)
 	if (first == L->rank)
 		log_msg(LOG_ERR, LOG_PREFIX, 0, "%s", why);
 	return false;
-}
-
-static void exe_dir(char *out, size_t len)
-{
-	char exe[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-	if (n <= 0) {
-		snprintf(out, len, ".");
-		return;
-	}
-	exe[n] = '\0';
-	snprintf(out, len, "%s", dirname(exe));
 }
 
 static int check_readable(const char *what, const char *path, char *why,
@@ -165,31 +153,37 @@ bool setup_restore(struct launch *L)
 bool setup_boot(struct launch *L)
 {
 	struct vc_config *c = &L->cfg;
-	char why[512] = "", dir[PATH_MAX];
-	int r = 0;
+	char why[512] = "";
+	struct instpath ip;
+	int r = 0, ipr = instpath_self(&ip);	/* the files beside the program */
 
-	exe_dir(dir, sizeof(dir));
 	if (c->kernel[0]) {
 		snprintf(L->kernel, sizeof(L->kernel), "%s", c->kernel);
 		snprintf(L->initrd, sizeof(L->initrd), "%s", c->initrd);
 	} else if (c->disk[0]) {
 		L->kernel[0] = L->initrd[0] = '\0';
+	} else if (ipr == 0) {
+		snprintf(L->kernel, sizeof(L->kernel), "%s", ip.kernel);
+		snprintf(L->initrd, sizeof(L->initrd), "%s", ip.initrd);
 	} else {
-		snprintf(L->kernel, sizeof(L->kernel), "%s/../guest/vmlinuz", dir);
-		snprintf(L->initrd, sizeof(L->initrd), "%s/../guest/initrd.img", dir);
+		r = ipr;
+		snprintf(why, sizeof(why), "the test guest: cannot find this program's directory "
+			 "(/proc/self/exe): %s; give --kernel/--initrd or --disk", strerror(-r));
 	}
 	L->patched = false;
 	if (c->qemu[0]) {
 		snprintf(L->qemu, sizeof(L->qemu), "%s", c->qemu);
 	} else {
-		snprintf(L->qemu, sizeof(L->qemu), "%s/../qemu/bin/qemu-system-x86_64", dir);
-		if (access(L->qemu, X_OK) == 0)
+		snprintf(L->qemu, sizeof(L->qemu), "%s", ipr == 0 ? ip.qemu : "");
+		if (L->qemu[0] && access(L->qemu, X_OK) == 0)
 			L->patched = true;
 		else
 			snprintf(L->qemu, sizeof(L->qemu), "qemu-system-x86_64");
 	}
-	if (L->kernel[0])
-		r = check_readable(c->kernel[0] ? "kernel" : "test guest kernel (run 'make guest')",
+	if (r == 0 && L->kernel[0])
+		r = check_readable(c->kernel[0] ? "kernel" : ipr == 0 && ip.installed ?
+				   "test guest kernel (not installed: make guest, then make install)" :
+				   "test guest kernel (run 'make guest')",
 				   L->kernel, why, sizeof(why));
 	if (r == 0 && L->initrd[0])
 		r = check_readable("initrd", L->initrd, why, sizeof(why));
@@ -327,7 +321,7 @@ void send_clock(void *ctx)
 	f[13] = 0xb5;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	vcfmt_put_be32(f + 14, VC_MAGIC_CLOCK);
-	vcfmt_put_be32(f + 18, 1);
+	vcfmt_put_be32(f + 18, VC_CLOCK_VERSION);
 	vcfmt_put_be64(f + 22, (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
 	if (fabric_inject(L->fab, f, sizeof(f)) == 0)
 		pr_debug("clock frame sent to the VM");

@@ -5,6 +5,7 @@
  */
 #include "ctl.h"
 #include "rundir.h"
+#include "version.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -29,7 +30,8 @@ static void usage(FILE *out)
 		"--run-dir defaults to the newest run: $XDG_RUNTIME_DIR/vcluster/latest or\n"
 		"/tmp/vcluster-UID/latest (followed only when it, its directory and its target\n"
 		"are yours and writable by no one else).\n"
-		"--json prints the launcher's reply as it came.\n");
+		"--json prints the launcher's reply as it came.\n"
+		"--version prints the release and the control protocol's version.\n");
 }
 
 static void print_status(json_t *rep)
@@ -161,7 +163,8 @@ int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "run-dir", required_argument, 0, 'd' }, { "json", no_argument, 0, 'j' },
-		{ "help", no_argument, 0, 'h' }, { "no-wait", no_argument, 0, 'n' }, { 0 }
+		{ "help", no_argument, 0, 'h' }, { "no-wait", no_argument, 0, 'n' },
+		{ "version", no_argument, 0, 'V' }, { 0 }
 	};
 	char dir[PATH_MAX] = "", path[PATH_MAX + 16];
 	int json_out = 0, no_wait = 0, ch;
@@ -172,6 +175,12 @@ int main(int argc, char **argv)
 		case 'j': json_out = 1; break;
 		case 'n': no_wait = 1; break;
 		case 'h': usage(stdout); return 0;
+		case 'V': {
+			static const struct version_item v[] = {
+				{ "wire", "ctl", CTL_PROTO_VERSION }, { NULL, NULL, 0 }
+			};
+			return version_print(stdout, "vcluster-ctl", v) ? 1 : 0;
+		}
 		default: usage(stderr); return 2;
 		}
 	}
