@@ -4,6 +4,7 @@
 #define VC_MAGIC_H
 
 #define VC_MAGIC_FABRIC_MSG	0x56434642u	/* "VCFB" fabric batch over MPI */
+#define VC_MAGIC_FABRIC_HELLO	0x56434648u	/* "VCFH" fabric TCP connection hello/proof */
 #define VC_MAGIC_CTL		0x5643434cu	/* "VCCL" control socket message */
 #define VC_MAGIC_RQ		0x56435251u	/* "VCRQ" receive queue image */
 #define VC_MAGIC_MANIFEST	0x56434d46u	/* "VCMF" checkpoint manifest */

@@ -3,6 +3,7 @@
 #include "ctl.h"
 #include "ctrlmsg.h"
 #include "fbatch.h"
+#include "ftcp.h"
 #include "jobspec.h"
 #include "manifest.h"
 #include "rq.h"
@@ -219,6 +220,20 @@ static int set_clock(struct vc_config *c, const char *v, char *w, size_t l)
 	return set_bool(&c->clock_sync, v, "--clock-sync", w, l);
 }
 
+static int set_fabric(struct vc_config *c, const char *v, char *w, size_t l)
+{
+	if (strcmp(v, "tcp") && strcmp(v, "mpi")) {
+		snprintf(w, l, "--fabric %s: expected tcp or mpi", v);
+		return -EINVAL;
+	}
+	return set_str(c->fabric, sizeof(c->fabric), v, "--fabric", w, l);
+}
+
+static int set_fabric_addr(struct vc_config *c, const char *v, char *w, size_t l)
+{
+	return set_str(c->fabric_addr, sizeof(c->fabric_addr), v, "--fabric-addr", w, l);
+}
+
 static int set_subnet(struct vc_config *c, const char *v, char *why, size_t whylen)
 {
 	char buf[40];
@@ -265,7 +280,9 @@ static const struct cfg_opt opts[] = {
 	{ "head-ssh-port", "PORT", set_ssh, "forward this host port to port 22 of rank 0's VM (head node)" },
 	{ "qemu", "FILE", set_qemu, "QEMU binary (default: the patched one beside the program, PREFIX/libexec/vcluster/ or build/qemu/bin/, if there; else qemu-system-x86_64)" },
 	{ "pin", "MODE", set_pin, "auto|none: bind vCPU and rank threads to cores with hwloc (default auto)" },
-	{ "fabric-spin-us", "US", set_spin, "keep polling MPI this long after traffic before napping 1 ms (default 200)" },
+	{ "fabric-spin-us", "US", set_spin, "mpi fabric: keep polling MPI this long after traffic before napping 1 ms (default 200)" },
+	{ "fabric", "tcp|mpi", set_fabric, "carry frames between ranks on TCP connections in the event loop, or as MPI messages (default tcp)" },
+	{ "fabric-addr", "ADDR", set_fabric_addr, "tcp fabric: address this rank listens on (default: what its hostname resolves to)" },
 	{ "checkpoint-dir", "DIR", set_ckpt_dir, "where checkpoints go (one epoch-N directory each, and 'latest'); enables checkpointing" },
 	{ "checkpoint-interval", "SECONDS", set_interval, "take a checkpoint this often (also: SIGUSR1 to mpirun, vcluster-ctl checkpoint)" },
 	{ "keep", "K", set_keep, "keep only the newest K checkpoints (default: all)" },
@@ -375,6 +392,7 @@ int cfg_load(struct vc_config *c, int argc, char **argv, char *err,
 				{ "format", "manifest", MANIFEST_VERSION },
 				{ "format", "rq", RQ_VERSION },
 				{ "wire", "fabric-batch", FBATCH_VERSION },
+				{ "wire", "fabric-tcp-hello", FTCP_HELLO_VERSION },
 				{ "wire", "ctrlmsg", CTRLMSG_VERSION },
 				{ "wire", "ctl", CTL_PROTO_VERSION },
 				{ "wire", "clock-frame", VC_CLOCK_VERSION },

@@ -39,6 +39,8 @@ struct vc_config {
 	bool console;			/* echo guest console lines */
 	bool clock_sync;		/* set guest clocks after resume/restore */
 	int fabric_spin_us;		/* busy-poll window after traffic */
+	char fabric[8];			/* "tcp", "mpi"; empty: the default */
+	char fabric_addr[256];		/* tcp: listen address; empty: hostname's */
 	char checkpoint_dir[PATH_MAX];	/* empty: no checkpoints */
 	int checkpoint_interval_s;	/* 0: only on request */
 	int keep;			/* 0: keep all */

@@ -3,6 +3,7 @@
 
 #include "facct.h"
 #include "fbatch.h"
+#include "ftcp.h"
 #include "log.h"
 #include "rq.h"
 #include "vc_magic.h"
@@ -11,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libvdeplug.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +25,10 @@
 #define SEND_RING	32	/* batches queued per peer normally: 2 MiB */
 #define SPILL_RING	128	/* hard bound while the VM is stuck: 8 MiB */
 #define RING_SLOTS	(SPILL_RING + 2)	/* + the filling batch and a marker */
+/* TCP: the socket buffers hold what is on its way, so the rings can be
+ * short, which bounds a rank's memory with hundreds of peers. */
+#define TCP_SEND_RING	4	/* 256 KiB per peer */
+#define TCP_SPILL_RING	16	/* 1 MiB per peer */
 #define MAC_SLOTS	4096
 #define VM_READ_BUDGET	512	/* frames read from the VM per progress call */
 
@@ -64,10 +70,36 @@ struct peer {
 	MPI_Request credit_in_req;
 	uint32_t credit_out;
 	MPI_Request credit_out_req;
+	/* TCP channel: rx[0] is the batch being read, allocated to its size */
+	uint8_t thdr[FBATCH_HDR];	/* its header, until the body is known */
+	uint32_t tgot;			/* bytes of it read */
+	uint32_t tx_off;		/* bytes of the ring's head batch written */
+	bool tx_sealed;			/* the head batch has its sequence number */
+	bool tx_blocked;		/* the socket took no more: wait for POLLOUT */
+	bool closed;			/* the peer closed (only while quiescing) */
+	uint8_t ring_max, spill_max;	/* this channel's bounds of count */
 	struct fabric_peer_stats st;
 };
 
+struct fabric;
+
+/* What differs between the channels (MPI messages or TCP sockets); the
+ * routing, queues, delivery and checkpoint support above them are one. */
+struct chan_ops {
+	const char *name;
+	int (*open)(struct fabric *f, const struct fabric_opts *o);
+	int (*progress_rx)(struct fabric *f, bool *busy);
+	int (*progress_tx)(struct fabric *f, bool *busy);
+	int (*pollfd)(struct fabric *f, struct pollfd *pfd);	/* 0 or 1 */
+	int (*poll_timeout)(const struct fabric *f, double now_s,
+			    double last_busy_s, int spin_us);
+	bool (*in_flight)(const struct fabric *f);
+	int (*quiesce)(struct fabric *f, int timeout_ms);
+};
+
 struct fabric {
+	const struct chan_ops *ops;
+	struct ftcp *tcp;		/* the TCP channel's mesh, or NULL */
 	MPI_Comm comm;
 	int rank, size;
 	VDECONN *vde;
@@ -166,7 +198,7 @@ static void buf_put(struct fabric *f, uint8_t *buf)
  * spill bound, which frees QEMU's loop to drain its receive side. */
 static bool peer_can_take(const struct peer *p, bool spill)
 {
-	return p->count < (spill ? SPILL_RING : SEND_RING);
+	return p->count < (spill ? p->spill_max : p->ring_max);
 }
 
 /* Move the filling batch onto the send ring.  The caller made sure there
@@ -518,7 +550,351 @@ static int progress_rx(struct fabric *f, struct peer *p, bool *busy)
 
 /* ---- public ------------------------------------------------------------ */
 
+/* ---- the MPI channel ---------------------------------------------------- */
+
+static int mpi_open(struct fabric *f, const struct fabric_opts *o)
+{
+	int r;
+
+	for (int i = 0; i < f->size; i++) {
+		struct peer *p = &f->peers[i];
+		if (i == f->rank)
+			continue;
+		p->credits = FABRIC_WINDOW;
+		for (int k = 0; k < FABRIC_WINDOW; k++) {
+			p->rx[k].buf = malloc(FABRIC_BATCH_MAX);
+			if (!p->rx[k].buf)
+				return -ENOMEM;
+			r = post_rx(f, p, &p->rx[k]);
+			if (r < 0)
+				return r;
+		}
+		if (MPI_Irecv(&p->credit_in, 1, MPI_UINT32_T, i, TAG_CREDIT, f->comm,
+			      &p->credit_in_req) != MPI_SUCCESS)
+			return -EIO;
+	}
+	return 0;
+}
+
+static int mpi_progress_rx(struct fabric *f, bool *busy)
+{
+	for (int k = 0; k < f->size; k++) {
+		int i = (f->rr_next + k) % f->size;
+		if (i == f->rank)
+			continue;
+		int r = progress_rx(f, &f->peers[i], busy);
+		if (r < 0)
+			return r;
+	}
+	f->rr_next = (f->rr_next + 1) % f->size;
+	return 0;
+}
+
+static int mpi_progress_tx(struct fabric *f, bool *busy)
+{
+	for (int i = 0; i < f->size; i++) {
+		if (i == f->rank)
+			continue;
+		int r = post_sends(f, &f->peers[i], busy);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static int mpi_pollfd(struct fabric *f, struct pollfd *pfd)
+{
+	return 0;	/* MPI has no descriptor */
+}
+
+static bool mpi_in_flight(const struct fabric *f)
+{
+	for (int i = 0; i < f->size; i++)
+		if (i != f->rank && f->peers[i].inflight)
+			return true;
+	return false;
+}
+
+static int mpi_poll_timeout(const struct fabric *f, double now_s, double last_busy_s,
+			    int spin_us)
+{
+	if (mpi_in_flight(f) || (now_s - last_busy_s) * 1e6 < spin_us)
+		return 0;
+	return 1;
+}
+
+static int mpi_quiesce(struct fabric *f, int timeout_ms);
+
+static const struct chan_ops mpi_ops = {
+	.name = "mpi", .open = mpi_open, .progress_rx = mpi_progress_rx,
+	.progress_tx = mpi_progress_tx, .pollfd = mpi_pollfd,
+	.poll_timeout = mpi_poll_timeout, .in_flight = mpi_in_flight,
+	.quiesce = mpi_quiesce,
+};
+
+/* ---- the TCP channel ----------------------------------------------------
+ *
+ * The same batches (fbatch.h) back to back on one TCP connection per pair
+ * of ranks (ftcp.h): TCP keeps them in order and reliable, and its window
+ * is the credit.  A batch is written from the send ring as soon as the
+ * socket takes it; a rank that cannot deliver a batch to its VM stops
+ * reading that peer's socket, so the peer's socket fills, then its ring,
+ * then it stops reading its own VM: the same backpressure as credits give.
+ * The credits field of a batch is 0.  A receive buffer exists only while a
+ * batch is being read or delivered, sized to it. */
+
+#define TCP_SETUP_MS	60000	/* for the whole mesh to connect */
+#define TCP_RX_BUDGET	16	/* batches read from one peer per pass */
+#define TCP_MPI_NAP_MS	20	/* MPI's standing receives are polled this often */
+
+static int tcp_gone(struct fabric *f, struct peer *p, ssize_t err)
+{
+	if (f->quiescing) {	/* it finished before us: nothing more to say */
+		p->closed = true;
+		return 0;
+	}
+	if (err == -EPIPE)
+		pr_err("rank %d closed its fabric connection", p->rank);
+	else
+		pr_errno((int)err, "fabric connection with rank %d", p->rank);
+	return (int)err;
+}
+
+static void tcp_rx_done(struct peer *p)
+{
+	struct rx_slot *s = &p->rx[0];
+
+	free(s->buf);
+	s->buf = NULL;
+	s->complete = s->checked = false;
+	s->len = 0;
+	p->tgot = 0;
+}
+
+static int tcp_rx(struct fabric *f, struct peer *p, bool *busy)
+{
+	struct rx_slot *s = &p->rx[0];
+	ssize_t k;
+	int r;
+
+	for (int n = 0; n < TCP_RX_BUDGET; n++) {
+		if (s->complete) {
+			if (!s->checked) {
+				r = check_batch(f, p, s);
+				if (r < 0)
+					return r;
+			}
+			if (f->vm_blocked && f->vm_attached)
+				return 0;
+			r = deliver_slot(f, p, s);
+			if (r <= 0)
+				return r;
+			tcp_rx_done(p);
+			*busy = true;
+		}
+		if (p->closed)
+			return 0;
+		if (p->tgot < FBATCH_HDR) {
+			k = ftcp_recv(f->tcp, p->rank, p->thdr + p->tgot, FBATCH_HDR - p->tgot);
+			if (k <= 0)
+				return k ? tcp_gone(f, p, k) : 0;
+			p->tgot += (uint32_t)k;
+			*busy = true;
+			if (p->tgot < FBATCH_HDR)
+				return 0;
+			uint32_t body = vcfmt_get_be32(p->thdr + 16);
+			if (body > FABRIC_BATCH_MAX - FBATCH_HDR) {
+				pr_err("batch from rank %d: body length %u, at most %u", p->rank,
+				       body, FABRIC_BATCH_MAX - FBATCH_HDR);
+				return -EBADMSG;
+			}
+			s->len = FBATCH_HDR + body;
+			s->buf = malloc(s->len);
+			if (!s->buf)
+				return -ENOMEM;
+			memcpy(s->buf, p->thdr, FBATCH_HDR);
+			s->off = FBATCH_HDR;
+		}
+		if (p->tgot < s->len) {
+			k = ftcp_recv(f->tcp, p->rank, s->buf + p->tgot, s->len - p->tgot);
+			if (k <= 0)
+				return k ? tcp_gone(f, p, k) : 0;
+			p->tgot += (uint32_t)k;
+			*busy = true;
+			if (p->tgot < s->len)
+				return 0;
+		}
+		s->complete = true;
+	}
+	return 0;
+}
+
+static int tcp_progress_rx(struct fabric *f, bool *busy)
+{
+	int ready[64], n, r;
+
+	n = ftcp_ready(f->tcp, ready, 64);
+	if (n < 0)
+		return n;
+	for (int k = 0; k < n; k++) {
+		struct peer *p = &f->peers[ready[k]];
+		p->tx_blocked = false;	/* writable, or readable: try both */
+		r = tcp_rx(f, p, busy);
+		if (r < 0)
+			return r;
+	}
+	/* Batches held back while the VM was full. */
+	if (!f->vm_blocked || !f->vm_attached) {
+		for (int i = 0; i < f->size; i++) {
+			if (i == f->rank || !f->peers[i].rx[0].complete)
+				continue;
+			r = tcp_rx(f, &f->peers[i], busy);
+			if (r < 0)
+				return r;
+		}
+	}
+	return 0;
+}
+
+static int tcp_tx(struct fabric *f, struct peer *p, bool *busy)
+{
+	for (;;) {
+		/* A partly filled batch goes out as soon as the socket has
+		 * taken everything before it: low latency when idle, larger
+		 * batches when the socket is full. */
+		if (p->count == 0 && p->fill.nrec)
+			push_fill(p);
+		if (p->count == 0)
+			return 0;
+		struct out_batch *b = &p->ring[p->head];
+		if (!p->tx_sealed) {	/* once: a write may take nothing */
+			fbatch_seal(b->buf, b->len, p->tx_seq++, 0, b->nrec);
+			p->tx_sealed = true;
+		}
+		ssize_t k = ftcp_send(f->tcp, p->rank, b->buf + p->tx_off, b->len - p->tx_off);
+		if (k < 0)
+			return tcp_gone(f, p, k);
+		p->tx_off += (uint32_t)k;
+		if (p->tx_off < b->len) {
+			p->tx_blocked = true;
+			return 0;
+		}
+		*busy = true;
+		buf_put(f, b->buf);
+		b->buf = NULL;
+		p->head = (p->head + 1) % RING_SLOTS;
+		p->count--;
+		p->tx_off = 0;
+		p->tx_sealed = false;
+	}
+}
+
+static int tcp_progress_tx(struct fabric *f, bool *busy)
+{
+	for (int i = 0; i < f->size; i++) {
+		struct peer *p = &f->peers[i];
+		if (i == f->rank)
+			continue;
+		if (!f->quiescing && !p->closed && !p->tx_blocked && (p->count || p->fill.nrec)) {
+			int r = tcp_tx(f, p, busy);
+			if (r < 0)
+				return r;
+		}
+		/* Read a peer only while its last batch is delivered: a full
+		 * VM leaves the batch in place and the socket unread. */
+		ftcp_want(f->tcp, i, !p->closed && !p->rx[0].complete,
+			  !p->closed && !f->quiescing && p->tx_blocked);
+	}
+	return 0;
+}
+
+static int tcp_open(struct fabric *f, const struct fabric_opts *o)
+{
+	f->tcp = ftcp_create(f->comm, o ? o->addr : NULL, TCP_SETUP_MS);
+	if (!f->tcp)
+		return -errno;
+	for (int i = 0; i < f->size; i++)
+		if (i != f->rank)
+			ftcp_want(f->tcp, i, true, false);
+	return 0;
+}
+
+static int tcp_pollfd(struct fabric *f, struct pollfd *pfd)
+{
+	pfd->fd = ftcp_fd(f->tcp);
+	pfd->events = POLLIN;
+	pfd->revents = 0;
+	return 1;
+}
+
+static int tcp_poll_timeout(const struct fabric *f, double now_s, double last_busy_s,
+			    int spin_us)
+{
+	/* Every wait of the TCP channel is on a descriptor (the VM link, the
+	 * mesh's epoll set); the nap only bounds how late MPI's standing
+	 * receives (control messages, checkpoint requests) are seen.  Work
+	 * the caller made since the last pass (a release of the hold, an
+	 * injected frame) has no descriptor to wake it: do it now. */
+	if (f->vm_attached && !f->held && !f->vm_blocked && rq_count(f->rq))
+		return 0;
+	return TCP_MPI_NAP_MS;
+}
+
+static bool tcp_in_flight(const struct fabric *f)
+{
+	return false;	/* the kernel sends; we wait on the descriptor */
+}
+
+/* Stop sending (the VMs are gone), go on reading and discarding while
+ * meeting every rank in a non-blocking barrier; after it nobody reads or
+ * writes a socket, so closing them loses nothing anyone waits for. */
+static int tcp_quiesce(struct fabric *f, int timeout_ms)
+{
+	double deadline = MPI_Wtime() + timeout_ms / 1000.0;
+	MPI_Request barrier = MPI_REQUEST_NULL;
+	int done = 0;
+	bool busy;
+
+	if (MPI_Ibarrier(f->comm, &barrier) != MPI_SUCCESS)
+		return -EIO;
+	while (MPI_Wtime() < deadline) {
+		if (fabric_progress(f, &busy) < 0)
+			return -EIO;
+		MPI_Test(&barrier, &done, MPI_STATUS_IGNORE);
+		if (done)
+			return 0;
+		struct pollfd pfd = { .fd = ftcp_fd(f->tcp), .events = POLLIN };
+		poll(&pfd, 1, 1);
+	}
+	return -ETIMEDOUT;
+}
+
+static const struct chan_ops tcp_ops = {
+	.name = "tcp", .open = tcp_open, .progress_rx = tcp_progress_rx,
+	.progress_tx = tcp_progress_tx, .pollfd = tcp_pollfd,
+	.poll_timeout = tcp_poll_timeout, .in_flight = tcp_in_flight,
+	.quiesce = tcp_quiesce,
+};
+
+/* ---- public ------------------------------------------------------------ */
+
+int fabric_parse_transport(const char *s, enum fabric_transport *t)
+{
+	if (!strcmp(s, "tcp"))
+		*t = FABRIC_TCP;
+	else if (!strcmp(s, "mpi"))
+		*t = FABRIC_MPI;
+	else
+		return -EINVAL;
+	return 0;
+}
+
 struct fabric *fabric_create(MPI_Comm comm, int vm_fd)
+{
+	return fabric_create_with(comm, vm_fd, NULL);
+}
+
+struct fabric *fabric_create_with(MPI_Comm comm, int vm_fd, const struct fabric_opts *o)
 {
 	struct fabric *f = calloc(1, sizeof(*f));
 	char url[32];
@@ -528,6 +904,7 @@ struct fabric *fabric_create(MPI_Comm comm, int vm_fd)
 		errno = ENOMEM;
 		return NULL;
 	}
+	f->ops = (o ? o->transport : FABRIC_DEFAULT) == FABRIC_TCP ? &tcp_ops : &mpi_ops;
 	MPI_Comm_dup(comm, &f->comm);
 	MPI_Comm_set_errhandler(f->comm, MPI_ERRORS_RETURN);
 	MPI_Comm_rank(f->comm, &f->rank);
@@ -559,7 +936,8 @@ struct fabric *fabric_create(MPI_Comm comm, int vm_fd)
 	if (f->acct)
 		facct_set_run(f->acct, run);
 	f->frame = malloc(FABRIC_FRAME_MAX + 1);
-	f->spare_cap = 4 * f->size + 16;
+	/* TCP: buffers leave for the socket at once, few spares are needed */
+	f->spare_cap = f->ops == &tcp_ops ? 32 : 4 * f->size + 16;
 	f->spare = calloc((size_t)f->spare_cap, sizeof(*f->spare));
 	f->peers = calloc((size_t)f->size, sizeof(*f->peers));
 	if (!f->frame || !f->spare || !f->peers || !f->rq || !f->acct) {
@@ -569,29 +947,22 @@ struct fabric *fabric_create(MPI_Comm comm, int vm_fd)
 	for (int i = 0; i < f->size; i++) {
 		struct peer *p = &f->peers[i];
 		p->rank = i;
+		p->ring_max = f->ops == &tcp_ops ? TCP_SEND_RING : SEND_RING;
+		p->spill_max = f->ops == &tcp_ops ? TCP_SPILL_RING : SPILL_RING;
 		p->credit_in_req = MPI_REQUEST_NULL;
 		p->credit_out_req = MPI_REQUEST_NULL;
 		for (int k = 0; k < FABRIC_WINDOW; k++)
 			p->rx[k].req = MPI_REQUEST_NULL;
-		if (i == f->rank)
-			continue;
-		p->credits = FABRIC_WINDOW;
-		for (int k = 0; k < FABRIC_WINDOW; k++) {
-			p->rx[k].buf = malloc(FABRIC_BATCH_MAX);
-			if (!p->rx[k].buf) {
-				r = -ENOMEM;
-				goto fail;
-			}
-			r = post_rx(f, p, &p->rx[k]);
-			if (r < 0)
-				goto fail;
-		}
-		if (MPI_Irecv(&p->credit_in, 1, MPI_UINT32_T, i, TAG_CREDIT, f->comm,
-			      &p->credit_in_req) != MPI_SUCCESS) {
-			r = -EIO;
-			goto fail;
-		}
 	}
+	/* Collective: every rank opens the same channel (an error on one
+	 * rank still lets the others' collectives of the open complete). */
+	r = f->ops->open(f, o);
+	int ok = r == 0, all_ok = 0;
+	MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, f->comm);
+	if (r == 0 && !all_ok)
+		r = -ENETDOWN;
+	if (r < 0)
+		goto fail;
 	/* Every rank has posted its receives before anyone sends. */
 	MPI_Barrier(f->comm);
 	return f;
@@ -599,6 +970,11 @@ fail:
 	fabric_destroy(f);
 	errno = -r;
 	return NULL;
+}
+
+const char *fabric_transport_name(const struct fabric *f)
+{
+	return f->ops->name;
 }
 
 void fabric_set_marker_cb(struct fabric *f, fabric_marker_cb cb, void *ctx)
@@ -619,6 +995,24 @@ int fabric_pollfd(struct fabric *f, struct pollfd *pfd)
 	if (f->vm_blocked)
 		pfd->events |= POLLOUT;
 	return 1;
+}
+
+int fabric_net_fd(struct fabric *f)
+{
+	struct pollfd p;
+
+	return f->ops->pollfd(f, &p) ? p.fd : -1;
+}
+
+int fabric_pollfds(struct fabric *f, struct pollfd *pfd, int max)
+{
+	int n = 0;
+
+	if (max > n && fabric_pollfd(f, &pfd[n]))
+		n++;
+	if (max > n && f->ops->pollfd(f, &pfd[n]))
+		n++;
+	return n;
 }
 
 /* Frames of the receive queue go to the VM first, oldest first. */
@@ -658,28 +1052,27 @@ int fabric_progress(struct fabric *f, bool *busy)
 		if (r < 0)
 			return r;
 	}
-	for (int k = 0; k < f->size; k++) {
-		int i = (f->rr_next + k) % f->size;
-		if (i == f->rank)
-			continue;
-		r = progress_rx(f, &f->peers[i], busy);
-		if (r < 0)
-			return r;
-	}
-	f->rr_next = (f->rr_next + 1) % f->size;
+	r = f->ops->progress_rx(f, busy);
+	if (r < 0)
+		return r;
 	if (f->vm_attached && !f->vm_eof) {
 		r = read_vm(f, busy);
 		if (r < 0)
 			return r;
 	}
-	for (int i = 0; i < f->size; i++) {
-		if (i == f->rank)
-			continue;
-		r = post_sends(f, &f->peers[i], busy);
+	r = f->ops->progress_tx(f, busy);
+	if (r < 0)
+		return r;
+	/* The sends may have made the room a stalled read waits for; the VM
+	 * link is not watched for reading while stalled, so read it now
+	 * rather than at the next wake-up. */
+	if (f->stalled && f->vm_attached && !f->vm_eof && all_peers_can_take(f, false)) {
+		r = read_vm(f, busy);
 		if (r < 0)
 			return r;
+		r = f->ops->progress_tx(f, busy);
 	}
-	return 0;
+	return r;
 }
 
 /* Empty q, counting each frame as discarded (the VM has gone). */
@@ -823,17 +1216,12 @@ int fabric_send_marker(struct fabric *f, uint64_t epoch)
 int fabric_poll_timeout(const struct fabric *f, double now_s, double last_busy_s,
 			int spin_us)
 {
-	if (fabric_in_flight(f) || (now_s - last_busy_s) * 1e6 < spin_us)
-		return 0;
-	return 1;
+	return f->ops->poll_timeout(f, now_s, last_busy_s, spin_us);
 }
 
 bool fabric_in_flight(const struct fabric *f)
 {
-	for (int i = 0; i < f->size; i++)
-		if (i != f->rank && f->peers[i].inflight)
-			return true;
-	return false;
+	return f->ops->in_flight(f);
 }
 
 bool fabric_idle(const struct fabric *f)
@@ -889,13 +1277,18 @@ static void count_unsent(struct fabric *f, struct peer *p)
  * the barrier completes no message is in flight anywhere. */
 int fabric_quiesce(struct fabric *f, int timeout_ms)
 {
+	fabric_detach_vm(f);
+	f->quiescing = true;
+	return f->ops->quiesce(f, timeout_ms);
+}
+
+static int mpi_quiesce(struct fabric *f, int timeout_ms)
+{
 	double deadline = MPI_Wtime() + timeout_ms / 1000.0;
 	MPI_Request barrier = MPI_REQUEST_NULL;
 	bool busy;
 	int done = 0;
 
-	fabric_detach_vm(f);
-	f->quiescing = true;
 	while (MPI_Wtime() < deadline) {
 		if (fabric_progress(f, &busy) < 0)
 			return -EIO;
@@ -964,6 +1357,7 @@ void fabric_destroy(struct fabric *f)
 	}
 	for (int i = 0; i < f->nspare; i++)
 		free(f->spare[i]);
+	ftcp_destroy(f->tcp);
 	rq_destroy(f->rq);
 	facct_destroy(f->acct);
 	free(f->spare);

@@ -52,6 +52,7 @@ struct launch {
 	char kernel[PATH_MAX], initrd[PATH_MAX], qemu[PATH_MAX];
 	bool patched, kvm;
 	int fab_fd;		/* VM link fd watched by the loop, or -1 */
+	int fab_net_fd;		/* the fabric's peer sockets (TCP), or -1 */
 	int qmp_fd;		/* QMP fd watched by the loop, or -1 */
 	double last_busy;	/* monotonic: the last pass that moved anything */
 	int run_code;		/* set when the loop stops on a fault */

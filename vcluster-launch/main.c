@@ -420,6 +420,15 @@ static void update_watches(struct launch *L)
 	} else if (fd >= 0) {
 		loop_mod_fd(L->loop, fd, ev);
 	}
+	/* TCP fabric: its peer sockets wake the loop through one descriptor */
+	int nfd = L->fab ? fabric_net_fd(L->fab) : -1;
+	if (nfd != L->fab_net_fd) {
+		if (L->fab_net_fd >= 0)
+			loop_del_fd(L->loop, L->fab_net_fd);
+		L->fab_net_fd = -1;
+		if (nfd >= 0 && loop_add_fd(L->loop, nfd, LOOP_IN, on_fabric_fd, L) == 0)
+			L->fab_net_fd = nfd;
+	}
 	int qfd = L->vm ? vm_qmp_fd(L->vm) : -1;
 	if (qfd != L->qmp_fd) {
 		if (L->qmp_fd >= 0)
@@ -504,7 +513,11 @@ static int before_sleep(struct loop *lp, void *ctx)
 	if (L->nexited >= L->size && L->vccp_live)
 		loop_stop(lp);
 	update_watches(L);
-	return fabric_poll_timeout(L->fab, now, L->last_busy, L->cfg.fabric_spin_us);
+	int t = fabric_poll_timeout(L->fab, now, L->last_busy, L->cfg.fabric_spin_us);
+	/* a checkpoint's MPI collectives have no descriptor either */
+	if (L->vccp && vccp_active(L->vccp) && t > 1)
+		t = 1;
+	return t;
 }
 
 static int run(struct launch *L)
@@ -546,7 +559,7 @@ static bool setup_loop(struct launch *L)
 	int r;
 
 	loop_signal_set(&set);
-	L->fab_fd = L->qmp_fd = -1;
+	L->fab_fd = L->fab_net_fd = L->qmp_fd = -1;
 	L->loop = loop_create();
 	r = L->loop ? loop_add_signals(L->loop, &set, on_signal, L) : -errno;
 	if (r == 0) {

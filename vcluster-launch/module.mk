@@ -1,6 +1,6 @@
 # vcluster-launch/: the MPI program (one rank per host) and vcluster-ctl.
 LAUNCH_SRCS := vcluster-launch/main.c vcluster-launch/config.c \
-	       vcluster-launch/fabric.c vcluster-launch/facct.c vcluster-launch/fbatch.c \
+	       vcluster-launch/fabric.c vcluster-launch/facct.c vcluster-launch/fbatch.c vcluster-launch/ftcp.c \
 	       vcluster-launch/vm.c \
 	       vcluster-launch/accel.c vcluster-launch/pin.c vcluster-launch/ctl.c \
 	       vcluster-launch/lifeline.c \
@@ -9,7 +9,7 @@ LAUNCH_SRCS := vcluster-launch/main.c vcluster-launch/config.c \
 	       $(VCCP_SRCS)
 # where the test guest and the patched QEMU are (build tree or installed)
 LAUNCH_SRCS += vcluster-launch/instpath.c
-LAUNCH_LIBS := -lvdeplug -lhwloc $(LDLIBS_COMMON)
+LAUNCH_LIBS := -lvdeplug -lhwloc -lgnutls $(LDLIBS_COMMON)
 
 $(BIN)/vcluster-launch: $(call objs,$(LAUNCH_SRCS)) $(COMMON_LIB)
 	@mkdir -p $(@D)
@@ -34,3 +34,4 @@ $(BIN)/vcluster-synth: $(call objs,vcluster-launch/synth.c) $(COMMON_LIB)
 
 all: $(BIN)/vcluster-synth
 $(eval $(call unit_test,test_facct,tests/unit/test_facct.c vcluster-launch/facct.c,))
+$(eval $(call unit_test,test_ftcp,tests/unit/test_ftcp.c vcluster-launch/ftcp.c common/vcfmt.c common/log.c,-lgnutls -lisal))

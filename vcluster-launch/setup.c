@@ -293,11 +293,17 @@ bool setup_vm(struct launch *L)
 			pr_warn("vCPU binding: %s", desc);
 	}
 
-	L->fab = fabric_create(MPI_COMM_WORLD, link_fd);
+	struct fabric_opts fo = { .transport = FABRIC_DEFAULT,
+				  .addr = c->fabric_addr[0] ? c->fabric_addr : NULL };
+	if (c->fabric[0])
+		fabric_parse_transport(c->fabric, &fo.transport);
+	L->fab = fabric_create_with(MPI_COMM_WORLD, link_fd, &fo);
 	if (!L->fab)
 		snprintf(why, sizeof(why), "rank %d: fabric: %s", L->rank, strerror(errno));
 	if (!all_ok(L, L->fab != NULL, why))
 		return false;
+	if (L->rank == 0)
+		pr_info("fabric: frames between ranks over %s", fabric_transport_name(L->fab));
 	if (!L->restore)
 		return true;
 

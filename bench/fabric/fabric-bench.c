@@ -1,6 +1,6 @@
 /* fabric-bench: vcluster's fabric with libvdeplug endpoints instead of VMs.
  *
- *   mpirun -np N fabric-bench ENDPOINT-PROGRAM [ENDPOINT-ARGS...]
+ *   mpirun -np N fabric-bench [--fabric tcp|mpi] ENDPOINT-PROGRAM [ENDPOINT-ARGS...]
  *
  * Each rank makes the VM link (a seqpacket socketpair) exactly as
  * vcluster-launch does for QEMU, starts the endpoint program on the other
@@ -35,9 +35,20 @@ int main(int argc, char **argv)
 	MPI_Comm_rank(MPI_COMM_WORLD, &rank);
 	MPI_Comm_size(MPI_COMM_WORLD, &size);
 	log_init("fabric-bench", rank);
+	struct fabric_opts fo = { .transport = FABRIC_DEFAULT };
+	if (argc >= 3 && !strcmp(argv[1], "--fabric")) {
+		if (fabric_parse_transport(argv[2], &fo.transport) < 0) {
+			if (rank == 0)
+				fprintf(stderr, "fabric-bench: --fabric %s: expected tcp or mpi\n", argv[2]);
+			MPI_Finalize();
+			return 2;
+		}
+		argv += 2;
+		argc -= 2;
+	}
 	if (argc < 2) {
 		if (rank == 0)
-			fprintf(stderr, "usage: mpirun -np N fabric-bench ENDPOINT [ARGS...]\n");
+			fprintf(stderr, "usage: mpirun -np N fabric-bench [--fabric tcp|mpi] ENDPOINT [ARGS...]\n");
 		MPI_Finalize();
 		return 2;
 	}
@@ -70,12 +81,12 @@ int main(int argc, char **argv)
 	}
 	close(sv[1]);
 
-	struct fabric *f = fabric_create(MPI_COMM_WORLD, sv[0]);
+	struct fabric *f = fabric_create_with(MPI_COMM_WORLD, sv[0], &fo);
 	if (!f) {
 		fprintf(stderr, "rank %d: fabric_create: %s\n", rank, strerror(errno));
 		MPI_Abort(MPI_COMM_WORLD, 2);
 	}
-	int done_local = 0, done_all = 0;
+	int exited = 0, done_local = 0, done_all = 0;
 	double last_busy = MPI_Wtime();
 	int spin_us = getenv("VC_FABRIC_SPIN_US") ? atoi(getenv("VC_FABRIC_SPIN_US")) : 200;
 	MPI_Request all_done = MPI_REQUEST_NULL;
@@ -83,15 +94,22 @@ int main(int argc, char **argv)
 	 * done may still be needed by nobody, but its rank must keep
 	 * forwarding for the others. */
 	while (!done_all) {
-		struct pollfd p;
-		int n = fabric_pollfd(f, &p);
-		poll(&p, (nfds_t)n, fabric_poll_timeout(f, MPI_Wtime(), last_busy, spin_us));
+		struct pollfd p[FABRIC_POLLFDS];
+		int n = fabric_pollfds(f, p, FABRIC_POLLFDS);
+		poll(p, (nfds_t)n, fabric_poll_timeout(f, MPI_Wtime(), last_busy, spin_us));
 		bool busy;
 		if (fabric_progress(f, &busy) < 0)
 			MPI_Abort(MPI_COMM_WORLD, 3);
 		if (busy)
 			last_busy = MPI_Wtime();
-		if (!done_local && waitpid(child, &status, WNOHANG) == child) {
+		if (!exited && waitpid(child, &status, WNOHANG) == child) {
+			/* Frames the endpoint sent before it exited may still
+			 * be in the link (a stalled rank had stopped reading):
+			 * read it to its end before letting go of it. */
+			exited = 1;
+			fabric_drain_vm(f, true);
+		}
+		if (exited && !done_local && fabric_vm_link_empty(f)) {
 			done_local = 1;
 			fabric_detach_vm(f);
 			MPI_Ibarrier(MPI_COMM_WORLD, &all_done);

@@ -3,8 +3,8 @@ $(BIN)/vde-endpoint: bench/fabric/vde-endpoint.c
 	@mkdir -p $(@D)
 	$(CC) $(CSTD) $(WARN) $(CFLAGS) -o $@ $< -lvdeplug
 
-$(BIN)/fabric-bench: $(call objs,bench/fabric/fabric-bench.c vcluster-launch/fabric.c vcluster-launch/facct.c vcluster-launch/fbatch.c vccp-rank/rq.c) $(COMMON_LIB)
+$(BIN)/fabric-bench: $(call objs,bench/fabric/fabric-bench.c vcluster-launch/fabric.c vcluster-launch/facct.c vcluster-launch/fbatch.c vcluster-launch/ftcp.c vccp-rank/rq.c) $(COMMON_LIB)
 	@mkdir -p $(@D)
-	$(CC) -o $@ $^ -lvdeplug $(LDLIBS_COMMON)
+	$(CC) -o $@ $^ -lvdeplug -lgnutls $(LDLIBS_COMMON)
 
 all: $(BIN)/vde-endpoint $(BIN)/fabric-bench

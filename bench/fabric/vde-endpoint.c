@@ -13,6 +13,8 @@
  *                    all arrive exactly once and in order; --slow-us makes
  *                    this rank (or only --slow-rank R) read slowly, to
  *                    force backpressure
+ *   --mode idle      send nothing for --count seconds (to measure what an
+ *                    idle rank costs)
  *
  * Each prints one line starting with VDEEP and exits 0 on success.
  */
@@ -44,7 +46,7 @@ static struct {
 	int rank, nodes, size, slow_us, slow_rank;
 	long count;
 	double idle_s;
-	enum { M_STREAM, M_PINGPONG, M_MESH } mode;
+	enum { M_STREAM, M_PINGPONG, M_MESH, M_IDLE } mode;
 } o = { .nodes = 2, .size = 64, .count = 100000, .idle_s = 2.0, .slow_rank = -1 };
 
 static VDECONN *conn;
@@ -226,6 +228,9 @@ static int do_mesh(void)
 	long want = o.count * peers + (o.count / 64) * peers;	/* unicast + broadcast */
 	long sent = 0, bsent = 0;
 	int dst = 0;
+	/* The watchdog is on progress, sent or received: a rank that has
+	 * all its frames may still be sending slowly, held back by the
+	 * slow reader, for longer than 20 s on a loaded machine. */
 	double last_rx = now(), next_slow = 0;
 
 	usleep(300 * 1000);
@@ -244,6 +249,7 @@ static int do_mesh(void)
 				next_tx[dst]--;		/* not sent: try again */
 			} else {
 				sent++;
+				last_rx = now();
 				if (sent % (64 * peers) == 0 && bsent < o.count / 64) {
 					build(out, -1, (uint64_t)bsent, 1);
 					while (vde_send(conn, out, (size_t)o.size, MSG_DONTWAIT) < 0)
@@ -276,7 +282,7 @@ static int do_mesh(void)
 			}
 		}
 		if (now() - last_rx > 20) {
-			fprintf(stderr, "vde-endpoint %d: nothing received for 20 s\n", o.rank);
+			fprintf(stderr, "vde-endpoint %d: nothing sent or received for 20 s\n", o.rank);
 			break;
 		}
 	}
@@ -309,11 +315,12 @@ int main(int argc, char **argv)
 			if (!strcmp(optarg, "stream")) o.mode = M_STREAM;
 			else if (!strcmp(optarg, "pingpong")) o.mode = M_PINGPONG;
 			else if (!strcmp(optarg, "mesh")) o.mode = M_MESH;
+			else if (!strcmp(optarg, "idle")) o.mode = M_IDLE;
 			else { fprintf(stderr, "vde-endpoint: unknown mode %s\n", optarg); return 2; }
 			break;
 		default:
 			fprintf(stderr, "usage: vde-endpoint --url URL --rank R [--nodes N] --mode "
-				"stream|pingpong|mesh [--count N] [--size BYTES] [--slow-us US [--slow-rank R]]\n");
+				"stream|pingpong|mesh|idle [--count N] [--size BYTES] [--slow-us US [--slow-rank R]]\n");
 			return 2;
 		}
 	}
@@ -330,7 +337,13 @@ int main(int argc, char **argv)
 		fprintf(stderr, "vde-endpoint: vde_open(%s): %s\n", o.url, strerror(errno));
 		return 2;
 	}
-	int r = o.mode == M_STREAM ? do_stream() : o.mode == M_PINGPONG ? do_pingpong() : do_mesh();
+	int r = 0;
+	if (o.mode == M_IDLE) {
+		sleep((unsigned)o.count);
+		printf("VDEEP idle rank=%d seconds=%ld\n", o.rank, o.count);
+	} else {
+		r = o.mode == M_STREAM ? do_stream() : o.mode == M_PINGPONG ? do_pingpong() : do_mesh();
+	}
 	fflush(stdout);
 	vde_close(conn);
 	return r;

@@ -78,6 +78,7 @@ declare -A want_v=(
 	[vcluster-launch]="$manifest
 $rq
 wire fabric-batch $(def vcluster-launch/fbatch.h FBATCH_VERSION)
+wire fabric-tcp-hello $(def vcluster-launch/ftcp.h FTCP_HELLO_VERSION)
 wire ctrlmsg $(def vcluster-launch/ctrlmsg.h CTRLMSG_VERSION)
 $ctlw
 wire clock-frame $(def common/vc_magic.h VC_CLOCK_VERSION)"

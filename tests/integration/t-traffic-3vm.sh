@@ -15,7 +15,7 @@ out=$VC_T/out
 vc_launch_on $hosts "$out" --guest-cmd 'vcluster-traffic --all --seconds 20' --timeout 300
 rc=$?
 [[ $VC_HOSTS -eq 1 ]] && vc_bytes_snap "$VC_T/bytes.1" $hosts
-cat "$out" | grep -E 'VCTRAFFIC|VCLUSTER-EXIT|launch:' || true
+cat "$out" | grep -E 'VCTRAFFIC|VCLUSTER-EXIT|launch:|fabric: frames' || true
 if [[ $rc -ne 0 ]]; then
 	for r in 0 1 2; do echo "--- node$r console (tail)"; tail -n 15 "$VC_T/run/rank$r/console.log"; done
 	fail "launcher exited $rc"
