@@ -16,7 +16,7 @@
 # this target points them at nothing).
 PREFIX  ?= /usr/local
 DESTDIR ?=
-INSTALL_PROGRAMS := vcluster-launch vcluster-ctl vcluster-ckpt tlm-migrate
+INSTALL_PROGRAMS := vcluster-launch vcluster-ctl vcluster-ckpt tlm-migrate vcluster-synth
 INSTALL_QEMU     ?= $(BUILD)/qemu/bin/qemu-system-x86_64
 INSTALL_GUEST    ?= $(BUILD)/guest
 INSTALL_DOCS     := README.md SECURITY.md vccp-rank/README.md tlm-migrate/README.md \

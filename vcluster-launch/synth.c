@@ -11,6 +11,7 @@
 #include "vc_magic.h"
 #include "vcfmt.h"
 #include "vctime.h"
+#include "version.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -859,6 +860,7 @@ int main(int argc, char **argv)
 		{ "frame-size", required_argument, NULL, 'F' },
 		{ "incoming", no_argument, NULL, 'i' },
 		{ "paused", no_argument, NULL, 'p' },
+		{ "version", no_argument, NULL, 'V' },
 		{ 0 }
 	};
 	struct synth s = {
@@ -882,6 +884,14 @@ int main(int argc, char **argv)
 						 SYNTH_FRAME_MAX); break;
 		case 'i': s.incoming = true; break;
 		case 'p': paused = true; break;
+		case 'V': {
+			static const struct version_item v[] = {
+				{ "wire", "synth-frame", SYNTH_FRAME_VERSION },
+				{ "format", "synth-state", SYNTH_STATE_VERSION },
+				{ NULL, NULL, 0 }
+			};
+			return version_print(stdout, "vcluster-synth", v) ? 1 : 0;
+		}
 		default: die("usage: see vcluster-launch/synth.h");
 		}
 	}

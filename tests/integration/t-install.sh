@@ -83,6 +83,8 @@ wire ctrlmsg $(def vcluster-launch/ctrlmsg.h CTRLMSG_VERSION)
 $ctlw
 wire clock-frame $(def common/vc_magic.h VC_CLOCK_VERSION)"
 	[vcluster-ctl]="$ctlw"
+	[vcluster-synth]="wire synth-frame $(def vcluster-launch/synth.h SYNTH_FRAME_VERSION)
+format synth-state $(def vcluster-launch/synth.h SYNTH_STATE_VERSION)"
 	[vcluster-ckpt]="$manifest
 $rq"
 	[tlm-migrate]="wire tlm $(def tlm-migrate/tlm.h TLM_WIRE_VERSION)
