@@ -77,6 +77,7 @@ struct peer {
 	bool tx_sealed;			/* the head batch has its sequence number */
 	bool tx_blocked;		/* the socket took no more: wait for POLLOUT */
 	bool closed;			/* the peer closed (only while quiescing) */
+	bool wr_shut;			/* TCP: we sent the peer all and shut our side */
 	uint8_t ring_max, spill_max;	/* this channel's bounds of count */
 	struct fabric_peer_stats st;
 };
@@ -795,7 +796,7 @@ static int tcp_progress_tx(struct fabric *f, bool *busy)
 		struct peer *p = &f->peers[i];
 		if (i == f->rank)
 			continue;
-		if (!f->quiescing && !p->closed && !p->tx_blocked && (p->count || p->fill.nrec)) {
+		if (!p->wr_shut && !p->tx_blocked && (p->count || p->fill.nrec)) {
 			int r = tcp_tx(f, p, busy);
 			if (r < 0)
 				return r;
@@ -803,7 +804,7 @@ static int tcp_progress_tx(struct fabric *f, bool *busy)
 		/* Read a peer only while its last batch is delivered: a full
 		 * VM leaves the batch in place and the socket unread. */
 		ftcp_want(f->tcp, i, !p->closed && !p->rx[0].complete,
-			  !p->closed && !f->quiescing && p->tx_blocked);
+			  !p->wr_shut && p->tx_blocked);
 	}
 	return 0;
 }
@@ -845,9 +846,33 @@ static bool tcp_in_flight(const struct fabric *f)
 	return false;	/* the kernel sends; we wait on the descriptor */
 }
 
-/* Stop sending (the VMs are gone), go on reading and discarding while
- * meeting every rank in a non-blocking barrier; after it nobody reads or
- * writes a socket, so closing them loses nothing anyone waits for. */
+/* The VMs are gone.  Nobody may close before every rank is quiescing (a
+ * running rank takes a closed connection for a fault), so first meet in a
+ * non-blocking barrier, sending and reading (and counting as gone) all
+ * along.  Then send each peer what is still queued, shut our side, and
+ * read every peer to its end of file: after that no byte is on its way
+ * anywhere, and the exit accounting balances exactly.  Past the deadline,
+ * what is still queued is counted unsent. */
+static void count_unsent(struct fabric *f, struct peer *p);
+
+static bool tcp_all_ended(struct fabric *f, bool barrier_done)
+{
+	bool ended = true;
+
+	for (int i = 0; i < f->size; i++) {
+		struct peer *p = &f->peers[i];
+		if (i == f->rank)
+			continue;
+		if (barrier_done && !p->wr_shut && !p->count && !p->fill.nrec) {
+			ftcp_shutdown_wr(f->tcp, i);	/* a failure: its EOF comes anyway */
+			p->wr_shut = true;
+		}
+		if (!p->wr_shut || !p->closed)
+			ended = false;
+	}
+	return ended;
+}
+
 static int tcp_quiesce(struct fabric *f, int timeout_ms)
 {
 	double deadline = MPI_Wtime() + timeout_ms / 1000.0;
@@ -860,12 +885,18 @@ static int tcp_quiesce(struct fabric *f, int timeout_ms)
 	while (MPI_Wtime() < deadline) {
 		if (fabric_progress(f, &busy) < 0)
 			return -EIO;
-		MPI_Test(&barrier, &done, MPI_STATUS_IGNORE);
-		if (done)
+		if (!done)
+			MPI_Test(&barrier, &done, MPI_STATUS_IGNORE);
+		if (tcp_all_ended(f, done))
 			return 0;
+		if (busy)
+			continue;
 		struct pollfd pfd = { .fd = ftcp_fd(f->tcp), .events = POLLIN };
 		poll(&pfd, 1, 1);
 	}
+	for (int i = 0; i < f->size; i++)
+		if (i != f->rank && !f->peers[i].wr_shut)
+			count_unsent(f, &f->peers[i]);
 	return -ETIMEDOUT;
 }
 

@@ -665,6 +665,13 @@ ssize_t ftcp_send(struct ftcp *t, int peer, const void *buf, size_t len)
 	}
 }
 
+int ftcp_shutdown_wr(struct ftcp *t, int peer)
+{
+	if (t->peer_fd[peer] < 0)
+		return -EBADF;
+	return shutdown(t->peer_fd[peer], SHUT_WR) < 0 ? -errno : 0;
+}
+
 ssize_t ftcp_recv(struct ftcp *t, int peer, void *buf, size_t len)
 {
 	for (;;) {

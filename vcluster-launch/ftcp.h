@@ -63,6 +63,9 @@ int ftcp_ready(struct ftcp *t, int *ready, int max);
  * the peer closed (recv), or -errno. */
 ssize_t ftcp_send(struct ftcp *t, int peer, const void *buf, size_t len);
 ssize_t ftcp_recv(struct ftcp *t, int peer, void *buf, size_t len);
+/* Nothing more will be sent to peer: it reads what is on its way, then
+ * end of file (ftcp_recv's -EPIPE).  0 or -errno. */
+int ftcp_shutdown_wr(struct ftcp *t, int peer);
 
 /* The authentication primitives, exposed for the unit test: fill a
  * hello/proof and check one.  For a hello, check stores the sender's
