@@ -17,6 +17,20 @@ json_t *qmpmig_bandwidth_args(uint64_t bytes_per_s)
 			 (json_int_t)(bytes_per_s ? bytes_per_s : QMPMIG_UNLIMITED));
 }
 
+json_t *qmpmig_plain_caps_args(void)
+{
+	static const char *const off[] = {
+		"x-ignore-shared", "release-ram", "postcopy-ram", "return-path",
+		"multifd", "pause-before-switchover", "background-snapshot", "x-colo",
+	};
+	json_t *caps = json_array();
+
+	for (size_t i = 0; i < sizeof(off) / sizeof(off[0]); i++)
+		json_array_append_new(caps, json_pack("{s:s, s:b}", "capability", off[i],
+						      "state", 0));
+	return json_pack("{s:o}", "capabilities", caps);
+}
+
 json_t *qmpmig_fd_uri_args(const char *fdname)
 {
 	char uri[80];

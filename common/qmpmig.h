@@ -40,6 +40,12 @@ struct qmpmig_status {
 json_t *qmpmig_bandwidth_args(uint64_t bytes_per_s);
 json_t *qmpmig_fd_uri_args(const char *fdname);
 json_t *qmpmig_getfd_args(const char *fdname);
+/* Arguments for migrate-set-capabilities turning off every capability that
+ * changes what a one-way whole-state stream (a checkpoint file) holds or
+ * needs: one an earlier migration left on (a TLM hop's x-ignore-shared
+ * leaves the RAM out; release-ram frees it at the source; postcopy,
+ * return-path, multifd and pause-before-switchover need a peer). */
+json_t *qmpmig_plain_caps_args(void);
 
 /* Parse query-migrate's return value (NULL counts as "none", active). */
 void qmpmig_parse(json_t *ret, struct qmpmig_status *st);

@@ -560,6 +560,20 @@ static void bandwidth_set(struct vccp *v, int err, json_t *ret, const char *why)
 	call(v, "getfd", qmpmig_getfd_args("vccp-save"), v->prep.wfd, fd_given);
 }
 
+/* A TLM hop or a user's migration may have left capabilities on that
+ * would make the checkpoint leave out the RAM or wait for a peer. */
+static void caps_set(struct vccp *v, int err, json_t *ret, const char *why)
+{
+	if (err) {
+		close(v->prep.wfd);
+		v->prep.wfd = -1;
+		migrating(v, err, NULL, why);
+		return;
+	}
+	uint64_t bw = v->bandwidth_mibs ? (uint64_t)v->bandwidth_mibs << 20 : 0;
+	call(v, "migrate-set-parameters", qmpmig_bandwidth_args(bw), -1, bandwidth_set);
+}
+
 static void prep_done(struct vccp *v, void *arg)
 {
 	struct prep_job *j = arg;
@@ -586,8 +600,7 @@ static void prep_done(struct vccp *v, void *arg)
 		v->starting = false;
 		return;
 	}
-	uint64_t bw = v->bandwidth_mibs ? (uint64_t)v->bandwidth_mibs << 20 : 0;
-	call(v, "migrate-set-parameters", qmpmig_bandwidth_args(bw), -1, bandwidth_set);
+	call(v, "migrate-set-capabilities", qmpmig_plain_caps_args(), -1, caps_set);
 }
 
 static void start_save(struct vccp *v)

@@ -52,6 +52,8 @@ struct fakeq {
 	int epoch;			/* counts "stop" */
 	int fail_epoch;			/* query-migrate fails in this epoch */
 	atomic_int stops, conts, migrates;
+	bool plain_caps;		/* x-ignore-shared off since the last migrate */
+	atomic_int plain_migrates;	/* migrates that came after that */
 	_Atomic double t_migrate;	/* wall time of the last migrate */
 };
 
@@ -118,9 +120,24 @@ static void *fakeq_main(void *arg)
 			} else if (!strcmp(cmd, "getfd")) {
 				CHECK(passed >= 0);
 				q_say(fd, id, "{}");
+			} else if (!strcmp(cmd, "migrate-set-capabilities")) {
+				/* a TLM hop leaves x-ignore-shared on: a checkpoint
+				 * must turn it off or the RAM is left out */
+				json_t *c, *caps = json_object_get(json_object_get(req, "arguments"),
+								 "capabilities");
+				size_t i;
+				json_array_foreach(caps, i, c)
+					if (!strcmp(json_string_value(json_object_get(c, "capability")),
+						    "x-ignore-shared") &&
+					    json_is_false(json_object_get(c, "state")))
+						fq->plain_caps = true;
+				q_say(fd, id, "{}");
 			} else if (!strcmp(cmd, "migrate")) {
 				/* the VM state: a pattern of this rank and epoch */
 				CHECK(passed >= 0);
+				if (fq->plain_caps)
+					atomic_fetch_add(&fq->plain_migrates, 1);
+				fq->plain_caps = false;
 				static uint8_t st[VMSTATE_SIZE];
 				for (size_t i = 0; i < sizeof(st); i++)
 					st[i] = (uint8_t)(i * 7 + rank * 31 + fq->epoch);
@@ -415,6 +432,8 @@ int main(int argc, char **argv)
 	MPI_Barrier(MPI_COMM_WORLD);
 	CHECK_EQ(atomic_load(&fq.stops), 1);
 	CHECK_EQ(atomic_load(&fq.conts), 1);
+	CHECK_EQ(atomic_load(&fq.plain_migrates), atomic_load(&fq.migrates));
+	CHECK(atomic_load(&fq.migrates) >= 1);
 	/* nobody saved before it held every marker: the late rank's marker
 	 * came at least LATE_MS after the others paused */
 	CHECK(fq.t_migrate >= f.t_last_marker);
