@@ -549,14 +549,21 @@ static void fd_given(struct vccp *v, int err, json_t *ret, const char *why)
 	call(v, "migrate", qmpmig_fd_uri_args("vccp-save"), -1, migrating);
 }
 
+/* A step before the save failed: the write end was never handed over. */
+static bool save_step_failed(struct vccp *v, int err, const char *why)
+{
+	if (!err)
+		return false;
+	close(v->prep.wfd);
+	v->prep.wfd = -1;
+	migrating(v, err, NULL, why);
+	return true;
+}
+
 static void bandwidth_set(struct vccp *v, int err, json_t *ret, const char *why)
 {
-	if (err) {
-		close(v->prep.wfd);
-		v->prep.wfd = -1;
-		migrating(v, err, NULL, why);
+	if (save_step_failed(v, err, why))
 		return;
-	}
 	call(v, "getfd", qmpmig_getfd_args("vccp-save"), v->prep.wfd, fd_given);
 }
 
@@ -564,12 +571,8 @@ static void bandwidth_set(struct vccp *v, int err, json_t *ret, const char *why)
  * would make the checkpoint leave out the RAM or wait for a peer. */
 static void caps_set(struct vccp *v, int err, json_t *ret, const char *why)
 {
-	if (err) {
-		close(v->prep.wfd);
-		v->prep.wfd = -1;
-		migrating(v, err, NULL, why);
+	if (save_step_failed(v, err, why))
 		return;
-	}
 	uint64_t bw = v->bandwidth_mibs ? (uint64_t)v->bandwidth_mibs << 20 : 0;
 	call(v, "migrate-set-parameters", qmpmig_bandwidth_args(bw), -1, bandwidth_set);
 }
