@@ -601,7 +601,8 @@ static void qmp_command(struct synth *s, json_t *req)
 	if (!cmd) {
 		reply_err(s, id, "GenericError", "synth: no 'execute'");
 	} else if (!strcmp(cmd, "qmp_capabilities") || !strcmp(cmd, "migrate-set-parameters") ||
-		   !strcmp(cmd, "migrate_cancel")) {
+		   !strcmp(cmd, "migrate-set-capabilities") || !strcmp(cmd, "migrate_cancel")) {
+		/* no capabilities: its state stream is always whole and one-way */
 		reply(s, id, NULL);
 	} else if (!strcmp(cmd, "stop")) {
 		set_running(s, false);
