@@ -1,6 +1,7 @@
 # common/: the library both vcluster programs and tlm-migrate link.
 COMMON_SRCS := common/log.c common/vcfmt.c common/qmp.c common/afile.c common/rundir.c \
-	       common/jobspec.c common/worker.c common/qmpmig.c common/firsterr.c
+	       common/jobspec.c common/worker.c common/qmpmig.c common/firsterr.c \
+	       common/child.c
 COMMON_LIB  := $(BUILD)/lib/libvccommon.a
 
 $(COMMON_LIB): $(call objs,$(COMMON_SRCS))
@@ -15,3 +16,4 @@ $(eval $(call unit_test,test_qmp,tests/unit/test_qmp.c common/qmp.c common/log.c
 comma := ,
 $(eval $(call unit_test,test_afile,tests/unit/test_afile.c common/afile.c,-Wl$(comma)--wrap=fstat))
 $(eval $(call unit_test,test_rundir,tests/unit/test_rundir.c common/rundir.c common/afile.c,))
+$(eval $(call unit_test,test_child,tests/unit/test_child.c common/child.c,))

@@ -1,6 +1,7 @@
 #include "vccpio.h"
 
 #include "afile.h"
+#include "child.h"
 #include "manifest.h"
 #include "rq.h"
 #include "vcfmt.h"
@@ -8,7 +9,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +19,6 @@
 
 #define FOLLOW_NAP_MS	20
 
-extern char **environ;
 /* ---- what the worker runs (no MPI, no logging) ------------------------- */
 
 void vccpio_prep(void *p)
@@ -110,25 +109,14 @@ void vccpio_disk(void *p)
 {
 	struct disk_job *j = p;
 	char *argv[] = { "qemu-img", "convert", "-q", "-O", "qcow2", j->frozen, j->tmp, NULL };
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t at;
-	sigset_t none;
 	pid_t pid;
 	int st = 0, r;
 
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-	posix_spawnattr_init(&at);
-	sigemptyset(&none);
-	posix_spawnattr_setsigmask(&at, &none);
-	posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK);
-	r = posix_spawnp(&pid, "qemu-img", &fa, &at, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	posix_spawnattr_destroy(&at);
-	if (r) {
-		j->err = -r;
-		snprintf(j->why, sizeof(j->why), "starting qemu-img: %s", strerror(r));
+	/* Tied to this worker thread, which waits for it below: qemu-img dies
+	 * with the rank, so it never writes into a checkpoint a restore uses. */
+	pid = child_spawn(argv, -1, -1, 2, 0, j->why, sizeof(j->why));
+	if (pid < 0) {
+		j->err = pid;
 		return;
 	}
 	for (;;) {
