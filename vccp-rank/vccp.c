@@ -930,6 +930,14 @@ int vccp_request(struct vccp *v, const char *reason)
 	return 0;
 }
 
+void vccp_interval_off(struct vccp *v, const char *why)
+{
+	if (!v || !v->interval_s)
+		return;
+	v->interval_s = 0;
+	pr_info("no more interval checkpoints: %s", why);
+}
+
 /* true when r completed; an MPI failure ends the protocol (*err). */
 static bool test(struct vccp *v, MPI_Request *r, int *err)
 {

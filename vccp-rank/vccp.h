@@ -111,6 +111,11 @@ void vccp_set_qmp(struct vccp *v, struct qmp *q);
 /* Rank 0: start a checkpoint now.  0, -EBUSY while one runs. */
 int vccp_request(struct vccp *v, const char *reason);
 
+/* Rank 0: no more --checkpoint-interval epochs (a VM has powered off, so
+ * the cluster can no longer be saved whole; an epoch would only abort).
+ * Says so once when an interval was set. */
+void vccp_interval_off(struct vccp *v, const char *why);
+
 /* Drive the protocol.  *busy when anything moved.  0 or -errno for a
  * fault that breaks the protocol itself (MPI failure). */
 int vccp_progress(struct vccp *v, bool *busy);

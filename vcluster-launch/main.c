@@ -104,6 +104,11 @@ static void handle_ctrl(struct launch *L, struct ctrlmsg *m)
 		ri->status = m->status;
 		snprintf(ri->reason, sizeof(ri->reason), "%s", m->text);
 		L->nexited++;
+		if (L->rank == 0 && L->vccp) {
+			char why[96];
+			snprintf(why, sizeof(why), "node%d's VM has ended", m->rank);
+			vccp_interval_off(L->vccp, why);
+		}
 		if (m->rank == L->rank)
 			break;
 		if (m->status == -1) {	/* a fault; -2, -3: we stopped it */
