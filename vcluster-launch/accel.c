@@ -1,8 +1,12 @@
 #include "accel.h"
+#include "child.h"
+#include "vctime.h"
+
 
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/kvm.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -108,4 +112,51 @@ bool accel_kvm_works(int timeout_ms, char *why, size_t whylen)
 	snprintf(why, whylen, "the KVM probe guest did not halt within %d ms (nested KVM?)",
 		 timeout_ms);
 	return false;
+}
+
+/* Read what the child writes to fd until EOF, buf full or the deadline. */
+static size_t read_until_eof(int fd, char *buf, size_t len, int timeout_ms)
+{
+	double deadline = vc_mono_s() + timeout_ms / 1000.0;
+	size_t got = 0;
+
+	while (got < len - 1) {
+		int left = (int)((deadline - vc_mono_s()) * 1000);
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		if (left <= 0 || poll(&p, 1, left) <= 0)
+			break;
+		ssize_t n = read(fd, buf + got, len - 1 - got);
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	buf[got] = '\0';
+	return got;
+}
+
+bool accel_qemu_patched(const char *qemu, int timeout_ms, char *why, size_t whylen)
+{
+	char *argv[] = { (char *)qemu, "-version", NULL };
+	char out[512];
+	int p[2];
+
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		snprintf(why, whylen, "pipe: %s", strerror(errno));
+		return false;
+	}
+	pid_t pid = child_spawn(argv, -1, p[1], -1, 0, why, whylen);
+	close(p[1]);
+	if (pid < 0) {
+		close(p[0]);
+		return false;
+	}
+	size_t n = read_until_eof(p[0], out, sizeof(out), timeout_ms);
+	close(p[0]);
+	kill(pid, SIGKILL);	/* a no-op once it has exited */
+	waitpid(pid, NULL, 0);
+	if (n == 0) {
+		snprintf(why, whylen, "%s -version printed nothing within %d ms", qemu, timeout_ms);
+		return false;
+	}
+	return strstr(out, "(vcluster") != NULL;
 }

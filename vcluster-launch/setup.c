@@ -189,16 +189,12 @@ bool setup_boot(struct launch *L)
 		snprintf(why, sizeof(why), "the test guest: cannot find this program's directory "
 			 "(/proc/self/exe): %s; give --kernel/--initrd or --disk", strerror(-r));
 	}
-	L->patched = false;
-	if (c->qemu[0]) {
+	if (c->qemu[0])
 		snprintf(L->qemu, sizeof(L->qemu), "%s", c->qemu);
-	} else {
-		snprintf(L->qemu, sizeof(L->qemu), "%s", ipr == 0 ? ip.qemu : "");
-		if (L->qemu[0] && access(L->qemu, X_OK) == 0)
-			L->patched = true;
-		else
-			snprintf(L->qemu, sizeof(L->qemu), "qemu-system-x86_64");
-	}
+	else if (ipr == 0 && access(ip.qemu, X_OK) == 0)
+		snprintf(L->qemu, sizeof(L->qemu), "%s", ip.qemu);
+	else
+		snprintf(L->qemu, sizeof(L->qemu), "qemu-system-x86_64");
 	if (r == 0 && L->kernel[0])
 		r = check_readable(c->kernel[0] ? "kernel" : ipr == 0 && ip.installed ?
 				   "test guest kernel (not installed: make guest, then make install)" :
@@ -212,6 +208,11 @@ bool setup_boot(struct launch *L)
 		r = -errno;
 		snprintf(why, sizeof(why), "QEMU binary %s: %s", L->qemu, strerror(errno));
 	}
+	/* What QEMU can do decides the frame path (0003/0004) and TLM: ask
+	 * the binary, whoever chose it (--qemu may name the patched one).  One
+	 * that does not answer is taken as stock; starting it will say why. */
+	char qwhy[256] = "";
+	L->patched = r == 0 && accel_qemu_patched(L->qemu, 10000, qwhy, sizeof(qwhy));
 	if (!all_ok(L, r == 0, why))
 		return false;
 

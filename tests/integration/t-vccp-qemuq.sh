@@ -91,7 +91,9 @@ vde_frames() {
 # udp_lost of node R in KIND's restored run, or empty.
 lost() { grep -oE "VCTRAFFIC rank=$2 .*udp_lost=[0-9]+" "$VC_T/$1.res" | grep -oE '[0-9]+$'; }
 
-scenario patched
+# Named with --qemu, as a site would name its own build: the launcher asks
+# the binary what it is (it used to take any --qemu for stock).
+scenario patched --qemu "$patched"
 assert_qemu patched patched
 [[ $(cat "$VC_T/patched.rc") -eq 0 ]] || fail "patched: restored run exited $(cat "$VC_T/patched.rc")"
 assert_grep 'VCTRAFFIC rank=[01] peers=1 .* udp_lost=0 udp_dup=0 udp_reorder=0 errors=0 .* result=PASS' \
