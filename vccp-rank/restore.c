@@ -20,7 +20,8 @@
 
 /* Written by restore_config_build(), the only keys a restore accepts. */
 const char *const restore_config_keys[] = {
-	"memory", "vcpus", "subnet", "guest-cmd", "append", "kernel", "initrd", "disk", NULL,
+	"memory", "vcpus", "subnet", "guest-cmd", "append", "kernel", "initrd", "disk",
+	"vm", "synth-rate", "synth-seconds", NULL,
 };
 
 struct restore {
@@ -48,6 +49,11 @@ json_t *restore_config_build(const struct restore_settings *s)
 	json_object_set_new(o, "kernel", json_string(s->kernel ? s->kernel : ""));
 	put(o, "initrd", s->initrd);
 	put(o, "disk", s->disk);
+	/* A synthetic VM's state loads only into a synthetic VM (older
+	 * manifests have no "vm": QEMU). */
+	put(o, "vm", s->vm);
+	put(o, "synth-rate", s->synth_rate);
+	put(o, "synth-seconds", s->synth_seconds);
 	return o;
 }
 

@@ -40,6 +40,9 @@ struct restore_settings {
 	const char *kernel;	/* absolute paths */
 	const char *initrd;
 	const char *disk;
+	const char *vm;		/* "qemu" or "none" */
+	const char *synth_rate;	/* --vm none only */
+	const char *synth_seconds;
 };
 
 /* The "config" object of a manifest (a new reference). */

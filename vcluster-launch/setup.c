@@ -458,9 +458,15 @@ bool setup_checkpointing(struct launch *L)
 			snprintf(dabs, sizeof(dabs), "%s", c->disk);
 		snprintf(active, sizeof(active), "%s/disk.qcow2", L->rank_dir);
 	}
+	bool synth = c->vm == CFG_VM_NONE;
+	char rate[16], secs[16];
+	snprintf(rate, sizeof(rate), "%d", c->synth_rate);
+	snprintf(secs, sizeof(secs), "%d", c->synth_seconds);
 	struct restore_settings rs = {
 		.memory = mem, .vcpus = vcpus, .subnet = net, .guest_cmd = c->guest_cmd,
 		.append = c->append, .kernel = kabs, .initrd = iabs, .disk = dabs,
+		.vm = synth ? "none" : "qemu", .synth_rate = synth ? rate : NULL,
+		.synth_seconds = synth ? secs : NULL,
 	};
 	json_t *conf = restore_config_build(&rs);
 	char inner[400] = "";

@@ -39,7 +39,9 @@ cut=$(grep -oE "VCCP-CHECKPOINT epoch=$latest status=ok .*rq_frames=[0-9]+" "$ou
 
 res=$VC_T/res
 rm -rf "$VC_T/run"
-vc_launch $N "$res" "${common[@]}" --restore latest --timeout 200
+# Only where the checkpoint is: the synthetic VM and its rate come from
+# the manifest, as QEMU's settings do.
+vc_launch $N "$res" --pin none --checkpoint-dir "$ck" --restore latest --timeout 200
 rc=$?
 grep -E 'VCSYNTH rank=[0-9]+ peers|restoring' "$res" || true
 [[ $rc -eq 0 ]] || { tail -n 30 "$res"; fail "the restored run exited $rc"; }
