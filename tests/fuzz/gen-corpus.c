@@ -13,6 +13,7 @@
 #include "fuzz.h"
 #include "ctrlmsg.h"
 #include "fbatch.h"
+#include "ftcp.h"
 #include "manifest.h"
 #include "mstream.h"
 #include "rq.h"
@@ -673,6 +674,37 @@ static void gen_fbatch(void)
 	out("fbatch", "bad-type", c, off);
 }
 
+/* ftcp: the same job secret and nonces as fuzz_ftcp.c (rank 1 of 4). */
+static void ftcp_msg(const char *name, int type, int from, int to, int size,
+		     const char *secret)
+{
+	uint8_t m[FTCP_HELLO_LEN];
+
+	ftcp_fill_hello(m, type, from, to, size, (const uint8_t *)"peer nonce 01234",
+			(const uint8_t *)secret, (const uint8_t *)"my nonce 0123456");
+	out("ftcp", name, m, sizeof(m));
+}
+
+static void gen_ftcp(void)
+{
+	const char *job = "vcluster fuzz job secret 0123456";
+	const size_t cuts[] = { 0, 8, 40, 75 };
+	const size_t offs[] = { 4, 6, 8, 12, 16, 20, 24, 40, 72 };
+	uint8_t m[FTCP_HELLO_LEN];
+
+	ftcp_msg("hello", 1, 2, 1, 4, job);
+	ftcp_msg("proof", 2, 2, 1, 4, job);
+	ftcp_msg("proof-other-job", 2, 2, 1, 4, "another job's secret 0123456789a");
+	ftcp_msg("hello-to-other-rank", 1, 2, 3, 4, job);
+	ftcp_msg("hello-from-self", 1, 1, 1, 4, job);
+	ftcp_msg("hello-from-beyond", 1, 4, 1, 4, job);
+	ftcp_msg("hello-other-size", 1, 2, 1, 5, job);
+	ftcp_fill_hello(m, 2, 3, 1, 4, (const uint8_t *)"peer nonce 01234",
+			(const uint8_t *)job, (const uint8_t *)"my nonce 0123456");
+	truncs("ftcp", "proof", m, sizeof(m), cuts, N(cuts));
+	flips("ftcp", "proof", m, sizeof(m), offs, N(offs));
+}
+
 int main(int argc, char **argv)
 {
 	char tmp[] = "/tmp/vcfuzz-gen-XXXXXX";
@@ -695,6 +727,7 @@ int main(int argc, char **argv)
 	gen_addrs();
 	gen_ctrlmsg();
 	gen_fbatch();
+	gen_ftcp();
 	fuzz_dir_path[0] = 0;
 	snprintf(fuzz_dir_path, sizeof(fuzz_dir_path), "%s", tmp);
 	fuzz_dir_cleanup();

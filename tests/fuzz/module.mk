@@ -10,7 +10,7 @@
 #                        (packages: mk/deps.sh fuzz).
 # `make fuzz-corpus` regenerates the seed corpus with the writers' own APIs.
 
-FUZZ_TARGETS_ALL := vcfmt rq manifest jobspec config mstream mstream_addr ctrlmsg fbatch
+FUZZ_TARGETS_ALL := vcfmt rq manifest jobspec config mstream mstream_addr ctrlmsg fbatch ftcp
 FUZZ_TARGETS     ?= $(FUZZ_TARGETS_ALL)
 FUZZ_SECONDS     ?= 60
 
@@ -26,6 +26,7 @@ fuzz_srcs_mstream      := tlm-migrate/mstream.c tlm-migrate/ms_wire.c tlm-migrat
 fuzz_srcs_mstream_addr := $(fuzz_srcs_mstream)
 fuzz_srcs_ctrlmsg      := vcluster-launch/ctrlmsg.c common/vcfmt.c
 fuzz_srcs_fbatch       := vcluster-launch/fbatch.c common/vcfmt.c
+fuzz_srcs_ftcp         := vcluster-launch/ftcp.c common/vcfmt.c common/log.c
 fuzz_libs_vcfmt        := -lisal
 fuzz_libs_rq           := -lisal
 fuzz_libs_manifest     := -lisal -ljansson
@@ -35,6 +36,8 @@ fuzz_libs_mstream      := -lisal -lgnutls -lpthread
 fuzz_libs_mstream_addr := -lisal -lgnutls -lpthread
 fuzz_libs_ctrlmsg      := -lisal
 fuzz_libs_fbatch       := -lisal
+# ftcp.c's set-up calls MPI (not reached by the target; clang links no MPI by itself)
+fuzz_libs_ftcp         := -lisal -lgnutls $(shell mpicc -showme:link 2>/dev/null)
 
 # The replay programs, run with the unit tests.
 $(foreach t,$(FUZZ_TARGETS_ALL),$(eval $(call unit_test,fuzz_$(t),tests/fuzz/fuzz_$(t).c tests/fuzz/replay.c $(fuzz_srcs_$(t)),$(fuzz_libs_$(t)))))
@@ -72,7 +75,7 @@ fuzz: fuzz-build
 # ---- seed corpus -----------------------------------------------------------
 FUZZ_GEN_SRCS := tests/fuzz/gen-corpus.c vccp-rank/rq.c vccp-rank/manifest.c \
 		 $(fuzz_srcs_mstream) common/afile.c vcluster-launch/ctrlmsg.c \
-		 vcluster-launch/fbatch.c
+		 vcluster-launch/fbatch.c vcluster-launch/ftcp.c
 $(BUILD)/tests/fuzz-gen-corpus: $(call objs,$(FUZZ_GEN_SRCS))
 	@mkdir -p $(@D)
 	$(CC) -o $@ $^ -lisal -ljansson -lgnutls -lpthread
