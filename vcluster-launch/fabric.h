@@ -125,6 +125,7 @@ struct fabric_stats {
 	uint64_t spill_reads;		/* frames read past the normal bound */
 	uint64_t frames_from_rq;	/* delivered from the receive queue */
 	uint64_t frames_from_cut;	/* of those, queued at a cut or restored */
+	uint64_t unarmed_passes;	/* tcp: passes that left work no event announces */
 	uint32_t rq_frames;		/* in the receive queue now */
 	uint32_t deliver_queue_bytes;	/* waiting to be written to the VM */
 	uint32_t deliver_queue_max;	/* high-water mark */
