@@ -26,7 +26,8 @@
  *     back; the sockets are waited on in the rank's event loop, so an idle
  *     rank sleeps and a frame wakes it.  TCP's window is the credit: B
  *     reads A's socket only once it has delivered (or queued) the batch
- *     before, so a slow B fills A's socket, then A's ring.
+ *     before (it reads at most the next batch's header with it), so a
+ *     slow B fills A's socket, then A's ring.
  *   mpi: each batch one MPI message on one tag and communicator, so MPI's
  *     non-overtaking rule keeps them in order.  Flow control is by credit:
  *     B keeps FABRIC_WINDOW receive buffers posted for A, and A sends a
@@ -53,7 +54,7 @@
  *      room, which appears when B reads the socket, which B does once its
  *      previous batch from A is delivered or queued.  Waits on 5.
  *   5. Rank B's delivery (the batch being delivered), written to link B
- *      with MSG_DONTWAIT; while a checkpoint holds B (fabric_hold), frames
+ *      with MSG_DONTWAIT (sendmmsg, a run of frames at a time); while a checkpoint holds B (fabric_hold), frames
  *      go to the receive queue (rq, in memory, saved by the checkpoint)
  *      instead, so a held rank never waits here.  Waits on 6.
  *   6. QEMU B's RX (0003): it reads link B while its VM runs and the guest
@@ -125,6 +126,7 @@ struct fabric_stats {
 	uint64_t spill_reads;		/* frames read past the normal bound */
 	uint64_t frames_from_rq;	/* delivered from the receive queue */
 	uint64_t frames_from_cut;	/* of those, queued at a cut or restored */
+	uint64_t unarmed_passes;	/* tcp: passes that left work no event announces */
 	uint32_t rq_frames;		/* in the receive queue now */
 	uint32_t deliver_queue_bytes;	/* waiting to be written to the VM */
 	uint32_t deliver_queue_max;	/* high-water mark */
@@ -218,7 +220,9 @@ int fabric_send_marker(struct fabric *f, uint64_t epoch);
  * flight or within spin_us of the last activity (MPI has no descriptor to
  * wake us, so a sleeping rank delays frames from its peers), else 1 ms.
  * TCP: every wait is on a descriptor of fabric_pollfds(), so 20 ms, which
- * only bounds how late the caller's own MPI requests are polled.
+ * only bounds how late the caller's own MPI requests are polled; 0 when
+ * the last pass left work that no descriptor announces (never expected:
+ * counted in fabric_stats.unarmed_passes) or frames queued for the VM.
  * last_busy is the caller's monotonic time of the last pass that moved
  * anything. */
 int fabric_poll_timeout(const struct fabric *f, double now_s, double last_busy_s,

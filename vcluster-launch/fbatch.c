@@ -84,3 +84,23 @@ int fbatch_record(const uint8_t *b, size_t len, size_t off,
 	}
 	return 0;
 }
+
+int fbatch_frames(const uint8_t *b, size_t len, size_t off, size_t min_len,
+		  size_t max_len, struct iovec *iov, size_t *next, int max,
+		  char *why, size_t whylen)
+{
+	struct fbatch_rec rec;
+	int n = 0;
+
+	while (n < max && off < len) {
+		if (fbatch_record(b, len, off, &rec, why, whylen) < 0)
+			return -EBADMSG;
+		if (rec.type != FBATCH_FRAME || rec.len < min_len || rec.len > max_len)
+			break;
+		iov[n].iov_base = (void *)rec.data;
+		iov[n].iov_len = rec.len;
+		next[n++] = rec.next;
+		off = rec.next;
+	}
+	return n;
+}

@@ -18,6 +18,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #define FBATCH_VERSION	1
 #define FBATCH_HDR	24
@@ -49,5 +50,15 @@ int fbatch_check(const uint8_t *b, size_t len, uint32_t want_seq,
  * the batch, a marker that is not 8 bytes, an unknown type). */
 int fbatch_record(const uint8_t *b, size_t len, size_t off,
 		  struct fbatch_rec *rec, char *why, size_t whylen);
+
+/* The run of frame records at offset off of a checked batch that can go
+ * to the VM in one system call: at most max consecutive frames whose
+ * length is within [min_len, max_len], stopping before any other record.
+ * Fills iov[k] with frame k and next[k] with the offset after it; returns
+ * how many (0: the record at off is not such a frame, or off == len), or
+ * -EBADMSG with the reason in why. */
+int fbatch_frames(const uint8_t *b, size_t len, size_t off, size_t min_len,
+		  size_t max_len, struct iovec *iov, size_t *next, int max,
+		  char *why, size_t whylen);
 
 #endif

@@ -26,7 +26,11 @@
 #define PROOF_LABEL	"vcluster fabric proof 1"
 #define T_HELLO		1
 #define T_PROOF		2
-#define HS_MAX		64	/* unauthenticated connections at once */
+/* Unauthenticated connections at once: one for every rank of the job
+ * (during set-up rank 0 is dialed by all the others at the same time; with
+ * a fixed 64, a 128-rank job closed the excess and could not start), and
+ * this many more for strangers. */
+#define HS_SPARE	64
 #define HS_TIMEOUT_S	10.0	/* for one to prove itself */
 #define ADDR_REC	20	/* u16 family, u16 port, 16 address bytes */
 
@@ -56,8 +60,8 @@ struct ftcp {
 	int *peer_fd;		/* authenticated socket per rank, or -1 */
 	unsigned *want;		/* EPOLLIN | EPOLLOUT asked per peer */
 	int nup;
-	struct fconn *hs[HS_MAX];
-	int nhs;
+	struct fconn **hs;	/* hs_cap slots */
+	int nhs, hs_cap;
 	bool setting_up;	/* in ftcp_create: failures of dialed peers are fatal */
 	int fatal;		/* -errno of a fatal set-up failure */
 };
@@ -336,7 +340,7 @@ static int hs_add(struct ftcp *t, int fd, bool outgoing, int peer,
 	struct fconn *c;
 	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = tag(K_HS, fd) };
 
-	if (t->nhs >= HS_MAX || !(c = calloc(1, sizeof(*c)))) {
+	if (t->nhs >= t->hs_cap || !(c = calloc(1, sizeof(*c)))) {
 		char a[80];
 		addr_str(sa, a, sizeof(a));
 		pr_warn("connection from %s: too many unauthenticated connections; closed", a);
@@ -522,8 +526,10 @@ struct ftcp *ftcp_create(MPI_Comm comm, const char *addr, int timeout_ms)
 	MPI_Comm_size(comm, &t->size);
 	t->peer_fd = malloc((size_t)t->size * sizeof(*t->peer_fd));
 	t->want = calloc((size_t)t->size, sizeof(*t->want));
+	t->hs_cap = t->size + HS_SPARE;
+	t->hs = calloc((size_t)t->hs_cap, sizeof(*t->hs));
 	recs = malloc((size_t)t->size * ADDR_REC);
-	if (!t->peer_fd || !t->want || !recs)
+	if (!t->peer_fd || !t->want || !t->hs || !recs)
 		goto fail_local;
 	for (int i = 0; i < t->size; i++)
 		t->peer_fd[i] = -1;
@@ -623,6 +629,7 @@ void ftcp_destroy(struct ftcp *t)
 		close(t->epfd);
 	free(t->peer_fd);
 	free(t->want);
+	free(t->hs);
 	free(t);
 }
 

@@ -19,6 +19,8 @@ for fab in tcp mpi; do
 	check_accounting "$out"
 	stalls=$(grep -oE 'FABRIC rank=[02] .*stalls=[0-9]+' "$out" | grep -oE '[0-9]+$' | paste -sd+ | bc)
 	(( stalls > 0 )) || fail "$fab: the slow reader never caused backpressure (stalls=$stalls): the test proved nothing"
+	# No pass may end with work that no descriptor announces (a lost wake-up: it waits out the nap).
+	! grep -E 'FABRIC rank=.* unarmed=[1-9]' "$out" || fail "$fab: a pass left work no event announces"
 	echo "ok: $fab: 3 endpoints, exactly-once in-order delivery, $stalls backpressure stalls"
 done
 assert_nothing_running

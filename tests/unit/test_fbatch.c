@@ -1,6 +1,8 @@
 /* The fabric's batch format: a sealed batch checks and walks back into its
  * records; each damaged header field is refused by name; records that
- * overrun the batch, a short marker and an unknown type are refused. */
+ * overrun the batch, a short marker and an unknown type are refused; runs
+ * of frames for one system call stop at a marker, at a frame out of the
+ * length bounds and at the limit, and refuse a record that overruns. */
 #include "test.h"
 #include "fbatch.h"
 #include "vcfmt.h"
@@ -43,6 +45,45 @@ static void refused(const uint8_t *b, size_t len, uint32_t seq, const char *fiel
 		fprintf(stderr, "refused with '%s', expected the field '%s'\n", why, field);
 		exit(1);
 	}
+}
+
+/* fbatch_frames: what one sendmmsg of the delivery would carry. */
+static void frame_runs(void)
+{
+	uint8_t b[512], c[512];
+	struct iovec iov[4];
+	size_t next[4], off;
+	char why[128];
+	size_t len = sample(b, 1);		/* frame 60, marker, frame 1 */
+
+	CHECK_EQ(fbatch_frames(b, len, FBATCH_HDR, 14, 1518, iov, next, 4, why, sizeof(why)), 1);
+	CHECK(iov[0].iov_len == 60 && ((uint8_t *)iov[0].iov_base)[59] == 59);
+	CHECK_EQ(next[0], FBATCH_HDR + FBATCH_REC_HDR + 60);
+	/* at the marker: nothing; past it, the 1-byte frame is below min_len */
+	CHECK_EQ(fbatch_frames(b, len, next[0], 14, 1518, iov, next, 4, why, sizeof(why)), 0);
+	off = next[0] + FBATCH_REC_HDR + 8;
+	CHECK_EQ(fbatch_frames(b, len, off, 14, 1518, iov, next, 4, why, sizeof(why)), 0);
+	CHECK_EQ(fbatch_frames(b, len, off, 1, 1518, iov, next, 4, why, sizeof(why)), 1);
+	CHECK_EQ(next[0], len);
+	CHECK_EQ(fbatch_frames(b, len, len, 1, 1518, iov, next, 4, why, sizeof(why)), 0);
+
+	/* five 20-byte frames then a 70-byte one: runs of at most 4, and the
+	 * long one (over max_len 64) ends a run */
+	uint8_t fr[70];
+	memset(fr, 7, sizeof(fr));
+	off = FBATCH_HDR;
+	for (int i = 0; i < 5; i++)
+		off = put_rec(c, off, FBATCH_FRAME, fr, 20);
+	off = put_rec(c, off, FBATCH_FRAME, fr, 70);
+	CHECK_EQ(fbatch_frames(c, off, FBATCH_HDR, 14, 64, iov, next, 4, why, sizeof(why)), 4);
+	CHECK_EQ(next[3], FBATCH_HDR + 4 * (FBATCH_REC_HDR + 20));
+	CHECK_EQ(fbatch_frames(c, off, next[3], 14, 64, iov, next, 4, why, sizeof(why)), 1);
+	CHECK_EQ(fbatch_frames(c, off, next[0], 14, 64, iov, next, 4, why, sizeof(why)), 0);
+
+	/* a frame record that overruns the batch is refused, not cut */
+	vcfmt_put_be16(c + FBATCH_HDR + 2 * (FBATCH_REC_HDR + 20) + 2, 400);
+	CHECK_EQ(fbatch_frames(c, off, FBATCH_HDR, 14, 64, iov, next, 4, why, sizeof(why)), -EBADMSG);
+	CHECK(strstr(why, "overruns"));
 }
 
 int main(void)
@@ -96,5 +137,6 @@ int main(void)
 	off = put_rec(c, FBATCH_HDR, 9, "ab", 2);
 	CHECK_EQ(fbatch_record(c, off, FBATCH_HDR, &rec, why, sizeof(why)), -EBADMSG);
 	CHECK(strstr(why, "unknown record type 9"));
+	frame_runs();
 	return 0;
 }
