@@ -1020,7 +1020,9 @@ static int tcp_progress_tx(struct fabric *f, bool *busy)
 
 static int tcp_open(struct fabric *f, const struct fabric_opts *o)
 {
-	f->tcp = ftcp_create(f->comm, o ? o->addr : NULL, TCP_SETUP_MS);
+	/* Each rank makes size-1 connections; oversubscribed ranks need
+	 * longer: half a second more per rank. */
+	f->tcp = ftcp_create(f->comm, o ? o->addr : NULL, TCP_SETUP_MS + 500 * f->size);
 	if (!f->tcp)
 		return -errno;
 	for (int i = 0; i < f->size; i++)

@@ -63,6 +63,7 @@ struct ftcp {
 	struct fconn **hs;	/* hs_cap slots */
 	int nhs, hs_cap;
 	bool setting_up;	/* in ftcp_create: failures of dialed peers are fatal */
+	double setup_deadline;	/* ... and every handshake may take until then */
 	int fatal;		/* -errno of a fatal set-up failure */
 };
 
@@ -350,7 +351,11 @@ static int hs_add(struct ftcp *t, int fd, bool outgoing, int peer,
 	c->fd = fd;
 	c->peer = peer;
 	c->outgoing = outgoing;
-	c->deadline = vc_mono_s() + HS_TIMEOUT_S;
+	/* While the mesh forms, a peer may be slow to answer (256 ranks
+	 * oversubscribed on 2 cores took more than 10 s): a handshake then has
+	 * as long as the set-up.  Afterwards only strangers and latecomers
+	 * connect, and they get HS_TIMEOUT_S. */
+	c->deadline = t->setting_up ? t->setup_deadline : vc_mono_s() + HS_TIMEOUT_S;
 	addr_str(sa, c->addr, sizeof(c->addr));
 	if (gnutls_rnd(GNUTLS_RND_NONCE, c->nonce, NONCE_LEN) < 0) {
 		free(c);
@@ -576,10 +581,11 @@ struct ftcp *ftcp_create(MPI_Comm comm, const char *addr, int timeout_ms)
 		goto fail_local;
 	}
 
+	double deadline = vc_mono_s() + timeout_ms / 1000.0;
+	t->setup_deadline = deadline;
 	t->setting_up = true;
 	for (int j = 0; j < t->rank && !r; j++)
 		r = dial(t, j, recs + (size_t)j * ADDR_REC);
-	double deadline = vc_mono_s() + timeout_ms / 1000.0;
 	while (!r && t->nup < t->size - 1 && !t->fatal) {
 		if (vc_mono_s() > deadline) {
 			char missing[256] = "";
