@@ -17,6 +17,8 @@
 #      that epoch started and never finished, latest stays on epoch 3.
 #  P3  one rank's file missing (epoch 3's rank2.vmstate moved away): the restore is refused naming that file
 #      and nothing changes; the file back, epoch 3 restores and the guests finish right.
+# Every run's frame accounting is exact (check_accounting): the cuts of the killed runs, cut and exit of the
+# finished ones, and each restored receive queue against the cut it was saved at.
 . "$(dirname "$0")/../lib/vc-test.sh"
 . "$(dirname "$0")/../lib/vc-hosts.sh"
 
@@ -30,8 +32,9 @@ if [[ $VC_HOSTS -eq 0 ]]; then
 	exit 77
 fi
 H=vc-h1,vc-h2,vc-h3
-N=45
-work="i=0; while [ \$i -lt $N ]; do sleep 1; i=\$((i+1)); done; echo counted-to-\$i"
+N=30
+# (at-I every 5 s of guest time: how much of the count was left when a phase's faults were done)
+work="i=0; while [ \$i -lt $N ]; do sleep 1; i=\$((i+1)); [ \$((i % 5)) -eq 0 ] && echo at-\$i; done; echo counted-to-\$i"
 mkdir -p "$mnt"
 mount -t tmpfs -o size=2g,mode=0700 tmpfs "$mnt" || fail "cannot mount a tmpfs for the checkpoints"
 ck=$mnt/ck
@@ -49,6 +52,15 @@ rank_pid() {
 	done
 }
 latest() { readlink "$ck/latest"; }
+t0=$(date +%s)
+took() { echo "($(( $(date +%s) - t0 )) s into the test)"; }
+# at OUT: the furthest any guest of OUT has counted
+at() { grep -oE '\] at-[0-9]+$' "$1" | grep -oE '[0-9]+$' | sort -n | tail -n 1; }
+# gone DIR: wait until DIR (an aborted epoch, cleaned up by the worker) is gone
+gone() {
+	for i in $(seq 1 $(( 30 * 4 ))); do [[ -e $1 ]] || return 0; sleep 0.25; done
+	ls -lR "$ck"; fail "the aborted epoch left $1 behind"
+}
 # next_phase NAME: keep the last run's logs under run-NAME, start clean.
 next_phase() { [[ -d $VC_T/run ]] && mv "$VC_T/run" "$VC_T/run-$1"; return 0; }
 finished_right() {	# OUT
@@ -115,7 +127,9 @@ kill_at rq 3 1 $job
 [[ $E -eq 2 ]] || fail "the killed epoch is $E, not 2"
 [[ $(latest) == epoch-000001 ]] || fail "latest moved off epoch 1 after the kill in epoch 2"
 "$VC_BIN/vcluster-ckpt" verify "$ck" >/dev/null || fail "epoch 1 no longer verifies after the kill"
-echo "P0: rank 1 killed inside epoch 2; latest still epoch 1"
+# cut 2 came before the kill (at the rq hook, after the VM states): both cuts complete and balanced
+check_accounting --killed --min-cuts 2 "$VC_T/run"
+echo "P0: rank 1 killed inside epoch 2; latest still epoch 1 $(took)"
 
 # ---- P1: restore epoch 1; busy request; disk full at the rq and at the manifest -----------------------
 next_phase p0
@@ -159,23 +173,26 @@ fill_at() {
 fill_at rq 3
 grep -E "checkpoint epoch $E" "$out"
 assert_grep "checkpoint epoch $E aborted: rank 0: writing $ck/epoch-$(printf %06d $E)/rank0.rq: No space left on device" "$out"
-sleep 1		# the aborted epoch's clean-up runs on the worker
-[[ ! -e $ck/epoch-$(printf %06d $E) ]] || { ls -lR "$ck"; fail "the aborted epoch $E left files behind"; }
+gone "$ck/epoch-$(printf %06d $E)"	# the aborted epoch's clean-up runs on the worker
 fill_at manifest 1
 grep -E "checkpoint epoch $E" "$out"
 assert_grep "checkpoint epoch $E aborted: writing $ck/epoch-$(printf %06d $E)/manifest: No space left on device" "$out"
-sleep 1
-[[ ! -e $ck/epoch-$(printf %06d $E) ]] || { ls -lR "$ck"; fail "the aborted epoch $E left files behind"; }
+gone "$ck/epoch-$(printf %06d $E)"
 [[ $(latest) == epoch-000003 ]] || fail "latest is '$(latest)' after the aborted epochs"
 "$VC_BIN/vcluster-ckpt" verify "$ck" >/dev/null || fail "the checkpoints no longer verify after the full disk"
 st=$(ctl --json status) || fail "status after the aborted epochs failed"
 echo "$st" | grep -q '"vm":"running"' || fail "VMs not running after the aborted epochs: $st"
+a=$(at "$out")
+echo "P1: the faults done with the guests at second ${a:-<5} of $N of their count $(took)"
 wait $job; rc=$?
 [[ $rc -eq 0 ]] || { tail -n 20 "$out"; fail "the restored run of epoch 1 exited $rc"; }
 finished_right "$out"
 "$VC_HOSTS_TOOL" kill $H 2>/dev/null
 assert_nothing_running
-echo "P1: epoch 1 restored and finished; busy request refused; full disk at rq and manifest aborted both"
+# the receive queues restored from cut 1; cuts 3 (ok), 4 and 5 (aborted after the cut) complete and balanced
+check_accounting --prior 1 --min-cuts 3 "$VC_T/run-p0" "$VC_T/run"
+accounting_can_fail rx_frames "$VC_T/run"
+echo "P1: epoch 1 restored and finished; busy request refused; full disk at rq and manifest aborted both $(took)"
 
 # ---- P2: restore epoch 3; the coordinator killed during the next epoch ---------------------------------------
 next_phase p1
@@ -185,7 +202,8 @@ job=$!
 VC_WAIT_S=300 wait_for 'all 3 VMs resumed from epoch 3' "$out"
 kill_at manifest 1 0 $job
 [[ $(latest) == epoch-000003 ]] || fail "latest moved off epoch 3 after the coordinator was killed"
-echo "P2: rank 0 killed inside epoch $E; latest still epoch 3"
+check_accounting --killed --prior 3 --min-cuts 1 "$VC_T/run-p1" "$VC_T/run"
+echo "P2: rank 0 killed inside epoch $E; latest still epoch 3 $(took)"
 
 # ---- P3: one rank's file missing, refused; then epoch 3 restores and finishes ------------------------
 next_phase p2
@@ -211,4 +229,6 @@ assert_grep 'restoring epoch 3 from' "$out"
 finished_right "$out"
 "$VC_HOSTS_TOOL" kill $H 2>/dev/null
 assert_nothing_running
+check_accounting --prior 3 "$VC_T/run-p1" "$VC_T/run"
+echo "P3: the missing file refused, epoch 3 restored and finished $(took)"
 echo "ok: on 3 hosts: rank 1 and rank 0 killed inside a checkpoint, disk full at the receive queue and at the manifest, a busy request and a missing file each named; epochs 1 and 3 restored and finished"
