@@ -21,7 +21,7 @@
 /* Written by restore_config_build(), the only keys a restore accepts. */
 const char *const restore_config_keys[] = {
 	"memory", "vcpus", "subnet", "guest-cmd", "append", "kernel", "initrd", "disk",
-	"vm", "synth-rate", "synth-seconds", NULL,
+	"vm", "synth-rate", "synth-seconds", "maxcpus", NULL,
 };
 
 struct restore {
@@ -42,6 +42,7 @@ json_t *restore_config_build(const struct restore_settings *s)
 
 	put(o, "memory", s->memory);
 	put(o, "vcpus", s->vcpus);
+	put(o, "maxcpus", s->maxcpus);
 	put(o, "subnet", s->subnet);
 	/* an empty guest command or append is a setting too */
 	json_object_set_new(o, "guest-cmd", json_string(s->guest_cmd ? s->guest_cmd : ""));

@@ -34,6 +34,7 @@ extern const char *const restore_config_keys[];
 struct restore_settings {
 	const char *memory;	/* "512M" */
 	const char *vcpus;	/* "2" */
+	const char *maxcpus;	/* "2"; older checkpoints have none: = vcpus */
 	const char *subnet;	/* "10.77.0.0/24" */
 	const char *guest_cmd;
 	const char *append;

@@ -65,6 +65,7 @@ static int fn(struct vc_config *c, const char *v, char *why, size_t whylen)	\
 }
 
 INT_SETTER(set_vcpus, vcpus, 1, 64, "--vcpus")
+INT_SETTER(set_maxcpus, maxcpus, 1, 64, "--maxcpus")
 INT_SETTER(set_timeout, timeout_s, 0, 365L * 24 * 3600, "--timeout")
 INT_SETTER(set_grace, grace_s, 0, 3600, "--grace")
 INT_SETTER(set_ssh, head_ssh_port, 1, 65535, "--head-ssh-port")
@@ -270,6 +271,7 @@ static const struct cfg_opt opts[] = {
 	{ "disk", "FILE", set_disk, "qcow2 disk image for every VM (each rank gets its own overlay)" },
 	{ "memory", "SIZE", set_memory, "guest RAM, e.g. 256M or 2G (default 256M)" },
 	{ "vcpus", "N", set_vcpus, "virtual CPUs per VM (default 1)" },
+	{ "maxcpus", "N", set_maxcpus, "possible vCPUs per VM (default: --vcpus, at least 2, so TCG keeps a one-vCPU guest's memory barriers; a restore takes it from the checkpoint)" },
 	{ "accel", "MODE", set_accel, "auto|kvm|tcg: auto probes /dev/kvm with a timeout, else TCG (default auto)" },
 	{ "kvm-probe-ms", "MS", set_probe, "how long the KVM probe may take (default 3000)" },
 	{ "subnet", "NET/P", set_subnet, "guest network; rank r gets address base+r+1 (default 10.10.0.0/24)" },
@@ -437,6 +439,10 @@ int cfg_load(struct vc_config *c, int argc, char **argv, char *err,
 			 c->restore[0] ? "--restore" : "--checkpoint-interval");
 		return -EINVAL;
 	}
+	if (c->maxcpus && c->maxcpus < c->vcpus) {
+		snprintf(err, errlen, "--maxcpus %d is below --vcpus %d", c->maxcpus, c->vcpus);
+		return -EINVAL;
+	}
 	if (c->vm == CFG_VM_NONE && (c->disk[0] || c->kernel[0])) {
 		snprintf(err, errlen, "--vm none runs no guest: --%s makes no sense with it",
 			 c->disk[0] ? "disk" : "kernel");
@@ -472,4 +478,11 @@ int cfg_subnet_capacity(const struct vc_config *c)
 	/* base+1 .. broadcast-1 */
 	long hosts = (1L << (32 - c->subnet_prefix)) - 2;
 	return hosts > 4096 ? 4096 : (int)hosts;
+}
+
+int cfg_maxcpus(const struct vc_config *c)
+{
+	if (c->maxcpus)
+		return c->maxcpus;
+	return c->vcpus > 1 ? c->vcpus : 2;
 }

@@ -25,6 +25,7 @@ struct vc_config {
 	char disk[PATH_MAX];		/* qcow2 image; optional */
 	uint64_t memory_mib;
 	int vcpus;
+	int maxcpus;			/* possible vCPUs; 0: cfg_maxcpus() decides */
 	enum cfg_accel accel;
 	int kvm_probe_ms;
 	uint32_t subnet_base;		/* host order */
@@ -69,6 +70,15 @@ void cfg_usage(FILE *out);
 
 /* "10.10.0.0/24" style text of the subnet. */
 void cfg_subnet_str(const struct vc_config *c, char *out, size_t len);
+
+/* The VM's possible vCPUs: --maxcpus, else --vcpus but at least 2.  TCG
+ * (QEMU 7.2) elides a guest's memory barriers when the machine has one
+ * possible vCPU, and the guest then races QEMU's virtio code on the rings
+ * (a lost kick or interrupt stalls the fabric NIC for good: issue 11,
+ * qemu-patches/README.md "0005").  A second, never plugged, vCPU keeps
+ * them with stock QEMU.  The number is part of the VM's machine (its saved
+ * state), so a restore takes it from the checkpoint. */
+int cfg_maxcpus(const struct vc_config *c);
 
 /* Largest number of ranks the subnet has addresses for. */
 int cfg_subnet_capacity(const struct vc_config *c);

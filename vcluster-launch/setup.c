@@ -142,6 +142,9 @@ bool setup_restore(struct launch *L)
 		if (cfg_set(c, key, json_string_value(val), why, sizeof(why)) < 0)
 			r = -EINVAL;
 	}
+	/* checkpoints before "maxcpus" was recorded ran -smp VCPUS */
+	if (!json_object_get(conf, "maxcpus"))
+		c->maxcpus = c->vcpus;
 	if (!all_ok(L, r == 0, why))
 		return false;
 	if (L->rank == 0)
@@ -452,6 +455,8 @@ bool setup_checkpointing(struct launch *L)
 	cfg_subnet_str(c, net, sizeof(net));
 	snprintf(mem, sizeof(mem), "%lluM", (unsigned long long)c->memory_mib);
 	snprintf(vcpus, sizeof(vcpus), "%d", c->vcpus);
+	char maxcpus[16];
+	snprintf(maxcpus, sizeof(maxcpus), "%d", cfg_maxcpus(c));
 	char dabs[PATH_MAX] = "", active[PATH_MAX + 32];
 	if (c->disk[0]) {
 		if (!realpath(c->disk, dabs))
@@ -463,7 +468,7 @@ bool setup_checkpointing(struct launch *L)
 	snprintf(rate, sizeof(rate), "%d", c->synth_rate);
 	snprintf(secs, sizeof(secs), "%d", c->synth_seconds);
 	struct restore_settings rs = {
-		.memory = mem, .vcpus = vcpus, .subnet = net, .guest_cmd = c->guest_cmd,
+		.memory = mem, .vcpus = vcpus, .maxcpus = maxcpus, .subnet = net, .guest_cmd = c->guest_cmd,
 		.append = c->append, .kernel = kabs, .initrd = iabs, .disk = dabs,
 		.vm = synth ? "none" : "qemu", .synth_rate = synth ? rate : NULL,
 		.synth_seconds = synth ? secs : NULL,

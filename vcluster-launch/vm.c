@@ -304,17 +304,9 @@ struct vm *vm_start(const struct vm_spec *s, int *link_fd, char *why,
 		 s->kvm ? "kvm" : "tcg");
 	snprintf(ram_obj, sizeof(ram_obj), "memory-backend-memfd,id=pc.ram,size=%lluM,share=on",
 		 (unsigned long long)c->memory_mib);
-	/* TCG with one possible vCPU elides the guest's memory barriers
-	 * (QEMU 7.2: no CF_PARALLEL), and the guest then races QEMU's
-	 * virtio code on the rings: a lost kick or interrupt stalls the
-	 * fabric NIC's TX for good (issue 11, qemu-patches/README.md
-	 * "0005").  A second possible vCPU, never plugged, makes stock QEMU
-	 * keep them; the patched one keeps them anyway (0005).  Always, so
-	 * a checkpoint's machine does not depend on which QEMU ran it. */
-	if (!s->kvm && c->vcpus == 1)
-		snprintf(smp, sizeof(smp), "1,maxcpus=2");
-	else
-		snprintf(smp, sizeof(smp), "%d", c->vcpus);
+	/* at least 2 possible vCPUs: TCG keeps the guest's barriers (see
+	 * cfg_maxcpus) */
+	snprintf(smp, sizeof(smp), "%d,maxcpus=%d", c->vcpus, cfg_maxcpus(c));
 	snprintf(netdev, sizeof(netdev), "vde,id=fabric,sock=seqpacket://%d", sv[1]);
 	snprintf(fabric_dev, sizeof(fabric_dev), "virtio-net-pci,netdev=fabric,mac=%s,romfile=", mac);
 	cfg_subnet_str(c, net, sizeof(net));

@@ -14,7 +14,11 @@ n=${VC_TEST_SB_ITERATIONS:-3000000}
 [[ $(id -u) -eq 0 ]] || { echo "skipped: needs root (mknod for the guest's initramfs)"; exit 77; }
 [[ $(nproc) -ge 2 ]] || { echo "skipped: one host core cannot run guest and host side at once"; exit 77; }
 [[ -x $stock ]] || { echo "skipped: no stock QEMU ($stock)"; exit 77; }
-grep -q 'maxcpus=2' "$VC_ROOT/vcluster-launch/vm.c" || fail "vm.c no longer gives a one-vCPU TCG VM maxcpus=2"
+# The launcher really starts a one-vCPU VM with a second possible vCPU.
+out=$VC_T/launch.out
+vc_launch 1 "$out" --qemu "$stock" --guest-cmd true --timeout 180 || fail "a one-VM job with stock QEMU failed"
+grep -h 'starting stock QEMU' "$out" "$VC_T/run/rank0/rank.log" 2>/dev/null | grep -q -- '-smp 1,maxcpus=2 ' ||
+	fail "the launcher did not start the one-vCPU VM with -smp 1,maxcpus=2"
 
 litmus() {	# QEMU SMP: print the reorder count
 	local o

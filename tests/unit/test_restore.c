@@ -13,7 +13,7 @@ int main(void)
 	struct restore_settings s = {
 		.memory = "256M", .vcpus = "1", .subnet = "10.77.0.0/24", .guest_cmd = "true",
 		.append = "", .kernel = "/k", .initrd = "/i", .disk = "/d",
-		.vm = "none", .synth_rate = "100", .synth_seconds = "10",
+		.vm = "none", .synth_rate = "100", .synth_seconds = "10", .maxcpus = "2",
 	};
 	json_t *conf = restore_config_build(&s);
 
@@ -30,6 +30,7 @@ int main(void)
 	CHECK_EQ(restore_config_check(NULL, "M", why, sizeof(why)), 0);
 	CHECK(!strcmp(json_string_value(json_object_get(conf, "vm")), "none"));
 	CHECK(!strcmp(json_string_value(json_object_get(conf, "synth-rate")), "100"));
+	CHECK(!strcmp(json_string_value(json_object_get(conf, "maxcpus")), "2"));
 
 	const char *bad[] = { "qemu", "run-dir", "checkpoint-dir", "restore", "timeout", NULL };
 	for (int i = 0; bad[i]; i++) {
