@@ -14,4 +14,4 @@ $(eval $(call unit_test,test_manifest,tests/unit/test_manifest.c vccp-rank/manif
 $(eval $(call unit_test,test_ckpt_show,tests/unit/test_ckpt_show.c vccp-rank/vcluster-ckpt.c vccp-rank/manifest.c vccp-rank/rq.c common/vcfmt.c common/afile.c common/log.c,-lisal -ljansson))
 $(ASANDIR)/vccp-rank/vcluster-ckpt.o: ALL_CFLAGS += -Dmain=ckpt_main
 $(eval $(call unit_test,test_restore,tests/unit/test_restore.c vccp-rank/restore.c vccp-rank/manifest.c vccp-rank/rq.c common/qmp.c common/qmpmig.c common/log.c common/vcfmt.c common/afile.c,-lisal -ljansson))
-$(eval $(call unit_test,test_vccp,tests/unit/test_vccp.c vccp-rank/vccp.c vccp-rank/vccpio.c vccp-rank/restore.c vccp-rank/manifest.c vccp-rank/rq.c common/qmp.c common/qmpmig.c common/log.c common/vcfmt.c common/afile.c common/worker.c common/firsterr.c,-lisal -ljansson -lpthread))
+$(eval $(call unit_test,test_vccp,tests/unit/test_vccp.c vccp-rank/vccp.c vccp-rank/vccpio.c vccp-rank/restore.c vccp-rank/manifest.c vccp-rank/rq.c common/qmp.c common/qmpmig.c common/log.c common/vcfmt.c common/afile.c common/worker.c common/firsterr.c common/child.c,-lisal -ljansson -lpthread))
