@@ -490,6 +490,31 @@ static int check_batch(struct fabric *f, struct peer *p, struct rx_slot *s)
 	return 0;
 }
 
+#define VM_RETRY 1
+
+/* After a failed write of frames from rank `from` to the VM link (errno
+ * set): VM_RETRY (interrupted), 0 when the link is full (vm_blocked),
+ * -EPIPE when the VM has gone (the first frame counted as discarded; its
+ * exit is the launcher's business), or -errno, said here. */
+static int vm_write_error(struct fabric *f, int from, bool from_rq)
+{
+	int e = errno;
+
+	if (e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS) {
+		f->vm_blocked = true;
+		return 0;
+	}
+	if (e == EINTR)
+		return VM_RETRY;
+	if (e == EPIPE || e == ECONNRESET) {
+		f->st.frames_discarded++;
+		facct_discarded(f->acct, from, from_rq);
+		return -EPIPE;
+	}
+	pr_errno(e, "writing to the VM link");
+	return -e;
+}
+
 /* Write one frame (from rank `from`, off the receive queue or not) to the
  * VM.  1 written (or dropped because QEMU has gone: its exit is handled by
  * the launcher), 0 the link is full, -errno. */
@@ -504,19 +529,9 @@ static int vm_write(struct fabric *f, int from, bool from_rq, const uint8_t *fra
 			facct_delivered(f->acct, from, from_rq);
 			return 1;
 		}
-		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
-			f->vm_blocked = true;
-			return 0;
-		}
-		if (errno == EINTR)
-			continue;
-		if (errno == EPIPE || errno == ECONNRESET) {
-			f->st.frames_discarded++;
-			facct_discarded(f->acct, from, from_rq);
-			return 1;
-		}
-		pr_errno(errno, "writing to the VM link");
-		return -errno;
+		int r = vm_write_error(f, from, from_rq);
+		if (r != VM_RETRY)
+			return r == -EPIPE ? 1 : r;	/* gone: the frame is done */
 	}
 }
 
@@ -547,19 +562,9 @@ static int vm_send(struct fabric *f, int from, struct iovec *iov, int n)
 		int sent = sendmmsg(f->vm_fd, mm, (unsigned)n, MSG_DONTWAIT | MSG_NOSIGNAL);
 		if (sent > 0)
 			return sent;
-		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
-			f->vm_blocked = true;
-			return 0;
-		}
-		if (errno == EINTR)
-			continue;
-		if (errno == EPIPE || errno == ECONNRESET) {
-			f->st.frames_discarded++;
-			facct_discarded(f->acct, from, false);
-			return -EPIPE;
-		}
-		pr_errno(errno, "writing to the VM link");
-		return -errno;
+		int r = vm_write_error(f, from, false);
+		if (r != VM_RETRY)
+			return r;
 	}
 }
 
