@@ -23,6 +23,9 @@ CC         := mpicc
 CSTD       := -std=c11 -D_GNU_SOURCE
 WARN       := -Wall -Wextra -Wno-unused-parameter -Wshadow -Wformat=2 -Wno-format-truncation
 CFLAGS     ?= -O2 -g
+# Tests make check runs at once (tests/lib/run-suite -j: tests on emulated hosts one at a time,
+# "# serial:" tests alone); 2 for the 2-core machines CI runs on.
+VC_TEST_JOBS ?= 2
 ALL_CFLAGS := $(CSTD) $(WARN) $(CFLAGS) -MMD -MP -Icommon -Ivcluster-launch -Ivccp-rank
 ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDLIBS_COMMON := -ljansson -lisal -lpthread
@@ -73,13 +76,13 @@ demo: deps
 # ---- tests -----------------------------------------------------------------
 check: deps
 	@$(MAKE) --no-print-directory all guest qemu $(UNIT_TESTS)
-	@tests/lib/run-suite $(UNIT_TESTS) $(sort $(wildcard tests/integration/t-*.sh))
+	@tests/lib/run-suite -j $(VC_TEST_JOBS) $(UNIT_TESTS) $(sort $(wildcard tests/integration/t-*.sh))
 
 check-unit: $(UNIT_TESTS)
 	@tests/lib/run-suite $(UNIT_TESTS)
 
 check-integration: all guest qemu
-	@tests/lib/run-suite $(sort $(wildcard tests/integration/t-*.sh))
+	@tests/lib/run-suite -j $(VC_TEST_JOBS) $(sort $(wildcard tests/integration/t-*.sh))
 
 clean:
 	rm -rf $(BUILD)/obj $(BUILD)/obj-asan $(BUILD)/bin $(BUILD)/tests $(BUILD)/lib

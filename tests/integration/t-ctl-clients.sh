@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # timeout: 300
+# serial: it asserts that status answers at once while clients dribble; other tests' load would make that a test of the load
 # Control clients cannot stall rank 0: clients that dribble one byte a
 # second are dropped after their 2 s deadline while vcluster-ctl status
 # from another client still answers at once and frames keep moving; a client of

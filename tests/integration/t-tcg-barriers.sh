@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # timeout: 600
+# serial: the litmus test races a guest against a host thread on the other core; another test there would hide the race
 # A one-vCPU TCG guest's memory barriers order its accesses against QEMU's own threads (issue 11: the
 # virtio TX stall, qemu-patches/README.md "0005"). The store-buffering litmus test between the guest
 # (Linux's smp_mb()) and a host thread on the other core (qemu-patches/test/sb-litmus-run): stock QEMU

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # timeout: 600
+# serial: the stock run must lose frames (the scenario forced frames into QEMU); load shifts the timing it builds on
 # Frames inside QEMU at the cut (issue #4, qemu-patches/0003).  Rank 1 keeps
 # writing frames to its paused VM for 400 ms (VC_TEST_LATE_HOLD_*) while
 # rank 0's VM still runs and sends (VC_TEST_PAUSE_DELAY_*), so node1's QEMU
