@@ -22,8 +22,8 @@ static void child_fd(int fd, int target, int flags)
 		dup2(fd, target);
 }
 
-static void child_exec(char *const argv[], pid_t parent, int fd0, int fd1, int fd2,
-		       int own_group, int errfd)
+static void child_exec(char *const argv[], pid_t parent, const struct child_opts *o,
+		       int errfd)
 {
 	sigset_t none;
 
@@ -32,11 +32,14 @@ static void child_exec(char *const argv[], pid_t parent, int fd0, int fd1, int f
 		_exit(127);	/* the parent died before we asked */
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
-	if (own_group)
+	signal(SIGPIPE, SIG_DFL);	/* the rank ignores it; an exec keeps that */
+	if (o->own_group)
 		setpgid(0, 0);
-	child_fd(fd0, 0, O_RDONLY);
-	child_fd(fd1, 1, O_WRONLY);
-	child_fd(fd2, 2, O_WRONLY);
+	child_fd(o->fd0, 0, O_RDONLY);
+	child_fd(o->fd1, 1, O_WRONLY);
+	child_fd(o->fd2, 2, O_WRONLY);
+	if (o->before_exec)
+		o->before_exec(o->ctx);
 	execvp(argv[0], argv);
 	int e = errno;
 	if (write(errfd, &e, sizeof(e)) < 0)
@@ -60,6 +63,14 @@ static int exec_result(int rfd)
 pid_t child_spawn(char *const argv[], int fd0, int fd1, int fd2, int own_group,
 		 char *why, size_t whylen)
 {
+	struct child_opts o = { .fd0 = fd0, .fd1 = fd1, .fd2 = fd2, .own_group = own_group };
+
+	return child_spawn_opts(argv, &o, why, whylen);
+}
+
+pid_t child_spawn_opts(char *const argv[], const struct child_opts *o, char *why,
+		       size_t whylen)
+{
 	pid_t parent = getpid();
 	int p[2], e;
 
@@ -70,7 +81,7 @@ pid_t child_spawn(char *const argv[], int fd0, int fd1, int fd2, int own_group,
 	}
 	pid_t pid = fork();
 	if (pid == 0)
-		child_exec(argv, parent, fd0, fd1, fd2, own_group, p[1]);
+		child_exec(argv, parent, o, p[1]);
 	e = pid < 0 ? errno : 0;
 	close(p[1]);
 	if (pid > 0)

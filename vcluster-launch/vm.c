@@ -3,6 +3,7 @@
 #include "vm.h"
 
 #include "afile.h"
+#include "child.h"
 #include "log.h"
 #include "qmp.h"
 
@@ -13,8 +14,6 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <spawn.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -108,7 +107,6 @@ static int qemu_opt_escape(const char *in, char *out, size_t len)
  * the first line it printed. */
 static int run_tool(char *const argv[], const char *logpath, char *why, size_t whylen)
 {
-	posix_spawn_file_actions_t fa;
 	pid_t pid;
 	int st, r, logfd;
 
@@ -118,29 +116,10 @@ static int run_tool(char *const argv[], const char *logpath, char *why, size_t w
 		snprintf(why, whylen, "%s: %s", logpath, strerror(errno));
 		return r;
 	}
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-	posix_spawn_file_actions_adddup2(&fa, logfd, 1);
-	posix_spawn_file_actions_adddup2(&fa, logfd, 2);
-	/* The rank blocks signals for its signalfd and ignores SIGPIPE; the
-	 * tool starts with neither. */
-	posix_spawnattr_t at;
-	sigset_t none, pipe;
-	sigemptyset(&none);
-	sigemptyset(&pipe);
-	sigaddset(&pipe, SIGPIPE);
-	posix_spawnattr_init(&at);
-	posix_spawnattr_setsigmask(&at, &none);
-	posix_spawnattr_setsigdefault(&at, &pipe);
-	posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-	r = posix_spawnp(&pid, argv[0], &fa, &at, argv, environ);
-	posix_spawnattr_destroy(&at);
-	posix_spawn_file_actions_destroy(&fa);
+	pid = child_spawn(argv, -1, logfd, logfd, 0, why, whylen);
 	close(logfd);
-	if (r) {
-		snprintf(why, whylen, "could not run %s: %s", argv[0], strerror(r));
-		return -r;
-	}
+	if (pid < 0)
+		return pid;
 	while (waitpid(pid, &st, 0) < 0) {
 		if (errno != EINTR) {
 			r = -errno;
@@ -230,6 +209,13 @@ static int make_overlay(const struct vm_spec *s, char *overlay, size_t len,
 	if (r < 0)
 		snprintf(why, whylen, "could not create an overlay on %s: %s", s->cfg->disk, inner);
 	return r;
+}
+
+/* In QEMU's child before the exec: every thread it will have inherits the
+ * rank's cores (pin.h); its vCPU threads are bound one by one later. */
+static void bind_qemu(void *pin)
+{
+	pin_bind_process(pin, 0);
 }
 
 struct vm *vm_start(const struct vm_spec *s, int *link_fd, char *why,
@@ -406,32 +392,18 @@ spawn:
 		snprintf(why, whylen, "%s: %s", vm->qemu_log, strerror(errno));
 		goto fail_close;
 	}
-	pid_t parent = getpid();
-	vm->pid = fork();
+	/* QEMU dies with its rank, whatever kills the rank (child.h); it leads
+	 * its own process group, so terminal signals go to the rank only. */
+	struct child_opts co = {
+		.fd0 = -1, .fd1 = logfd, .fd2 = logfd, .own_group = 1,
+		.before_exec = s->pin ? bind_qemu : NULL, .ctx = (void *)s->pin,
+	};
+	vm->pid = child_spawn_opts(argv, &co, why, whylen);
 	if (vm->pid < 0) {
-		r = -errno;
-		snprintf(why, whylen, "fork: %s", strerror(errno));
+		r = vm->pid;
+		vm->pid = 0;
 		close(logfd);
 		goto fail_close;
-	}
-	if (vm->pid == 0) {
-		sigset_t none;
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		/* QEMU dies with its rank, whatever kills the rank. */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
-		setpgid(0, 0);	/* terminal signals go to the rank, not QEMU */
-		int devnull = open("/dev/null", O_RDONLY);
-		dup2(devnull, 0);
-		dup2(logfd, 1);
-		dup2(logfd, 2);
-		if (s->pin)
-			pin_bind_process(s->pin, 0);
-		execvp(argv[0], argv);
-		fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
-		_exit(127);
 	}
 	close(logfd);
 	close(sv[1]);
@@ -620,16 +592,28 @@ int vm_result(const struct vm *vm, int *guest_status, char *why, size_t whylen)
 	return -1;
 }
 
+/* The reply to a stop command: nothing waits for it (the stop deadlines in
+ * vm_tick() act whatever QEMU answers); a refusal is worth a debug line. */
+static void stop_cmd_done(void *ctx, int err, json_t *ret, const char *why)
+{
+	if (err < 0)
+		pr_debug("%s: %s", (const char *)ctx, why);
+}
+
+/* Send a stop command without waiting: these run inside the rank's loop. */
+static void stop_cmd(struct vm *vm, const char *cmd)
+{
+	if (vm->qmp && qmp_exec_async(vm->qmp, cmd, NULL, -1, 2000, stop_cmd_done,
+				      (void *)cmd) < 0)
+		pr_debug("%s: not sent (QMP closed)", cmd);
+}
+
 void vm_request_stop(struct vm *vm, int grace_ms)
 {
-	char why[256];
-
 	if (vm->state != VM_RUNNING)
 		return;
 	vm->state = VM_STOPPING;
-	if (vm->qmp && qmp_exec(vm->qmp, "system_powerdown", NULL, NULL, 2000, why,
-				sizeof(why)) < 0)
-		pr_debug("system_powerdown: %s", why);
+	stop_cmd(vm, "system_powerdown");
 	vm->stop_quit_at = vc_mono_ms() + grace_ms;
 	vm->stop_kill_at = vm->stop_quit_at + 5000;
 }
@@ -646,15 +630,13 @@ void vm_kill(struct vm *vm)
 
 void vm_tick(struct vm *vm)
 {
-	char why[256];
 	long long now = vc_mono_ms();
 
 	if (vm->state != VM_STOPPING)
 		return;
 	if (vm->stop_quit_at && now >= vm->stop_quit_at) {
 		vm->stop_quit_at = 0;
-		if (vm->qmp && qmp_exec(vm->qmp, "quit", NULL, NULL, 2000, why, sizeof(why)) < 0)
-			pr_debug("quit: %s", why);
+		stop_cmd(vm, "quit");
 	}
 	if (vm->stop_kill_at && now >= vm->stop_kill_at) {
 		vm->stop_kill_at = 0;
