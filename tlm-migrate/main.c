@@ -296,11 +296,12 @@ int main(int argc, char **argv)
 		       " stage2_s=%.3f bytes=%" PRIu64 " epochs=%" PRIu64 " pages_chk=%" PRIu64
 		       " pages_zero=%" PRIu64 " pages_resent=%" PRIu64 " pages_final=%" PRIu64
 		       " streams=%d ram_bytes=%" PRIu64 " crc32c=0x%08x rate_mbps=%.1f"
-		       " stage2_mbps=%.1f\n",
+		       " stage2_mbps=%.1f cpu_user_s=%.2f cpu_sys_s=%.2f\n",
 		       r.total_s, r.downtime_s, r.qemu_downtime_ms, r.stage2_s, r.bytes, r.epochs,
 		       r.pages_chk, r.pages_zero, r.pages_resent, r.pages_final, r.streams,
 		       r.ram_bytes, r.crc, (double)r.bytes * 8 / 1e6 / r.total_s,
-		       r.stage2_s > 0 ? (double)r.stage2_bytes * 8 / 1e6 / r.stage2_s : 0.0);
+		       r.stage2_s > 0 ? (double)r.stage2_bytes * 8 / 1e6 / r.stage2_s : 0.0,
+		       r.cpu_user_s, r.cpu_sys_s);
 		return 0;
 	}
 

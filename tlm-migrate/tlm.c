@@ -15,6 +15,7 @@
 #include <string.h>
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -52,6 +53,19 @@ static uint32_t ram_crc(const uint8_t *p, uint64_t len)
 	return crc;
 }
 
+/* CPU seconds of the calling thread (self: false) or process (true). */
+static struct tlm_cpu cpu_now(bool self)
+{
+	struct rusage ru;
+	struct tlm_cpu c = { 0, 0 };
+
+	if (getrusage(self ? RUSAGE_SELF : RUSAGE_THREAD, &ru) == 0) {
+		c.user_s = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6;
+		c.sys_s = (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+	}
+	return c;
+}
+
 static bool page_is_zero(const uint8_t *p)
 {
 	const uint64_t *w = (const uint64_t *)p;
@@ -81,6 +95,8 @@ struct tlm_src {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;		/* PS sleeps on it; ps_quit wakes it */
 	struct firsterr fe;		/* the first error (its own lock) */
+	/* each thread's CPU time, written by it as it ends (read after join) */
+	struct tlm_cpu cpu_chk, cpu_ps;
 };
 
 /* Keep the first error and stop the streams (one stop path). */
@@ -210,6 +226,7 @@ static void *src_chk_thread(void *arg)
 		}
 		atomic_fetch_add(&s->pages_chk, (uint64_t)n);
 	}
+	s->cpu_chk = cpu_now(false);
 	return NULL;
 }
 
@@ -288,6 +305,7 @@ static void *src_ps_thread(void *arg)
 		atomic_store(&s->last_epoch_dirty, dirty);
 		atomic_store(&s->last_epoch_resent, (uint64_t)sent);
 	}
+	s->cpu_ps = cpu_now(false);
 	return NULL;
 }
 
@@ -461,6 +479,7 @@ struct src_relay {
 	bool started;
 	atomic_bool eof;		/* QEMU closed its end */
 	uint64_t bytes;			/* the thread's until joined */
+	struct tlm_cpu cpu;		/* the thread's, as it ends */
 };
 
 static void *src_relay_thread(void *arg)
@@ -494,6 +513,7 @@ static void *src_relay_thread(void *arg)
 		rl->bytes += (uint64_t)n;
 	}
 	free(buf);
+	rl->cpu = cpu_now(false);
 	return NULL;
 }
 
@@ -518,6 +538,7 @@ static int src_relay_start(struct src_relay *rl, char *why, size_t whylen)
 		snprintf(why, whylen, "cannot start the device-state relay");
 		return -EAGAIN;
 	}
+	pthread_setname_np(rl->thread, "tlm-relay");
 	rl->started = true;
 	return 0;
 }
@@ -561,6 +582,36 @@ static int src_relay_end(struct src_relay *rl, int timeout_ms)
 	return err;
 }
 
+/* Where the CPU time went (after every thread but the caller's ended),
+ * into r and, unless quiet, one line on stderr. */
+static void src_cpu(struct tlm_src *s, struct tlm_src_result *r, const struct src_relay *rl,
+		    struct tlm_cpu cpu0, struct tlm_cpu main0)
+{
+	struct tlm_cpu now = cpu_now(true), m = cpu_now(false);
+	struct mstream_stats st;
+
+	r->cpu_user_s = now.user_s - cpu0.user_s;
+	r->cpu_sys_s = now.sys_s - cpu0.sys_s;
+	r->cpu_chk = s->cpu_chk;
+	r->cpu_ps = s->cpu_ps;
+	r->cpu_relay = rl->cpu;
+	r->cpu_main = (struct tlm_cpu){ m.user_s - main0.user_s, m.sys_s - main0.sys_s };
+	for (int i = 0; i < s->o->nstreams; i++) {
+		if (mstream_stats(s->ms, i, &st) == 0) {
+			r->cpu_streams.user_s += st.cpu_user_s;
+			r->cpu_streams.sys_s += st.cpu_sys_s;
+		}
+	}
+	if (!s->o->quiet)
+		fprintf(stderr, "tlm: cpu s user+sys: all %.2f+%.2f = chk %.2f+%.2f, ps %.2f+%.2f, "
+			"%d stream%s %.2f+%.2f, relay %.2f+%.2f, main %.2f+%.2f\n",
+			r->cpu_user_s, r->cpu_sys_s, r->cpu_chk.user_s, r->cpu_chk.sys_s,
+			r->cpu_ps.user_s, r->cpu_ps.sys_s, s->o->nstreams,
+			s->o->nstreams > 1 ? "s" : "", r->cpu_streams.user_s,
+			r->cpu_streams.sys_s, r->cpu_relay.user_s, r->cpu_relay.sys_s,
+			r->cpu_main.user_s, r->cpu_main.sys_s);
+}
+
 int tlm_migrate(const struct tlm_src_opts *o, struct tlm_src_result *r, char *why,
 		size_t whylen)
 {
@@ -580,6 +631,7 @@ int tlm_migrate(const struct tlm_src_opts *o, struct tlm_src_result *r, char *wh
 	bool caps_set = false;
 	char qwhy[512];
 	double t0 = vc_mono_s(), t_stop = 0;
+	struct tlm_cpu cpu0 = cpu_now(true), main0 = cpu_now(false);
 	int err;
 
 	memset(r, 0, sizeof(*r));
@@ -666,11 +718,13 @@ int tlm_migrate(const struct tlm_src_opts *o, struct tlm_src_result *r, char *wh
 		goto out_fail;
 	}
 	ps_started = true;
+	pthread_setname_np(ps, "tlm-ps");
 	if (pthread_create(&chk, NULL, src_chk_thread, &s)) {
 		src_fail(&s, -EAGAIN, "cannot start the checkpoint thread");
 		goto out_fail;
 	}
 	chk_started = true;
+	pthread_setname_np(chk, "tlm-chk");
 	double t_stage2 = vc_mono_s();
 	uint64_t b_stage2 = src_bytes(&s);
 	double last_t = t_stage2, t_print = last_t + 1;
@@ -775,6 +829,7 @@ int tlm_migrate(const struct tlm_src_opts *o, struct tlm_src_result *r, char *wh
 	r->pages_zero = atomic_load(&s.pages_zero);
 	r->pages_resent = atomic_load(&s.pages_resent);
 	r->pages_final = atomic_load(&s.pages_final);
+	src_cpu(&s, r, &relay, cpu0, main0);
 	tlm_unset_caps(s.q);
 	dirty_stop(s.d, qwhy, sizeof(qwhy));
 	dirty_destroy(s.d);
@@ -1007,9 +1062,11 @@ int tlm_ram_file_create(const char *path, uint64_t size, char *why, size_t whyle
 		goto out_close;
 	}
 	if (st.st_uid != geteuid() || (st.st_mode & 077) || st.st_nlink != 1) {
-		snprintf(why, whylen, "%s: already there and not this user's private file (uid %u, mode %04o, %lu links): remove it or choose another path",
+		snprintf(why, whylen, "%s: already there and not this user's private file (uid %u, mode %04o, %lu links): remove it or choose another path%s",
 			 path, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777),
-			 (unsigned long)st.st_nlink);
+			 (unsigned long)st.st_nlink,
+			 st.st_uid == geteuid() && (st.st_mode & 0777) == 0644 ?
+			 " (a QEMU started before this said 'listening' creates its mem-path 0644: start it after)" : "");
 		goto out_close;
 	}
 	/* Fresh: all zero (the receiver relies on it), then sized. */

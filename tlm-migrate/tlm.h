@@ -80,6 +80,13 @@ struct tlm_src_result {
 	uint64_t ram_bytes;
 	uint32_t crc;			/* CRC32C of guest RAM at stop */
 	int streams;
+	/* CPU seconds of this process (getrusage), user and system, from
+	 * tlm_migrate() to the end of the migration; and per part: CHK, PS,
+	 * the stream threads (summed), the device-state relay, the calling
+	 * thread. */
+	double cpu_user_s, cpu_sys_s;
+	struct tlm_cpu { double user_s, sys_s; } cpu_chk, cpu_ps, cpu_streams, cpu_relay,
+		cpu_main;
 };
 
 struct tlm_dst_opts {
