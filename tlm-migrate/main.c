@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "dirty.h"
@@ -51,6 +52,9 @@ static const char usage[] =
 "  --streams N        parallel TCP streams, 1..64 (default 4)\n"
 "  --epoch-ms MS      page-saver period (default 100)\n"
 "  --chunk-pages N    pages per chunk, 1..1024 (default 64)\n"
+"  --final-rounds N   after the full pass, up to N page-saver rounds back to\n"
+"                     back while each resends fewer pages than the last, before\n"
+"                     the stop (default 0)\n"
 "  --no-zero-skip     send all-zero pages in the full pass too\n"
 "  --timeout S        bound for connecting and for QEMU's migration (default 60)\n"
 "  --quiet            no progress lines\n"
@@ -77,10 +81,12 @@ static const char usage[] =
 "  TLM-SUMMARY result=ok total_s=.. downtime_s=.. qemu_downtime_ms=.. bytes=..\n"
 "    epochs=.. pages_chk=.. pages_zero=.. pages_resent=.. pages_final=..\n"
 "    streams=N ram_bytes=.. crc32c=0x.. rate_mbps=.. stage2_mbps=..\n"
+"    cpu_user_s=.. cpu_sys_s=.. final_rounds=..\n"
 "    (rate_mbps: payload over the total time; stage2_mbps: over stage 2,\n"
-"    while the streams are busy)\n"
+"    while the streams are busy; cpu_*: this process's CPU seconds)\n"
 "  TLM-RECV-SUMMARY result=ok downtime_s=.. bytes=.. pages_applied=..\n"
 "    pages_older=.. streams=N crc32c=0x.. (or none without --verify)\n"
+"    cpu_user_s=.. cpu_sys_s=..\n"
 "or result=fail with reason=\"...\" (exit status 1; the source VM keeps\n"
 "running).  Exit status 2: bad arguments.  --version prints the release and\n"
 "every format version spoken, one \"KIND NAME VERSION\" line each (wire\n"
@@ -184,6 +190,7 @@ int main(int argc, char **argv)
 		{ "qmp", required_argument, 0, 'q' }, { "to", required_argument, 0, 't' },
 		{ "streams", required_argument, 0, 'n' }, { "epoch-ms", required_argument, 0, 'e' },
 		{ "chunk-pages", required_argument, 0, 'c' },
+		{ "final-rounds", required_argument, 0, 'F' },
 		{ "secret-file", required_argument, 0, 'S' }, { "session", required_argument, 0, 'I' },
 		{ "gen-secret", required_argument, 0, 'G' },
 		{ "no-zero-skip", no_argument, 0, 'z' }, { "timeout", required_argument, 0, 'T' },
@@ -195,7 +202,7 @@ int main(int argc, char **argv)
 	};
 	const char *qmp = NULL, *to = NULL, *listen = NULL, *ram = NULL;
 	const char *secret_file = NULL;
-	int streams = 4, epoch_ms = 100, chunk = 64, timeout = 60;
+	int streams = 4, epoch_ms = 100, chunk = 64, timeout = 60, final_rounds = 0;
 	uint64_t session = 0;
 	bool session_given = false;
 	uint8_t key[MSTREAM_SECRET_MAX];
@@ -214,6 +221,7 @@ int main(int argc, char **argv)
 		case 'n': bad = parse_int(optarg, 1, MSTREAM_MAX_STREAMS, &streams); break;
 		case 'e': bad = parse_int(optarg, 1, 60000, &epoch_ms); break;
 		case 'c': bad = parse_int(optarg, 1, 1024, &chunk); break;
+		case 'F': bad = parse_int(optarg, 0, 1000, &final_rounds); break;
 		case 'S': secret_file = optarg; break;
 		case 'I': bad = parse_u64(optarg, &session); session_given = true; break;
 		case 'G':
@@ -283,6 +291,7 @@ int main(int argc, char **argv)
 			.epoch_ms = epoch_ms, .chunk_pages = chunk,
 			.secret = key, .secret_len = key_len, .session = session,
 			.zero_skip = zero_skip, .quiet = quiet, .timeout_ms = timeout * 1000,
+			.final_rounds = final_rounds,
 		};
 		struct tlm_src_result r;
 		int rc = tlm_migrate(&o, &r, err, sizeof(err));
@@ -296,11 +305,12 @@ int main(int argc, char **argv)
 		       " stage2_s=%.3f bytes=%" PRIu64 " epochs=%" PRIu64 " pages_chk=%" PRIu64
 		       " pages_zero=%" PRIu64 " pages_resent=%" PRIu64 " pages_final=%" PRIu64
 		       " streams=%d ram_bytes=%" PRIu64 " crc32c=0x%08x rate_mbps=%.1f"
-		       " stage2_mbps=%.1f\n",
+		       " stage2_mbps=%.1f cpu_user_s=%.2f cpu_sys_s=%.2f final_rounds=%d\n",
 		       r.total_s, r.downtime_s, r.qemu_downtime_ms, r.stage2_s, r.bytes, r.epochs,
 		       r.pages_chk, r.pages_zero, r.pages_resent, r.pages_final, r.streams,
 		       r.ram_bytes, r.crc, (double)r.bytes * 8 / 1e6 / r.total_s,
-		       r.stage2_s > 0 ? (double)r.stage2_bytes * 8 / 1e6 / r.stage2_s : 0.0);
+		       r.stage2_s > 0 ? (double)r.stage2_bytes * 8 / 1e6 / r.stage2_s : 0.0,
+		       r.cpu_user_s, r.cpu_sys_s, r.final_rounds);
 		return 0;
 	}
 
@@ -344,8 +354,13 @@ int main(int argc, char **argv)
 	char crc[16] = "none";
 	if (r.crc_valid)
 		snprintf(crc, sizeof(crc), "0x%08x", r.crc);
+	struct rusage ru;
+	if (getrusage(RUSAGE_SELF, &ru))
+		memset(&ru, 0, sizeof(ru));
 	printf("TLM-RECV-SUMMARY result=ok downtime_s=%.3f bytes=%" PRIu64 " pages_applied=%" PRIu64
-	       " pages_older=%" PRIu64 " streams=%d crc32c=%s\n", r.downtime_s, r.bytes,
-	       r.pages_applied, r.pages_older, r.streams, crc);
+	       " pages_older=%" PRIu64 " streams=%d crc32c=%s cpu_user_s=%.2f cpu_sys_s=%.2f\n",
+	       r.downtime_s, r.bytes, r.pages_applied, r.pages_older, r.streams, crc,
+	       (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6,
+	       (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6);
 	return 0;
 }

@@ -248,7 +248,10 @@ static bool connect_retryable(int err)
 }
 
 /* Connect ch to a, retrying refused attempts until deadline.  Returns 0 with
- * ch->fd set, or the recorded error. */
+ * ch->fd set, or the recorded error, which says what the attempts met:
+ * every one refused (nobody listening there: the receiver is not up, or
+ * has exited), or one left unanswered (SYNs lost, or a listener that
+ * takes no connection) after how many refusals. */
 static int tcp_connect_one(struct ms_chan *ch, const struct mstream_addr *a,
 			   int64_t deadline)
 {
@@ -261,6 +264,8 @@ static int tcp_connect_one(struct ms_chan *ch, const struct mstream_addr *a,
 	struct addrinfo *res, *ai;
 	char port[8];
 	int fd, r, last = 0, soerr;
+	unsigned attempts = 0, refused = 0;
+	int64_t t_start = ms_now_ms(), t_unanswered = 0;
 	socklen_t sl;
 
 	if (a->port == 0)
@@ -280,6 +285,8 @@ static int tcp_connect_one(struct ms_chan *ch, const struct mstream_addr *a,
 				continue;
 			}
 			sock_tune(ms, fd, true);
+			attempts++;
+			int64_t t_try = ms_now_ms();
 			r = connect(fd, ai->ai_addr, ai->ai_addrlen);
 			if (r < 0 && errno == EINPROGRESS) {
 				r = sock_wait(fd, POLLOUT, deadline, NULL);
@@ -301,6 +308,10 @@ static int tcp_connect_one(struct ms_chan *ch, const struct mstream_addr *a,
 				ch->fd = fd;
 				return 0;
 			}
+			if (errno == ECONNREFUSED)
+				refused++;
+			if (errno == ETIMEDOUT)
+				t_unanswered = ms_now_ms() - t_try;
 			/* Our own deadline says less than the last refusal. */
 			if (errno != ETIMEDOUT || !last)
 				last = errno;
@@ -318,8 +329,17 @@ static int tcp_connect_one(struct ms_chan *ch, const struct mstream_addr *a,
 					   ms_left(deadline) : MS_CONNECT_RETRY_MS));
 	}
 	freeaddrinfo(res);
-	return ms_fail_ch(ch, -ETIMEDOUT, "connect: no listener accepted within %d ms (last error: %s)",
-			  ms->o.timeout_ms, strerror(last ? last : ETIMEDOUT));
+	if (t_unanswered)
+		return ms_fail_ch(ch, -ETIMEDOUT, "connect: no answer within %d ms: the last of %u attempts got none for %lld ms, after %u refused (SYNs lost, or a listener that takes no connection)",
+				  ms->o.timeout_ms, attempts, (long long)t_unanswered,
+				  refused);
+	if (refused && refused == attempts)
+		return ms_fail_ch(ch, -ETIMEDOUT, "connect: nobody listening: all %u attempts in %lld ms refused (%s): is the receiver up, or has it exited?",
+				  attempts, (long long)(ms_now_ms() - t_start),
+				  strerror(ECONNREFUSED));
+	return ms_fail_ch(ch, -ETIMEDOUT, "connect: no listener accepted within %d ms (%u attempts, %u refused; last error: %s)",
+			  ms->o.timeout_ms, attempts, refused,
+			  strerror(last ? last : ETIMEDOUT));
 }
 
 static int tcp_connect_open(struct mstream *ms, const void *where, int naddrs)

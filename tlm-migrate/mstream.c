@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -195,8 +196,14 @@ void ms_fd_close(struct ms_chan *ch)
 static void ms_thread_exit(struct ms_chan *ch)
 {
 	struct mstream *ms = ch->ms;
+	struct rusage ru;
+	bool ru_ok = getrusage(RUSAGE_THREAD, &ru) == 0;
 
 	pthread_mutex_lock(&ms->lock);
+	if (ru_ok) {
+		ch->stats.cpu_user_s = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6;
+		ch->stats.cpu_sys_s = (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+	}
 	ch->exited = true;
 	ms->nrunning--;
 	pthread_cond_broadcast(&ms->cond);
@@ -599,6 +606,11 @@ static int ms_open(struct mstream *ms, const struct ms_ops *ops,
 				       strerror(r));
 		}
 		ms->ch[i].started = true;
+		/* Named for per-thread CPU figures (top -H, /proc/PID/task). */
+		char tname[16];
+		snprintf(tname, sizeof(tname), "ms-%s-%d",
+			 role == MS_ROLE_SEND ? "send" : "recv", i);
+		pthread_setname_np(ms->ch[i].thread, tname);
 	}
 	return 0;
 }

@@ -117,6 +117,10 @@ struct mstream_opts {
 struct mstream_stats {
 	uint64_t chunks;
 	uint64_t bytes;
+	/* CPU seconds of the stream's thread (getrusage RUSAGE_THREAD), set
+	 * when it exits; 0 while it runs. */
+	double cpu_user_s;
+	double cpu_sys_s;
 };
 
 /* ---- address lists ---------------------------------------------------- */

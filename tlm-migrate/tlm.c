@@ -15,6 +15,7 @@
 #include <string.h>
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -52,6 +53,19 @@ static uint32_t ram_crc(const uint8_t *p, uint64_t len)
 	return crc;
 }
 
+/* CPU seconds of the calling thread (self: false) or process (true). */
+static struct tlm_cpu cpu_now(bool self)
+{
+	struct rusage ru;
+	struct tlm_cpu c = { 0, 0 };
+
+	if (getrusage(self ? RUSAGE_SELF : RUSAGE_THREAD, &ru) == 0) {
+		c.user_s = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6;
+		c.sys_s = (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+	}
+	return c;
+}
+
 static bool page_is_zero(const uint8_t *p)
 {
 	const uint64_t *w = (const uint64_t *)p;
@@ -75,12 +89,17 @@ struct tlm_src {
 	atomic_uint_fast64_t version;	/* last version handed out */
 	atomic_uint_fast64_t chk_pos;	/* end of the chunk CHK has started */
 	atomic_int ps_quit;
+	atomic_int ps_rush;		/* after the full pass: epochs back to back */
+	int final_rounds;		/* PS only, read after join: rounds done */
+	uint64_t final_round_pages[16];	/* ... and what each resent */
 	atomic_int failed;
 	atomic_uint_fast64_t pages_chk, pages_zero, pages_resent, pages_final;
 	atomic_uint_fast64_t epochs, last_epoch_dirty, last_epoch_resent;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;		/* PS sleeps on it; ps_quit wakes it */
 	struct firsterr fe;		/* the first error (its own lock) */
+	/* each thread's CPU time, written by it as it ends (read after join) */
+	struct tlm_cpu cpu_chk, cpu_ps;
 };
 
 /* Keep the first error and stop the streams (one stop path). */
@@ -119,6 +138,51 @@ struct batch {
 	int n;
 };
 
+/* Read npages pages of guest RAM from page pg into dst: pread() from the
+ * block's memory file (holes read as zeros without being allocated).
+ * 0 or -errno. */
+static int chk_read(struct tlm_src *s, uint8_t *dst, uint64_t pg, uint64_t npages)
+{
+	size_t len = (size_t)npages * PAGE, done = 0;
+	off_t off = (off_t)(pg * PAGE);
+
+	while (done < len) {
+		ssize_t r = pread(s->b->fd, dst + done, len - done, off + (off_t)done);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			return -EIO;	/* the file is shorter than the block */
+		done += (size_t)r;
+	}
+	return 0;
+}
+
+/* CRC32C of guest RAM read with pread() in 1 MiB pieces: reading it
+ * through the mapping faulted every page in and, on a kernel without a
+ * shared zero page, allocated every hole of the source's memory file
+ * (1.1 CPU s of a 3 s idle hop on this host).  0 if it cannot be read. */
+static uint32_t src_ram_crc(struct tlm_src *s)
+{
+	const size_t piece = 1u << 20;
+	uint8_t *buf = malloc(piece);
+	uint32_t crc = 0;
+
+	if (!buf)
+		return 0;
+	for (uint64_t off = 0; off < s->b->length; off += piece) {
+		uint64_t n = s->b->length - off < piece ? s->b->length - off : piece;
+		if (chk_read(s, buf, off / PAGE, n / PAGE)) {
+			crc = 0;
+			break;
+		}
+		crc = vcfmt_crc32c(crc, buf, n);
+	}
+	free(buf);
+	return crc;
+}
+
 /* Take a fresh version, then read and send the pages of the batch.  The
  * version is taken before the contents are read: that is what makes the
  * highest version the newest content. */
@@ -138,9 +202,20 @@ static int src_send_batch(struct tlm_src *s, struct batch *bt)
 	vcfmt_put_be64(buf + 8, ver);
 	vcfmt_put_be64(buf + 16, 0);
 	uint8_t *data = buf + TLM_PAGES_HDR + (size_t)bt->n * 4;
-	for (int i = 0; i < bt->n; i++) {
+	for (int i = 0; i < bt->n; i++)
 		vcfmt_put_be32(buf + TLM_PAGES_HDR + i * 4, bt->idx[i]);
-		memcpy(data + (size_t)i * PAGE, s->b->mem + (uint64_t)bt->idx[i] * PAGE, PAGE);
+	/* One read per run of consecutive pages (see chk_read()). */
+	for (int i = 0, j; i < bt->n; i = j) {
+		for (j = i + 1; j < bt->n && bt->idx[j] == bt->idx[j - 1] + 1; j++)
+			;
+		int err = chk_read(s, data + (size_t)i * PAGE, bt->idx[i], (uint64_t)(j - i));
+		if (err) {
+			free(buf);
+			bt->n = 0;
+			src_fail(s, err, "reading guest RAM at page %u: %s", bt->idx[i],
+				 strerror(-err));
+			return err;
+		}
 	}
 	bt->n = 0;
 	int err = mstream_send_buf(s->ms, TLM_T_PAGES, ver, buf, len);
@@ -171,25 +246,46 @@ static void *src_chk_thread(void *arg)
 		uint8_t *data = buf + TLM_PAGES_HDR + (size_t)(end - p) * 4;
 		/* Holes of the RAM file are zero pages not worth touching.  Asked
 		 * after chk_pos moved: a write the answer misses is in the log. */
-		uint64_t data_end = p;
-		for (uint64_t pg = p; pg < end; pg++) {
+		uint64_t data_end = s->o->zero_skip ? p : end;
+		for (uint64_t pg = p; pg < end;) {
 			if (s->o->zero_skip && pg >= data_end) {
 				uint64_t next = dirty_next_data(s->b, pg, &data_end);
 				if (next > pg) {
 					uint64_t skip = (next < end ? next : end) - pg;
 					atomic_fetch_add(&s->pages_zero, skip);
-					pg += skip - 1;
+					pg += skip;
 					continue;
 				}
 			}
-			const uint8_t *src = s->b->mem + pg * PAGE;
-			if (s->o->zero_skip && page_is_zero(src)) {
-				atomic_fetch_add(&s->pages_zero, 1);
-				continue;
+			/* A run of data pages, read with one pread() into its
+			 * place in the chunk: the page cache copied straight into
+			 * the buffer, without mapping guest RAM into this process
+			 * (a page fault per 4 KiB page read through the mapping
+			 * costs more system time than the copy on this host). */
+			uint64_t run = (data_end < end ? data_end : end) - pg;
+			uint8_t *dst = data + (size_t)n * PAGE;
+			int err = chk_read(s, dst, pg, run);
+			if (err) {
+				src_fail(s, err, "reading guest RAM at page %llu: %s",
+					 (unsigned long long)pg, strerror(-err));
+				break;
 			}
-			vcfmt_put_be32(buf + TLM_PAGES_HDR + n * 4, (uint32_t)pg);
-			memcpy(data + (size_t)n * PAGE, src, PAGE);
-			n++;
+			for (uint64_t i = 0; i < run; i++) {
+				const uint8_t *src = dst + i * PAGE;
+				if (s->o->zero_skip && page_is_zero(src)) {
+					atomic_fetch_add(&s->pages_zero, 1);
+					continue;
+				}
+				vcfmt_put_be32(buf + TLM_PAGES_HDR + n * 4, (uint32_t)(pg + i));
+				if (data + (size_t)n * PAGE != src)
+					memmove(data + (size_t)n * PAGE, src, PAGE);
+				n++;
+			}
+			pg += run;
+		}
+		if (atomic_load(&s->failed)) {
+			free(buf);
+			break;
 		}
 		if (!n) {
 			free(buf);
@@ -210,6 +306,7 @@ static void *src_chk_thread(void *arg)
 		}
 		atomic_fetch_add(&s->pages_chk, (uint64_t)n);
 	}
+	s->cpu_chk = cpu_now(false);
 	return NULL;
 }
 
@@ -249,11 +346,13 @@ static void *src_ps_thread(void *arg)
 {
 	struct tlm_src *s = arg;
 	double next = vc_mono_s() + s->o->epoch_ms / 1000.0;
+	uint64_t prev = UINT64_MAX;	/* final rounds: the last one's pages */
 	char why[512];
 
 	while (!atomic_load(&s->ps_quit)) {
 		pthread_mutex_lock(&s->lock);
-		while (!atomic_load(&s->ps_quit) && vc_mono_s() < next) {
+		while (!atomic_load(&s->ps_quit) && !atomic_load(&s->ps_rush) &&
+		       vc_mono_s() < next) {
 			struct timespec ts;
 			clock_gettime(CLOCK_REALTIME, &ts);
 			double wait = next - vc_mono_s();
@@ -283,11 +382,31 @@ static void *src_ps_thread(void *arg)
 		int64_t sent = src_send_dirty(s, limit, &s->failed);
 		if (sent < 0)
 			break;
-		atomic_fetch_add(&s->epochs, 1);
-		atomic_fetch_add(&s->pages_resent, (uint64_t)sent);
+		/* The epoch's figures before its count: who sees the count
+		 * moves reads this epoch's. */
 		atomic_store(&s->last_epoch_dirty, dirty);
 		atomic_store(&s->last_epoch_resent, (uint64_t)sent);
+		atomic_fetch_add(&s->pages_resent, (uint64_t)sent);
+		atomic_fetch_add(&s->epochs, 1);
+		/*
+		 * After the full pass the link is PS's alone, and what it did
+		 * not catch up with while CHK shared the link is still dirty:
+		 * sent at the stop, that backlog is downtime.  Rounds back to
+		 * back (no sleep: each round's set is what the guest dirtied
+		 * while the one before was sent) while they shrink; the stop
+		 * follows the first round that did not, or the last allowed.
+		 */
+		if (atomic_load(&s->ps_rush)) {
+			int n = s->final_rounds++;
+			if (n < (int)(sizeof(s->final_round_pages) / sizeof(s->final_round_pages[0])))
+				s->final_round_pages[n] = (uint64_t)sent;
+			if (s->final_rounds >= s->o->final_rounds || sent == 0 ||
+			    (uint64_t)sent >= prev)
+				break;
+			prev = (uint64_t)sent;
+		}
 	}
+	s->cpu_ps = cpu_now(false);
 	return NULL;
 }
 
@@ -461,6 +580,7 @@ struct src_relay {
 	bool started;
 	atomic_bool eof;		/* QEMU closed its end */
 	uint64_t bytes;			/* the thread's until joined */
+	struct tlm_cpu cpu;		/* the thread's, as it ends */
 };
 
 static void *src_relay_thread(void *arg)
@@ -494,6 +614,7 @@ static void *src_relay_thread(void *arg)
 		rl->bytes += (uint64_t)n;
 	}
 	free(buf);
+	rl->cpu = cpu_now(false);
 	return NULL;
 }
 
@@ -518,6 +639,7 @@ static int src_relay_start(struct src_relay *rl, char *why, size_t whylen)
 		snprintf(why, whylen, "cannot start the device-state relay");
 		return -EAGAIN;
 	}
+	pthread_setname_np(rl->thread, "tlm-relay");
 	rl->started = true;
 	return 0;
 }
@@ -561,6 +683,36 @@ static int src_relay_end(struct src_relay *rl, int timeout_ms)
 	return err;
 }
 
+/* Where the CPU time went (after every thread but the caller's ended),
+ * into r and, unless quiet, one line on stderr. */
+static void src_cpu(struct tlm_src *s, struct tlm_src_result *r, const struct src_relay *rl,
+		    struct tlm_cpu cpu0, struct tlm_cpu main0)
+{
+	struct tlm_cpu now = cpu_now(true), m = cpu_now(false);
+	struct mstream_stats st;
+
+	r->cpu_user_s = now.user_s - cpu0.user_s;
+	r->cpu_sys_s = now.sys_s - cpu0.sys_s;
+	r->cpu_chk = s->cpu_chk;
+	r->cpu_ps = s->cpu_ps;
+	r->cpu_relay = rl->cpu;
+	r->cpu_main = (struct tlm_cpu){ m.user_s - main0.user_s, m.sys_s - main0.sys_s };
+	for (int i = 0; i < s->o->nstreams; i++) {
+		if (mstream_stats(s->ms, i, &st) == 0) {
+			r->cpu_streams.user_s += st.cpu_user_s;
+			r->cpu_streams.sys_s += st.cpu_sys_s;
+		}
+	}
+	if (!s->o->quiet)
+		fprintf(stderr, "tlm: cpu s user+sys: all %.2f+%.2f = chk %.2f+%.2f, ps %.2f+%.2f, "
+			"%d stream%s %.2f+%.2f, relay %.2f+%.2f, main %.2f+%.2f\n",
+			r->cpu_user_s, r->cpu_sys_s, r->cpu_chk.user_s, r->cpu_chk.sys_s,
+			r->cpu_ps.user_s, r->cpu_ps.sys_s, s->o->nstreams,
+			s->o->nstreams > 1 ? "s" : "", r->cpu_streams.user_s,
+			r->cpu_streams.sys_s, r->cpu_relay.user_s, r->cpu_relay.sys_s,
+			r->cpu_main.user_s, r->cpu_main.sys_s);
+}
+
 int tlm_migrate(const struct tlm_src_opts *o, struct tlm_src_result *r, char *why,
 		size_t whylen)
 {
@@ -580,6 +732,7 @@ int tlm_migrate(const struct tlm_src_opts *o, struct tlm_src_result *r, char *wh
 	bool caps_set = false;
 	char qwhy[512];
 	double t0 = vc_mono_s(), t_stop = 0;
+	struct tlm_cpu cpu0 = cpu_now(true), main0 = cpu_now(false);
 	int err;
 
 	memset(r, 0, sizeof(*r));
@@ -666,11 +819,13 @@ int tlm_migrate(const struct tlm_src_opts *o, struct tlm_src_result *r, char *wh
 		goto out_fail;
 	}
 	ps_started = true;
+	pthread_setname_np(ps, "tlm-ps");
 	if (pthread_create(&chk, NULL, src_chk_thread, &s)) {
 		src_fail(&s, -EAGAIN, "cannot start the checkpoint thread");
 		goto out_fail;
 	}
 	chk_started = true;
+	pthread_setname_np(chk, "tlm-chk");
 	double t_stage2 = vc_mono_s();
 	uint64_t b_stage2 = src_bytes(&s);
 	double last_t = t_stage2, t_print = last_t + 1;
@@ -687,12 +842,15 @@ int tlm_migrate(const struct tlm_src_opts *o, struct tlm_src_result *r, char *wh
 			t_print += 1;
 		}
 	}
-	atomic_store(&s.ps_quit, 1);
+	/* PS ends its epoch, or (final_rounds) runs its final rounds first. */
+	atomic_store(o->final_rounds > 0 ? &s.ps_rush : &s.ps_quit, 1);
 	pthread_mutex_lock(&s.lock);
 	pthread_cond_broadcast(&s.cond);
 	pthread_mutex_unlock(&s.lock);
 	pthread_join(ps, NULL);
 	ps_started = false;
+	r->final_rounds = s.final_rounds;
+	memcpy(r->final_round_pages, s.final_round_pages, sizeof(r->final_round_pages));
 	if (atomic_load(&s.failed))
 		goto out_fail;
 	r->stage2_s = vc_mono_s() - t_stage2;
@@ -760,6 +918,17 @@ int tlm_migrate(const struct tlm_src_opts *o, struct tlm_src_result *r, char *wh
 	r->bytes = src_bytes(&s);
 	double t_done = vc_mono_s();
 	r->downtime_s = t_done - t_stop;
+	if (!o->quiet && r->final_rounds) {
+		char txt[16 * 21 + 8] = "";
+		size_t off = 0;
+		for (int i = 0; i < r->final_rounds && i < 16 && off < sizeof(txt); i++)
+			off += (size_t)snprintf(txt + off, sizeof(txt) - off, "%s%llu",
+						i ? " " : "",
+						(unsigned long long)r->final_round_pages[i]);
+		fprintf(stderr, "tlm: %d final round%s after the full pass, pages resent: %s%s\n",
+			r->final_rounds, r->final_rounds > 1 ? "s" : "", txt,
+			r->final_rounds > 16 ? " ..." : "");
+	}
 	if (!o->quiet)
 		fprintf(stderr, "tlm: stage 3: stop+sync %.0f ms, %lld final pages %.0f ms, "
 			"device state %.0f ms (%llu bytes; QEMU: %lld ms), receiver done %.0f ms\n",
@@ -768,13 +937,14 @@ int tlm_migrate(const struct tlm_src_opts *o, struct tlm_src_result *r, char *wh
 			(long long)r->qemu_downtime_ms, (t_done - t_dev) * 1e3);
 	/* Guest RAM at the stop: the source stays stopped after migrating, so
 	 * the checksum is taken off the downtime path. */
-	r->crc = ram_crc(s.b->mem, s.b->length);
+	r->crc = src_ram_crc(&s);
 	r->total_s = t_done - t0;
 	r->epochs = atomic_load(&s.epochs);
 	r->pages_chk = atomic_load(&s.pages_chk);
 	r->pages_zero = atomic_load(&s.pages_zero);
 	r->pages_resent = atomic_load(&s.pages_resent);
 	r->pages_final = atomic_load(&s.pages_final);
+	src_cpu(&s, r, &relay, cpu0, main0);
 	tlm_unset_caps(s.q);
 	dirty_stop(s.d, qwhy, sizeof(qwhy));
 	dirty_destroy(s.d);
@@ -1007,9 +1177,11 @@ int tlm_ram_file_create(const char *path, uint64_t size, char *why, size_t whyle
 		goto out_close;
 	}
 	if (st.st_uid != geteuid() || (st.st_mode & 077) || st.st_nlink != 1) {
-		snprintf(why, whylen, "%s: already there and not this user's private file (uid %u, mode %04o, %lu links): remove it or choose another path",
+		snprintf(why, whylen, "%s: already there and not this user's private file (uid %u, mode %04o, %lu links): remove it or choose another path%s",
 			 path, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777),
-			 (unsigned long)st.st_nlink);
+			 (unsigned long)st.st_nlink,
+			 st.st_uid == geteuid() && (st.st_mode & 0777) == 0644 ?
+			 " (a QEMU started before this said 'listening' creates its mem-path 0644: start it after)" : "");
 		goto out_close;
 	}
 	/* Fresh: all zero (the receiver relies on it), then sized. */

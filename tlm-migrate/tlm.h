@@ -63,6 +63,9 @@ struct tlm_src_opts {
 	bool zero_skip;			/* CHK skips all-zero pages */
 	bool quiet;			/* no progress lines */
 	int timeout_ms;			/* connect and QEMU-migration bound */
+	int final_rounds;		/* PS rounds after the full pass, back to
+					 * back, while the dirty set shrinks (at
+					 * most this many; 0: stop right away) */
 };
 
 struct tlm_src_result {
@@ -77,9 +80,18 @@ struct tlm_src_result {
 	uint64_t pages_zero;		/* pages CHK skipped as zero */
 	uint64_t pages_resent;		/* pages PS sent */
 	uint64_t pages_final;		/* pages sent with the VM stopped */
+	int final_rounds;		/* PS rounds run after the full pass */
+	uint64_t final_round_pages[16];	/* pages each of them resent (the first 16) */
 	uint64_t ram_bytes;
 	uint32_t crc;			/* CRC32C of guest RAM at stop */
 	int streams;
+	/* CPU seconds of this process (getrusage), user and system, from
+	 * tlm_migrate() to the end of the migration; and per part: CHK, PS,
+	 * the stream threads (summed), the device-state relay, the calling
+	 * thread. */
+	double cpu_user_s, cpu_sys_s;
+	struct tlm_cpu { double user_s, sys_s; } cpu_chk, cpu_ps, cpu_streams, cpu_relay,
+		cpu_main;
 };
 
 struct tlm_dst_opts {

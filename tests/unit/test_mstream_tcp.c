@@ -395,7 +395,45 @@ static void test_connect_timeout(void)
 	snprintf(want, sizeof(want), "stream 0 (127.0.0.1:%u): connect", addr.port);
 	CHECK(strstr(why, want));
 	CHECK(strstr(why, "Connection refused"));
+	/* The text says that every attempt was refused: nobody listened
+	 * (bench/migrate's tlm4 hop: the receiver had exited; the old text,
+	 * "no listener accepted ... (last error: Connection refused)", read
+	 * as one refusal followed by a hang). */
+	CHECK(strstr(why, "nobody listening: all "));
+	CHECK(strstr(why, " attempts in "));
 	mstream_destroy(tx);
+}
+
+/* A listener that takes no connection (its accept queue full: the kernel
+ * drops the SYNs): the attempt is unanswered, and the text says so. */
+static void test_connect_unanswered(void)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t sl = sizeof(sa);
+	struct mstream_opts so = { .nstreams = 1, .timeout_ms = 400 };
+	int lfd = socket(AF_INET, SOCK_STREAM, 0), cfd = socket(AF_INET, SOCK_STREAM, 0);
+
+	CHECK(lfd >= 0 && cfd >= 0);
+	CHECK_EQ(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	CHECK_EQ(listen(lfd, 0), 0);
+	CHECK_EQ(getsockname(lfd, (struct sockaddr *)&sa, &sl), 0);
+	/* One connection fills a backlog of 0; it is never accepted. */
+	CHECK_EQ(connect(cfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	struct mstream_addr addr = { "127.0.0.1", ntohs(sa.sin_port) };
+	struct mstream *tx = mstream_create(&so);
+	CHECK(tx);
+	long t0 = now_ms();
+	CHECK_EQ(mstream_connect(tx, &addr, 1), -ETIMEDOUT);
+	long took = now_ms() - t0;
+	CHECK(took >= 350 && took < 3000);
+	CHECK_EQ(mstream_error(tx, why, sizeof(why)), -ETIMEDOUT);
+	fprintf(stderr, "connect to a full listener after %ld ms: %s\n", took, why);
+	CHECK(strstr(why, "connect: no answer within 400 ms"));
+	CHECK(strstr(why, "after 0 refused"));
+	mstream_destroy(tx);
+	close(cfd);
+	close(lfd);
 }
 
 struct connector {
@@ -570,6 +608,7 @@ int main(void)
 		"session 0x0000000000002222, expected 0x0000000000001111");
 	refused(2, 0, 3, 0, "stream count 3, expected 2");
 	test_connect_timeout();
+	test_connect_unanswered();
 	test_connect_retry();
 	test_stop();
 	printf("ok (%ld ms)\n", now_ms() - t0);

@@ -3,7 +3,7 @@
 #   TLM_DIR (required): run area.  TLM_QEMU: patched QEMU binary.
 TLM_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 TLM_QEMU=${TLM_QEMU:-$TLM_ROOT/build/qemu/bin/qemu-system-x86_64}
-TLM_BIN=$TLM_ROOT/build/bin/tlm-migrate
+TLM_BIN=${TLM_BIN:-$TLM_ROOT/build/bin/tlm-migrate}
 TLM_QMPCMD=$TLM_ROOT/tlm-migrate/tools/qmp-cmd
 TLM_MAC=52:54:00:56:00:00
 # Both ends of a hop need the same secret; the caller of the source makes it
@@ -91,6 +91,27 @@ tlm_wait_serial() {
 	return 1
 }
 
+# tlm_wait_listening OUT PID [SECONDS]: until the receiver PID (output in
+# OUT) says it listens (0); 1 (with its output) if it exits first or is not
+# listening within SECONDS (default 60).  The destination QEMU must not
+# start before: the receiver creates the RAM file, and one QEMU created
+# first (mode 0644) is refused, so the receiver exits and the sender's
+# connects are refused until its timeout.
+tlm_wait_listening() {
+	local out=$1 pid=$2 end=$((SECONDS + ${3:-60}))
+	while ((SECONDS < end)); do
+		grep -q listening "$out" 2>/dev/null && return 0
+		if ! kill -0 "$pid" 2>/dev/null; then
+			grep -q listening "$out" 2>/dev/null && return 0
+			echo "tlm_wait_listening: the receiver exited before listening:"; cat "$out"
+			return 1
+		fi
+		sleep 0.05
+	done
+	echo "tlm_wait_listening: the receiver is not listening after ${3:-60} s:"; cat "$out"
+	return 1
+}
+
 # tlm_hop SRC DST MIB STREAMS PORT [SRC-OPTIONS...]: migrate VM SRC into a new
 # VM DST (started here, RAM in /dev/shm) over STREAMS streams.  Outputs in
 # $TLM_DIR/DST.{send,recv}.  Returns the source side's exit status (the
@@ -102,7 +123,7 @@ tlm_hop() {
 	"$TLM_BIN" --recv --listen "127.0.0.1:$port" --streams "$n" --ram "$ram" ${TLM_RECV_EXTRA---verify} \
 		--ram-size "${mib}M" --qmp "$TLM_DIR/$dst.qmp" >"$TLM_DIR/$dst.recv" 2>&1 &
 	rpid=$!
-	for _ in $(seq 1 100); do grep -q listening "$TLM_DIR/$dst.recv" && break; sleep 0.05; done
+	tlm_wait_listening "$TLM_DIR/$dst.recv" $rpid || { kill $rpid 2>/dev/null; wait $rpid; return 1; }
 	tlm_vm_start "$dst" "$mib" "$(cat "$TLM_DIR/guest.cmd")" "$ram" || { kill $rpid; return 1; }
 	# TLM_HOP_HOOK: a command run with the receiver's port once it listens
 	# (e.g. a stranger connecting first).
