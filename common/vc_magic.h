@@ -8,6 +8,7 @@
 #define VC_MAGIC_CTL		0x5643434cu	/* "VCCL" control socket message */
 #define VC_MAGIC_RQ		0x56435251u	/* "VCRQ" receive queue image */
 #define VC_MAGIC_MANIFEST	0x56434d46u	/* "VCMF" checkpoint manifest */
+#define VC_MAGIC_LIVERAM	0x56434c52u	/* "VCLR" live checkpoint RAM file */
 #define VC_MAGIC_MSTREAM	0x56434d53u	/* "VCMS" parallel stream hello/chunk */
 #define VC_MAGIC_CTRLMSG	0x5643524du	/* "VCRM" control message between ranks */
 #define VC_MAGIC_SYNTH_FRAME	0x56435346u	/* "VCSF" --vm none: synthetic frame */

@@ -1,6 +1,6 @@
 # vccp-rank/: the checkpoint protocol, receive queue, manifest and the
 # vcluster-ckpt inspector.  Linked into vcluster-launch.
-VCCP_SRCS := vccp-rank/vccp.c vccp-rank/vccpio.c vccp-rank/restore.c vccp-rank/rq.c vccp-rank/manifest.c
+VCCP_SRCS := vccp-rank/vccp.c vccp-rank/vccpio.c vccp-rank/restore.c vccp-rank/rq.c vccp-rank/manifest.c vccp-rank/liveram.c vccp-rank/livesave.c
 
 $(BIN)/vcluster-ckpt: $(call objs,vccp-rank/vcluster-ckpt.c vccp-rank/manifest.c vccp-rank/rq.c) $(COMMON_LIB)
 	@mkdir -p $(@D)
@@ -15,3 +15,5 @@ $(eval $(call unit_test,test_ckpt_show,tests/unit/test_ckpt_show.c vccp-rank/vcl
 $(ASANDIR)/vccp-rank/vcluster-ckpt.o: ALL_CFLAGS += -Dmain=ckpt_main
 $(eval $(call unit_test,test_restore,tests/unit/test_restore.c vccp-rank/restore.c vccp-rank/manifest.c vccp-rank/rq.c common/qmp.c common/qmpmig.c common/log.c common/vcfmt.c common/afile.c,-lisal -ljansson))
 $(eval $(call unit_test,test_vccp,tests/unit/test_vccp.c vccp-rank/vccp.c vccp-rank/vccpio.c vccp-rank/restore.c vccp-rank/manifest.c vccp-rank/rq.c common/qmp.c common/qmpmig.c common/log.c common/vcfmt.c common/afile.c common/worker.c common/firsterr.c common/child.c,-lisal -ljansson -lpthread))
+$(eval $(call unit_test,test_liveram,tests/unit/test_liveram.c vccp-rank/liveram.c common/vcfmt.c common/afile.c,-lisal))
+$(eval $(call unit_test,test_livesave,tests/unit/test_livesave.c vccp-rank/livesave.c vccp-rank/liveram.c common/vcfmt.c common/afile.c,-lisal -lpthread))
