@@ -494,8 +494,11 @@ static int check_batch(struct fabric *f, struct peer *p, struct rx_slot *s)
 
 /* After a failed write of frames from rank `from` to the VM link (errno
  * set): VM_RETRY (interrupted), 0 when the link is full (vm_blocked),
- * -EPIPE when the VM has gone (the first frame counted as discarded; its
- * exit is the launcher's business), or -errno, said here. */
+ * -EPIPE when the VM has gone (the first frame counted as gone, even off
+ * the receive queue: it was written after the VM went; its exit is the
+ * launcher's business), or -errno, said here.  A seqpacket socketpair
+ * whose other end closed gives EPIPE; ECONNRESET and ECONNREFUSED are the
+ * same news from other kernels or socket kinds. */
 static int vm_write_error(struct fabric *f, int from, bool from_rq)
 {
 	int e = errno;
@@ -506,9 +509,9 @@ static int vm_write_error(struct fabric *f, int from, bool from_rq)
 	}
 	if (e == EINTR)
 		return VM_RETRY;
-	if (e == EPIPE || e == ECONNRESET) {
+	if (e == EPIPE || e == ECONNRESET || e == ECONNREFUSED) {
 		f->st.frames_discarded++;
-		facct_discarded(f->acct, from, from_rq);
+		facct_gone(f->acct, from, from_rq);
 		return -EPIPE;
 	}
 	pr_errno(e, "writing to the VM link");
@@ -547,7 +550,7 @@ static void count_to_vm(struct fabric *f, int from, const struct iovec *iov, int
 
 /* Write frames to the VM in one system call (sendmmsg: one message per
  * frame).  Returns how many left, 0 when the link is full (vm_blocked), or
- * -errno; a VM that has gone takes the first as discarded (its exit is
+ * -errno; a VM that has gone takes the first as gone (its exit is
  * handled by the launcher). */
 static int vm_send(struct fabric *f, int from, struct iovec *iov, int n)
 {
@@ -585,7 +588,7 @@ static int deliver_run(struct fabric *f, struct peer *p, struct rx_slot *s)
 	}
 	int sent = vm_send(f, p->rank, iov, n);
 	if (sent == -EPIPE)
-		sent = 1;	/* the first was discarded and counted */
+		sent = 1;	/* the first went nowhere and was counted */
 	else if (sent <= 0)
 		return sent;
 	else

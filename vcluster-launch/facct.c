@@ -150,6 +150,16 @@ void facct_discarded(struct facct *a, int from, bool from_rq)
 		p->gone++;
 }
 
+void facct_gone(struct facct *a, int from, bool from_rq)
+{
+	struct facct_peer *p = peer_of(a, from);
+
+	if (from_rq)
+		dequeued(a, from);
+	if (p)
+		p->gone++;
+}
+
 void facct_set_restored_epoch(struct facct *a, uint64_t epoch)
 {
 	a->r.restored_epoch = epoch;

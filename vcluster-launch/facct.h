@@ -29,8 +29,10 @@
  *   discarded  frames from P accepted for the VM (in the receive queue)
  *              and dropped because the VM went before they were delivered
  *   gone       frames from P that arrived after the VM had gone (powered
- *              off or died): a switch port with nothing plugged in; unlike
- *              discarded, no running guest could have received them
+ *              off or died), or whose write to its link found it gone
+ *              (EPIPE), from the receive queue too: a switch port with
+ *              nothing plugged in; unlike discarded, no running guest could
+ *              have received them
  *   runt, oversize  frames from P refused: shorter than an Ethernet header
  *              (FACCT_RUNT_MAX + 1 bytes) or longer than FABRIC_FRAME_MAX
  *   restored   frames from P that the receive queue held when it was loaded
@@ -116,6 +118,11 @@ void facct_delivered(struct facct *a, int from, bool from_rq);
 /* A frame from `from` dropped because the VM had gone: from_rq, it was in
  * the receive queue (discarded), else it arrived after the VM went (gone). */
 void facct_discarded(struct facct *a, int from, bool from_rq);
+/* A frame from `from` whose write to the VM link failed because the VM had
+ * gone (EPIPE: QEMU exited before the rank noticed): gone, even off the
+ * receive queue (from_rq; it leaves the queue), as no guest was there to
+ * take it when it was written. */
+void facct_gone(struct facct *a, int from, bool from_rq);
 /* A frame from `from` found in the receive queue a restore loaded, and
  * the epoch it was restored from. */
 void facct_restored(struct facct *a, int from);

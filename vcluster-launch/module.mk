@@ -35,3 +35,11 @@ $(BIN)/vcluster-synth: $(call objs,vcluster-launch/synth.c) $(COMMON_LIB)
 all: $(BIN)/vcluster-synth
 $(eval $(call unit_test,test_facct,tests/unit/test_facct.c vcluster-launch/facct.c,))
 $(eval $(call unit_test,test_ftcp,tests/unit/test_ftcp.c vcluster-launch/ftcp.c common/vcfmt.c common/log.c,-lgnutls -lisal))
+# The fabric on 2 MPI ranks with real VM links: built without ASan, which
+# refuses libvdeplug's dlopen(RTLD_DEEPBIND) of its seqpacket plug-in.
+FABRIC_GONE_SRCS := tests/unit/test_fabric_gone.c vcluster-launch/fabric.c vcluster-launch/facct.c \
+	vcluster-launch/fbatch.c vcluster-launch/ftcp.c vccp-rank/rq.c
+UNIT_TESTS += $(TESTBIN)/test_fabric_gone
+$(TESTBIN)/test_fabric_gone: $(call objs,$(FABRIC_GONE_SRCS)) $(COMMON_LIB)
+	@mkdir -p $(@D)
+	$(CC) -o $@ $^ -lvdeplug -lgnutls $(LDLIBS_COMMON)

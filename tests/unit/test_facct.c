@@ -193,6 +193,30 @@ static void test_pair_and_cut(void)
 /* A restore: the loaded queue is counted by sender, and delivered; frames
  * discarded from the queue (the VM went) leave it; unsent frames at
  * shutdown are counted with their bytes; a small buffer is refused. */
+/* A write that finds the VM gone counts the frame as gone, off the
+ * receive queue or not; a local (clock) frame only leaves the queue. */
+static void test_gone_on_write(void)
+{
+	struct facct *b = facct_create(1, 2);
+	struct facct_peer p;
+	struct facct_rank r;
+
+	facct_restored(b, 0);
+	facct_restored(b, 1);
+	facct_rx(b, 0, 60, 1514);
+	facct_gone(b, 0, true);
+	facct_gone(b, 0, false);
+	facct_gone(b, 1, true);
+	facct_get_peer(b, 0, &p);
+	facct_get_rank(b, &r);
+	CHECK_EQ(p.queued, 0);
+	CHECK_EQ(p.gone, 2);
+	CHECK_EQ(p.discarded, 0);
+	CHECK_EQ(r.local_queued, 0);
+	CHECK_EQ(p.rx_frames + p.restored, p.delivered + p.queued + p.discarded + p.gone);
+	facct_destroy(b);
+}
+
 static void test_restore_unsent(void)
 {
 	struct facct *b = facct_create(1, 2);
@@ -243,6 +267,7 @@ int main(void)
 	test_from_vm();
 	test_pair_and_cut();
 	test_restore_unsent();
+	test_gone_on_write();
 	printf("test_facct: ok\n");
 	return 0;
 }
