@@ -2,6 +2,7 @@
 #include "manifest.h"
 
 #include "afile.h"
+#include "liveram.h"
 #include "log.h"
 #include "vc_magic.h"
 #include "vcfmt.h"
@@ -247,6 +248,61 @@ static int verify_file(const char *epoch_dir, json_t *f, const char *what, int r
 	return 0;
 }
 
+/* A live checkpoint's RAM files ("ram": [{file, size}, ...]): each read
+ * whole, every record's CRC checked (liveram.h), and its meta must name
+ * this epoch, this rank, its place and the count of files. */
+static int verify_ram(const char *epoch_dir, json_t *m, json_t *ram, int rank, char *why,
+		      size_t whylen)
+{
+	size_t n = json_array_size(ram);
+	uint64_t epoch = (uint64_t)json_integer_value(json_object_get(m, "epoch"));
+
+	if (!json_is_array(ram) || n < 1 || n > LIVERAM_MAX_FILES) {
+		snprintf(why, whylen, "%s/manifest: rank %d has no valid ram file list",
+			 epoch_dir, rank);
+		return -EBADMSG;
+	}
+	for (size_t i = 0; i < n; i++) {
+		json_t *f = json_array_get(ram, i);
+		const char *name = json_string_value(json_object_get(f, "file"));
+		char path[PATH_MAX], inner[256] = "";
+		struct liveram_info in;
+		struct stat st;
+
+		if (!name || strchr(name, '/')) {
+			snprintf(why, whylen, "%s/manifest: rank %d has no valid ram file entry %zu",
+				 epoch_dir, rank, i);
+			return -EBADMSG;
+		}
+		snprintf(path, sizeof(path), "%s/%s", epoch_dir, name);
+		uint64_t want = (uint64_t)json_integer_value(json_object_get(f, "size"));
+		if (stat(path, &st) < 0) {
+			snprintf(why, whylen, "%s: %s", path, strerror(errno));
+			return -errno;
+		}
+		if ((uint64_t)st.st_size != want) {
+			snprintf(why, whylen, "%s: %llu bytes, manifest says %llu (%s)", path,
+				 (unsigned long long)st.st_size, (unsigned long long)want,
+				 (uint64_t)st.st_size < want ? "truncated" : "extended");
+			return -EBADMSG;
+		}
+		int r = liveram_read(path, NULL, NULL, &in, inner, sizeof(inner));
+		if (r < 0) {
+			snprintf(why, whylen, "%s: %s", path, inner);
+			return r;
+		}
+		if (in.epoch != epoch || in.rank != (uint32_t)rank || in.file_index != i ||
+		    in.nfiles != n) {
+			snprintf(why, whylen, "%s: file %u of %u of epoch %llu rank %u, expected "
+				 "file %zu of %zu of epoch %llu rank %d", path, in.file_index,
+				 in.nfiles, (unsigned long long)in.epoch, in.rank, i, n,
+				 (unsigned long long)epoch, rank);
+			return -EBADMSG;
+		}
+	}
+	return 0;
+}
+
 int ckpt_verify_rank(const char *epoch_dir, json_t *m, int rank, char *why,
 		     size_t whylen)
 {
@@ -262,6 +318,8 @@ int ckpt_verify_rank(const char *epoch_dir, json_t *m, int rank, char *why,
 		r = verify_file(epoch_dir, json_object_get(ri, "rq"), "receive queue", rank, why, whylen);
 	if (r == 0 && json_object_get(ri, "disk"))
 		r = verify_file(epoch_dir, json_object_get(ri, "disk"), "disk", rank, why, whylen);
+	if (r == 0 && json_object_get(ri, "ram"))
+		r = verify_ram(epoch_dir, m, json_object_get(ri, "ram"), rank, why, whylen);
 	return r;
 }
 

@@ -1,6 +1,7 @@
 #define LOG_PREFIX "restore"
 #include "restore.h"
 
+#include "liveram.h"
 #include "log.h"
 #include "manifest.h"
 #include "qmp.h"
@@ -9,10 +10,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <dirent.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define MANIFEST_TEXT_MAX	(1 << 16)
@@ -233,6 +237,18 @@ int restore_load_vm(const struct restore *r, struct qmp *q, int rank, int timeou
 		snprintf(why, whylen, "%s: %s", path, strerror(errno));
 		return rc;
 	}
+	if (restore_is_live(r, rank)) {
+		/* RAM is already in the backend (restore_load_ram): the stream
+		 * has none, as it was saved with x-ignore-shared. */
+		rc = qmp_exec(q, "migrate-set-capabilities",
+			      json_pack("{s:[{s:s, s:b}]}", "capabilities", "capability",
+					"x-ignore-shared", "state", 1), NULL, 10000, inner, sizeof(inner));
+		if (rc < 0) {
+			close(fd);
+			snprintf(why, whylen, "loading %s: x-ignore-shared: %s", path, inner);
+			return rc;
+		}
+	}
 	rc = qmpmig_incoming_fd(q, "vccp-load", fd, inner, sizeof(inner));
 	close(fd);
 	if (rc < 0) {
@@ -258,5 +274,152 @@ int restore_load_rq(const struct restore *r, int rank, struct rq **out, char *wh
 	int rc = rq_load(path, r->epoch, rank, out, inner, sizeof(inner));
 	if (rc < 0)
 		snprintf(why, whylen, "%s: %s", path, inner);
+	return rc;
+}
+
+bool restore_is_live(const struct restore *r, int rank)
+{
+	json_t *ri = json_array_get(json_object_get(r->manifest, "ranks"), (size_t)rank);
+	return json_object_get(ri, "ram") != NULL;
+}
+
+/* QEMU's guest RAM: its memory-backend-memfd, opened read-write through
+ * /proc/PID/fd (the file is QEMU's; it is ours to write before the guest
+ * runs).  The fd, or -errno. */
+static int open_ram(int pid, uint64_t length, char *why, size_t whylen)
+{
+	char dir[64], link[PATH_MAX + 80], target[PATH_MAX];
+	int found = -ENOENT;
+	DIR *d;
+
+	snprintf(dir, sizeof(dir), "/proc/%d/fd", pid);
+	if (!(d = opendir(dir))) {
+		snprintf(why, whylen, "%s: %s", dir, strerror(errno));
+		return -errno;
+	}
+	for (struct dirent *e; found < 0 && (e = readdir(d));) {
+		snprintf(link, sizeof(link), "%s/%s", dir, e->d_name);
+		ssize_t n = readlink(link, target, sizeof(target) - 1);
+		if (n < 0)
+			continue;
+		target[n] = 0;
+		if (strncmp(target, "/memfd:memory-backend-memfd", 27))
+			continue;
+		int fd = open(link, O_RDWR | O_CLOEXEC);
+		struct stat st;
+		if (fd >= 0 && fstat(fd, &st) == 0 && (uint64_t)st.st_size == length)
+			found = fd;
+		else if (fd >= 0)
+			close(fd);
+	}
+	closedir(d);
+	if (found < 0)
+		snprintf(why, whylen, "QEMU (pid %d) has no shared RAM backend of %llu bytes", pid,
+			 (unsigned long long)length);
+	return found;
+}
+
+struct ram_load {
+	pthread_t tid;
+	char path[PATH_MAX + 32];
+	int fd;
+	int rc;
+	uint64_t pages;
+	char why[300];
+};
+
+static int ram_apply(void *arg, const struct liveram_info *in, uint32_t block, uint64_t first,
+		     uint32_t n, const void *pages)
+{
+	struct ram_load *l = arg;
+	size_t len = (size_t)n * in->page_size;
+	off_t off = (off_t)(first * in->page_size);
+	const uint8_t *p = pages;
+
+	while (len) {
+		ssize_t w = pwrite(l->fd, p, len, off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return w < 0 ? -errno : -EIO;
+		p += w;
+		len -= (size_t)w;
+		off += w;
+	}
+	l->pages += n;
+	return 0;
+}
+
+static void *ram_load_main(void *arg)
+{
+	struct ram_load *l = arg;
+	char inner[256] = "";
+
+	l->rc = liveram_read(l->path, ram_apply, l, NULL, inner, sizeof(inner));
+	if (l->rc)
+		snprintf(l->why, sizeof(l->why), "%s: %s", l->path, inner);
+	return NULL;
+}
+
+int restore_load_ram(const struct restore *r, int rank, int qemu_pid, char *why, size_t whylen)
+{
+	json_t *ri = json_array_get(json_object_get(r->manifest, "ranks"), (size_t)rank);
+	json_t *ram = json_object_get(ri, "ram");
+	size_t n = json_array_size(ram);
+	struct ram_load l[LIVERAM_MAX_FILES];
+	struct liveram_info in;
+	char path[PATH_MAX + 32], inner[256] = "";
+	int rc = 0, fd;
+
+	if (!ram)
+		return 0;
+	if (n < 1 || n > LIVERAM_MAX_FILES) {
+		snprintf(why, whylen, "%s/manifest: rank %d: bad ram file list", r->dir, rank);
+		return -EBADMSG;
+	}
+	/* checked by restore_prepare(); the first file gives the layout */
+	snprintf(path, sizeof(path), "%s/%s", r->dir,
+		 json_string_value(json_object_get(json_array_get(ram, 0), "file")));
+	rc = liveram_read(path, NULL, NULL, &in, inner, sizeof(inner));
+	if (rc < 0) {
+		snprintf(why, whylen, "%s: %s", path, inner);
+		return rc;
+	}
+	if (in.nblocks != 1) {
+		snprintf(why, whylen, "%s: %u RAM blocks; a restore loads one", path, in.nblocks);
+		return -EINVAL;
+	}
+	if ((fd = open_ram(qemu_pid, in.blocks[0].length, inner, sizeof(inner))) < 0) {
+		snprintf(why, whylen, "rank %d: %s (%s)", rank, inner, path);
+		return fd;
+	}
+	/* One thread per file: they write disjoint pages (liveram.h). */
+	size_t started = 0;
+	for (size_t i = 0; i < n; i++) {
+		memset(&l[i], 0, sizeof(l[i]));
+		snprintf(l[i].path, sizeof(l[i].path), "%s/%s", r->dir,
+			 json_string_value(json_object_get(json_array_get(ram, i), "file")));
+		l[i].fd = fd;
+		if (pthread_create(&l[i].tid, NULL, ram_load_main, &l[i]) != 0) {
+			l[i].rc = -EAGAIN;
+			snprintf(l[i].why, sizeof(l[i].why), "pthread_create failed");
+			break;
+		}
+		started++;
+	}
+	uint64_t pages = 0;
+	for (size_t i = 0; i < started; i++)
+		pthread_join(l[i].tid, NULL);
+	for (size_t i = 0; i < n && i <= started; i++) {
+		if (l[i].rc && !rc) {
+			rc = l[i].rc < 0 ? l[i].rc : -EIO;
+			snprintf(why, whylen, "loading RAM: %s", l[i].why);
+		}
+		pages += l[i].pages;
+	}
+	close(fd);
+	if (rc == 0)
+		pr_info("RAM of epoch %llu loaded from %zu files: %llu pages",
+			(unsigned long long)r->epoch, n, (unsigned long long)pages);
 	return rc;
 }

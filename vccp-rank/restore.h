@@ -75,6 +75,16 @@ const char *restore_disk(const struct restore *r, int rank, char *buf, size_t le
 int restore_load_vm(const struct restore *r, struct qmp *q, int rank, int timeout_ms,
 		    char *why, size_t whylen);
 
+/* Whether rank's checkpoint is a live one (its RAM in liveram files, its
+ * VM state saved with x-ignore-shared). */
+bool restore_is_live(const struct restore *r, int rank);
+
+/* Live checkpoints: write rank's RAM files, in parallel, into the RAM
+ * backend of the QEMU (pid) started with "-incoming defer -S", before
+ * restore_load_vm() (which then turns on x-ignore-shared).  0 (also when
+ * the checkpoint is not live) or -errno with why naming the file. */
+int restore_load_ram(const struct restore *r, int rank, int qemu_pid, char *why, size_t whylen);
+
 /* Read rank's receive queue.  0 or -errno with the reason (naming the file)
  * in why. */
 int restore_load_rq(const struct restore *r, int rank, struct rq **out, char *why,

@@ -30,6 +30,8 @@
 
 enum vstate {
 	V_IDLE,
+	V_LIVE,		/* live: RAM saved while the VM runs, until READY */
+	V_LIVE_GATHER,	/* live: Ibarrier, every rank READY */
 	V_PREPAUSE,	/* test knob: pausing later than the others */
 	V_SETTLE,	/* held; the running VM takes what is on its link */
 	V_STOPPING,	/* QMP stop sent */
@@ -65,6 +67,10 @@ struct report {
 	uint32_t rq_frames;
 	uint32_t pad;
 	double t_request, t_pause, t_marked, t_saved;	/* CLOCK_REALTIME */
+	double t_ready;		/* live: RAM pass done (0 in stop mode) */
+	uint32_t ram_files;	/* live: liveram files, names rankR.ram.I */
+	uint32_t pad3;
+	uint64_t ram_size[VCCP_LIVE_MAX_FILES];
 	char err[200];
 };
 
@@ -74,6 +80,11 @@ struct vccp {
 	const struct vccp_fabric_ops *fab;
 	void *fab_ctx;
 	struct worker *worker;
+	const struct vccp_live_ops *live;
+	void *live_ctx;
+	bool live_on;			/* live->begin() succeeded this epoch */
+	bool live_finishing;		/* live->finish() called */
+	int live_state;			/* last live->poll() */
 	struct qmp *qmp;
 	char dir[PATH_MAX];
 	int keep, interval_s, bandwidth_mibs;
@@ -183,6 +194,8 @@ struct vccp *vccp_create(MPI_Comm comm, const struct vccp_opts *o)
 	v->fab = o->fab;
 	v->fab_ctx = o->fab_ctx;
 	v->worker = o->worker;
+	v->live = o->live;
+	v->live_ctx = o->live_ctx;
 	{
 		const char *td = getenv("VC_TEST_PAUSE_DELAY_MS"), *tr = getenv("VC_TEST_PAUSE_RANK");
 		if (td && tr && atoi(tr) == v->rank)
@@ -225,6 +238,8 @@ void vccp_destroy(struct vccp *v)
 	if (!v)
 		return;
 	v->fab->set_marker_cb(v->fab_ctx, NULL, NULL);
+	if (v->live_on)
+		v->live->end(v->live_ctx);
 	firsterr_destroy(&v->err);
 	json_decref(v->config);
 	json_decref(v->last);
@@ -388,6 +403,8 @@ static void cleanup_done(struct vccp *v, void *p)
 
 static void pause_vm(struct vccp *v);
 static void settle_vm(struct vccp *v);
+static void begin_live(struct vccp *v);
+static void cut_epoch(struct vccp *v);
 static void end_save(struct vccp *v);
 
 static void begin_epoch(struct vccp *v)
@@ -405,6 +422,31 @@ static void begin_epoch(struct vccp *v)
 	snprintf(v->vm_tmp, sizeof(v->vm_tmp), "%s.tmp", v->vm_path);
 	snprintf(v->rq_path, sizeof(v->rq_path), "%s/rank%d.rq", v->epoch_dir, v->rank);
 	v->disk_tmp[0] = v->disk_path[0] = '\0';
+	if (v->live) {
+		begin_live(v);
+		return;
+	}
+	cut_epoch(v);
+}
+
+/* Live: the RAM goes to files while the VM runs; the cut waits for every
+ * rank's save to be READY (V_LIVE, V_LIVE_GATHER).  A save that cannot
+ * start fails the epoch, which then aborts through the usual cut. */
+static void begin_live(struct vccp *v)
+{
+	char why[256] = "";
+
+	v->live_finishing = false;
+	v->live_state = 0;
+	int r = v->live->begin(v->live_ctx, v->epoch, v->epoch_dir, why, sizeof(why));
+	v->live_on = r == 0;
+	if (r < 0)
+		fail(v, r, "rank %d: live save: %s", v->rank, why);
+	v->state = V_LIVE;
+}
+
+static void cut_epoch(struct vccp *v)
+{
 	if (v->test_delay_ms) {
 		v->pause_at = vc_mono_s() + v->test_delay_ms / 1000.0;
 		v->state = V_PREPAUSE;
@@ -436,6 +478,13 @@ static void stopped(struct vccp *v, int err, json_t *ret, const char *why)
 	else if (err)
 		fail(v, err, "rank %d: pausing the VM: %s", v->rank, why);
 	v->me.t_pause = vc_wall_s();
+	if (v->live_on && !err) {
+		/* paused: the last dirty pages go now, beside the markers */
+		int r = v->live->finish(v->live_ctx);
+		v->live_finishing = r == 0;
+		if (r < 0)
+			fail(v, r, "rank %d: live save: finishing: %s", v->rank, strerror(-r));
+	}
 	if (v->test_late_hold_ms) {
 		v->hold_at = vc_mono_s() + v->test_late_hold_ms / 1000.0;
 		v->state = V_LATEHOLD;
@@ -603,7 +652,17 @@ static void prep_done(struct vccp *v, void *arg)
 		v->starting = false;
 		return;
 	}
-	call(v, "migrate-set-capabilities", qmpmig_plain_caps_args(), -1, caps_set);
+	json_t *caps = qmpmig_plain_caps_args();
+	if (v->live_on) {
+		/* the RAM is in the live files: the stream holds the devices */
+		json_t *c;
+		size_t i;
+		json_array_foreach(json_object_get(caps, "capabilities"), i, c)
+			if (!strcmp(json_string_value(json_object_get(c, "capability")),
+				    "x-ignore-shared"))
+				json_object_set_new(c, "state", json_true());
+	}
+	call(v, "migrate-set-capabilities", caps, -1, caps_set);
 }
 
 static void start_save(struct vccp *v)
@@ -648,6 +707,24 @@ static void queried(struct vccp *v, int err, json_t *ret, const char *why)
 	}
 }
 
+/* Live, at the cut: whether the RAM files are finished (or failed). */
+static bool live_done(struct vccp *v)
+{
+	char why[256] = "", names[VCCP_LIVE_MAX_FILES][64];
+	int r = v->live->poll(v->live_ctx, why, sizeof(why));
+
+	if (r == 1 || r == 0)
+		return false;
+	v->live_finishing = false;
+	if (r < 0) {
+		fail(v, r, "rank %d: live save: %s", v->rank, why);
+		return true;
+	}
+	int n = v->live->files(v->live_ctx, names, v->me.ram_size, VCCP_LIVE_MAX_FILES);
+	v->me.ram_files = n > 0 ? (uint32_t)n : 0;
+	return true;
+}
+
 /* V_SAVING: poll QEMU; when it and the worker are done, finish. */
 static bool poll_save(struct vccp *v)
 {
@@ -666,6 +743,8 @@ static bool poll_save(struct vccp *v)
 		return true;
 	}
 	if (v->starting || v->query_out || v->follow_busy || v->disk_busy || v->cmds)
+		return false;
+	if (v->live_finishing && !live_done(v))
 		return false;
 	if (!failed(v) && !v->migration_done)
 		return false;
@@ -781,6 +860,18 @@ static void decide(struct vccp *v)
 			"rank", r, "vmstate", file_entry(vmn, p->vm_size, p->vm_crc), "rq", rq,
 			"timing", "pause_unix", p->t_pause, "flush_s", p->t_marked - p->t_pause,
 			"save_s", p->t_saved - p->t_marked);
+		if (p->ram_files) {
+			json_t *ram = json_array();
+			for (uint32_t i = 0; i < p->ram_files && i < VCCP_LIVE_MAX_FILES; i++) {
+				char fn[64];
+				snprintf(fn, sizeof(fn), "rank%d.ram.%u", r, i);
+				json_array_append_new(ram, json_pack("{s:s, s:I}", "file", fn,
+						      "size", (json_int_t)p->ram_size[i]));
+			}
+			json_object_set_new(ri, "ram", ram);
+			json_object_set_new(json_object_get(ri, "timing"), "live_pass_s",
+					    json_real(p->t_ready - p->t_request));
+		}
 		if (p->disk_size) {
 			char dn[64];
 			snprintf(dn, sizeof(dn), "rank%d.disk.qcow2", r);
@@ -798,6 +889,7 @@ static void decide(struct vccp *v)
 				"nranks", v->size, "created", stamp,
 				"vcluster_version", VC_VERSION,
 				"config", json_deep_copy(v->config), "ranks", ranks);
+	json_object_set_new(j->manifest, "mode", json_string(v->live ? "live" : "stop"));
 	snprintf(j->dir, sizeof(j->dir), "%s", v->dir);
 	snprintf(j->epoch_dir, sizeof(j->epoch_dir), "%s", v->epoch_dir);
 	j->epoch = v->epoch;
@@ -848,6 +940,10 @@ static void resume(struct vccp *v)
 			snprintf(j->paths[4], PATH_MAX, "%s", v->disk_path);
 			submit(v, vccpio_cleanup, j, NULL, cleanup_done);
 		}
+	}
+	if (v->live_on) {
+		v->live->end(v->live_ctx);	/* dirty log off, save dropped */
+		v->live_on = v->live_finishing = false;
 	}
 	v->fab->hold(v->fab_ctx, false);
 	v->state = V_CONT;
@@ -978,6 +1074,28 @@ int vccp_progress(struct vccp *v, bool *busy)
 			vccp_request(v, "--checkpoint-interval");
 			*busy = true;
 		}
+		return 0;
+	case V_LIVE: {
+		char why[256] = "";
+		int r = v->live_on ? v->live->poll(v->live_ctx, why, sizeof(why)) : -ECANCELED;
+		if (r == 0)
+			return 0;
+		if (r < 0 && v->live_on)
+			fail(v, r, "rank %d: live save: %s", v->rank, why);
+		v->me.t_ready = vc_wall_s();
+		MPI_Ibarrier(v->comm, &v->coll);
+		v->state = V_LIVE_GATHER;
+		*busy = true;
+		return 0;
+	}
+	case V_LIVE_GATHER:
+		if (!test(v, &v->coll, &err))
+			return err;
+		if (v->rank == 0)
+			pr_info("epoch %llu: every rank's RAM pass is done; the cut begins",
+				(unsigned long long)v->epoch);
+		cut_epoch(v);
+		*busy = true;
 		return 0;
 	case V_PREPAUSE:
 		if (vc_mono_s() < v->pause_at)

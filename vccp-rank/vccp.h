@@ -76,6 +76,26 @@ struct vccp_fabric_ops {
 	void (*cut)(void *ctx, uint64_t epoch);
 };
 
+/* Live checkpoints (issue 15; NULL in vccp_opts: the stop mode).  The
+ * launcher saves RAM into files while the VM runs (vccp-rank/livesave.h);
+ * vccp cuts when every rank's save is READY.  None of these may block. */
+#define VCCP_LIVE_MAX_FILES 16
+struct vccp_live_ops {
+	/* Start saving RAM for epoch into files in epoch_dir (the callee
+	 * creates the directory).  0 or -errno with why. */
+	int (*begin)(void *ctx, uint64_t epoch, const char *epoch_dir, char *why,
+		     size_t whylen);
+	/* 0 running, 1 ready (the cut may come), 2 done (files durable),
+	 * -errno failed with why. */
+	int (*poll)(void *ctx, char *why, size_t whylen);
+	/* The VM is paused: write the last pages and finish the files. */
+	int (*finish)(void *ctx);
+	/* After done: file names (in epoch_dir) and sizes; returns the count. */
+	int (*files)(void *ctx, char names[][64], uint64_t *sizes, int max);
+	/* The epoch is over: stop the dirty log, drop the save. */
+	void (*end)(void *ctx);
+};
+
 struct vccp_opts {
 	const char *dir;	/* checkpoint directory (shared storage) */
 	int keep;		/* newest complete checkpoints to keep; 0 = all */
@@ -90,6 +110,8 @@ struct vccp_opts {
 	const struct vccp_fabric_ops *fab;	/* the frame transport */
 	void *fab_ctx;
 	struct worker *worker;	/* runs the file work (borrowed) */
+	const struct vccp_live_ops *live;	/* NULL: stop mode */
+	void *live_ctx;
 };
 
 /* For tests only: VC_TEST_PAUSE_DELAY_MS=N with VC_TEST_PAUSE_RANK=R makes

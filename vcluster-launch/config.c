@@ -96,6 +96,18 @@ static int set_ckpt_dir(struct vc_config *c, const char *v, char *w, size_t l)
 	return set_str(c->checkpoint_dir, sizeof(c->checkpoint_dir), v, "--checkpoint-dir", w, l);
 }
 
+INT_SETTER(set_ckwriters, checkpoint_writers, 1, 16, "--checkpoint-writers")
+
+static int set_ckmode(struct vc_config *c, const char *v, char *why, size_t whylen)
+{
+	if (strcmp(v, "live") && strcmp(v, "stop")) {
+		snprintf(why, whylen, "--checkpoint-mode: '%s' is not one of stop, live", v);
+		return -EINVAL;
+	}
+	c->checkpoint_live = !strcmp(v, "live");
+	return 0;
+}
+
 static int set_restore(struct vc_config *c, const char *v, char *why, size_t whylen)
 {
 	char *end;
@@ -288,6 +300,8 @@ static const struct cfg_opt opts[] = {
 	{ "checkpoint-dir", "DIR", set_ckpt_dir, "where checkpoints go (one epoch-N directory each, and 'latest'); enables checkpointing" },
 	{ "checkpoint-interval", "SECONDS", set_interval, "take a checkpoint this often (also: SIGUSR1 to mpirun, vcluster-ctl checkpoint)" },
 	{ "keep", "K", set_keep, "keep only the newest K checkpoints (default: all)" },
+	{ "checkpoint-mode", "stop|live", set_ckmode, "stop (default): the VMs are paused while they are saved; live: RAM is saved while they run, the pause only takes the last pages (needs the patched QEMU)" },
+	{ "checkpoint-writers", "N", set_ckwriters, "live: RAM files (writer threads) per rank, 1..16 (default 1)" },
 	{ "checkpoint-bandwidth", "MIB/S", set_ckbw, "cap the rate a VM's state is written at (default: as fast as the disk goes)" },
 	{ "restore", "EPOCH|latest", set_restore, "restart from a checkpoint of --checkpoint-dir (VM settings come from it)" },
 	{ "clock-sync", "yes|no", set_clock, "after a resume or restore, send each guest the host time; the test guest's vc-clockd steps its clock (default no)" },

@@ -46,6 +46,8 @@ struct vc_config {
 	int checkpoint_interval_s;	/* 0: only on request */
 	int keep;			/* 0: keep all */
 	int checkpoint_bandwidth;	/* MiB/s; 0: unlimited */
+	bool checkpoint_live;		/* --checkpoint-mode live (issue 15) */
+	int checkpoint_writers;		/* live: RAM files per rank; 0: 1 */
 	char restore[32];		/* "latest", an epoch, or empty */
 	enum cfg_vm vm;
 	int synth_rate;			/* --vm none: frames/s each rank sends */

@@ -44,6 +44,7 @@ struct launch {
 	struct ctl *ctl;
 	struct pin_plan *pin;
 	struct vccp *vccp;
+	struct livesrc *live;	/* --checkpoint-mode live, else NULL */
 	bool vccp_live;		/* the loop drives vccp_progress() */
 	struct restore *restore;
 	struct loop *loop;

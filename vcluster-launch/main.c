@@ -21,6 +21,7 @@
 #include "qmp.h"
 #include "restore.h"
 #include "status.h"
+#include "livesrc.h"
 #include "vccp.h"
 #include "vm.h"
 #include "worker.h"
@@ -695,6 +696,7 @@ int main(int argc, char **argv)
 
 	ctl_close(L->ctl);
 	vccp_destroy(L->vccp);
+	livesrc_destroy(L->live);
 	fabric_destroy(L->fab);
 	L->fab = NULL;
 	MPI_Comm_free(&L->ctrl_comm);

@@ -5,7 +5,7 @@ LAUNCH_SRCS := vcluster-launch/main.c vcluster-launch/config.c \
 	       vcluster-launch/accel.c vcluster-launch/pin.c vcluster-launch/ctl.c \
 	       vcluster-launch/lifeline.c \
 	       vcluster-launch/loop.c vcluster-launch/ctrlmsg.c vcluster-launch/status.c \
-	       vcluster-launch/setup.c \
+	       vcluster-launch/setup.c vcluster-launch/livesrc.c tlm-migrate/dirty.c \
 	       $(VCCP_SRCS)
 # where the test guest and the patched QEMU are (build tree or installed)
 LAUNCH_SRCS += vcluster-launch/instpath.c
@@ -20,6 +20,7 @@ $(BIN)/vcluster-ctl: $(call objs,vcluster-launch/vcluster-ctl.c) $(COMMON_LIB)
 	$(CC) -o $@ $^ $(LDLIBS_COMMON)
 
 all: $(BIN)/vcluster-launch $(BIN)/vcluster-ctl
+$(OBJDIR)/vcluster-launch/livesrc.o: ALL_CFLAGS += -Itlm-migrate
 
 $(eval $(call unit_test,test_fbatch,tests/unit/test_fbatch.c vcluster-launch/fbatch.c common/vcfmt.c,-lisal))
 $(eval $(call unit_test,test_config,tests/unit/test_config.c vcluster-launch/config.c common/jobspec.c common/afile.c,))

@@ -15,6 +15,7 @@
 #include "restore.h"
 #include "rundir.h"
 #include "rq.h"
+#include "livesrc.h"
 #include "vccp.h"
 #include "vc_magic.h"
 #include "vcfmt.h"
@@ -216,6 +217,12 @@ bool setup_boot(struct launch *L)
 	 * that does not answer is taken as stock; starting it will say why. */
 	char qwhy[256] = "";
 	L->patched = r == 0 && accel_qemu_patched(L->qemu, 10000, qwhy, sizeof(qwhy));
+	if (r == 0 && c->checkpoint_live && (c->vm != CFG_VM_QEMU || !L->patched)) {
+		r = -EINVAL;
+		snprintf(why, sizeof(why), "--checkpoint-mode live needs the patched QEMU "
+			 "('make qemu'); %s", c->vm != CFG_VM_QEMU ? "--vm none has no RAM to save" :
+			 "this QEMU is a stock build");
+	}
 	if (!all_ok(L, r == 0, why))
 		return false;
 
@@ -270,7 +277,11 @@ bool setup_vm(struct launch *L)
 		.firmware_dir = L->patched ? fw : NULL, .kvm = L->kvm, .kernel = L->kernel,
 		.initrd = L->initrd, .pin = L->pin, .incoming = L->restore != NULL,
 	};
-	char restore_disk_buf[PATH_MAX + 32];
+	char restore_disk_buf[PATH_MAX + 32], live_qmp[PATH_MAX + 16];
+	if (c->checkpoint_live && c->checkpoint_dir[0]) {
+		snprintf(live_qmp, sizeof(live_qmp), "%s/live.qmp", L->rank_dir);
+		spec.live_qmp = live_qmp;
+	}
 	if (L->restore)
 		spec.restore_disk = restore_disk(L->restore, L->rank, restore_disk_buf,
 						 sizeof(restore_disk_buf));
@@ -313,7 +324,9 @@ bool setup_vm(struct launch *L)
 
 	struct rq *rq = NULL;
 	char inner[400];
-	r = restore_load_vm(L->restore, vm_qmp(L->vm), L->rank, 600000, inner, sizeof(inner));
+	r = restore_load_ram(L->restore, L->rank, (int)vm_pid(L->vm), inner, sizeof(inner));
+	if (r == 0)
+		r = restore_load_vm(L->restore, vm_qmp(L->vm), L->rank, 600000, inner, sizeof(inner));
 	if (r == 0)
 		r = restore_load_rq(L->restore, L->rank, &rq, inner, sizeof(inner));
 	snprintf(why, sizeof(why), "rank %d: %s", L->rank, inner);
@@ -490,6 +503,24 @@ bool setup_checkpointing(struct launch *L)
 				.disk_active = c->disk[0] ? active : NULL,
 				.on_resume = send_clock, .ctx = L,
 				.fab = &vccp_fab_ops, .fab_ctx = L, .worker = L->worker };
+	if (c->checkpoint_live) {
+		char lq[PATH_MAX + 16];
+		snprintf(lq, sizeof(lq), "%s/live.qmp", L->rank_dir);
+		L->live = livesrc_create(L->worker, lq, L->rank,
+					 c->checkpoint_writers ? c->checkpoint_writers : 1);
+		if (!L->live) {
+			snprintf(why, sizeof(why), "rank %d: live checkpoints: %s", L->rank,
+				 strerror(errno));
+			json_decref(conf);
+			return all_ok(L, false, why);
+		}
+		livesrc_set_pid(L->live, (int)vm_pid(L->vm));
+		vo.live = &livesrc_ops;
+		vo.live_ctx = L->live;
+		if (L->rank == 0)
+			pr_info("checkpoints: live, %d RAM file%s per rank", c->checkpoint_writers ?
+				c->checkpoint_writers : 1, c->checkpoint_writers > 1 ? "s" : "");
+	}
 	L->vccp = vccp_create(MPI_COMM_WORLD, &vo);
 	json_decref(conf);
 	if (!L->vccp)

@@ -326,6 +326,15 @@ struct vm *vm_start(const struct vm_spec *s, int *link_fd, char *why,
 	argv[argc++] = "-no-reboot";
 	argv[argc++] = "-qmp";
 	argv[argc++] = qmp_arg;
+	char live_arg[2 * PATH_MAX + 32];
+	if (s->live_qmp) {	/* the live save's own monitor (livesrc.h) */
+		unlink(s->live_qmp);
+		if (qemu_opt_escape(s->live_qmp, esc, sizeof(esc)) < 0)
+			esc[0] = '\0';
+		snprintf(live_arg, sizeof(live_arg), "unix:%s,server=on,wait=off", esc);
+		argv[argc++] = "-qmp";
+		argv[argc++] = live_arg;
+	}
 	argv[argc++] = "-chardev";
 	argv[argc++] = chardev;
 	argv[argc++] = "-serial";

@@ -31,6 +31,7 @@ struct vm_spec {
 	const struct pin_plan *pin;	/* NULL: no binding */
 	bool incoming;			/* restore: -incoming defer -S */
 	const char *restore_disk;	/* restore: the checkpoint's disk image */
+	const char *live_qmp;		/* a second QMP socket (live checkpoints), or NULL */
 };
 
 enum vm_state { VM_RUNNING, VM_STOPPING, VM_EXITED };

@@ -16,7 +16,7 @@ FUZZ_SECONDS     ?= 60
 
 fuzz_srcs_vcfmt        := common/vcfmt.c
 fuzz_srcs_rq           := vccp-rank/rq.c common/vcfmt.c common/afile.c
-fuzz_srcs_manifest     := vccp-rank/manifest.c common/vcfmt.c common/afile.c common/log.c
+fuzz_srcs_manifest     := vccp-rank/manifest.c vccp-rank/liveram.c common/vcfmt.c common/afile.c common/log.c
 fuzz_srcs_jobspec      := common/jobspec.c common/afile.c
 fuzz_srcs_config       := vcluster-launch/config.c common/jobspec.c common/afile.c
 # the mstream library's sources (tlm-migrate/module.mk is read after this file)
@@ -73,7 +73,7 @@ fuzz: fuzz-build
 	@FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run-fuzz.sh $(FUZZ_TARGETS)
 
 # ---- seed corpus -----------------------------------------------------------
-FUZZ_GEN_SRCS := tests/fuzz/gen-corpus.c vccp-rank/rq.c vccp-rank/manifest.c \
+FUZZ_GEN_SRCS := tests/fuzz/gen-corpus.c vccp-rank/rq.c vccp-rank/manifest.c vccp-rank/liveram.c \
 		 $(fuzz_srcs_mstream) common/afile.c vcluster-launch/ctrlmsg.c \
 		 vcluster-launch/fbatch.c vcluster-launch/ftcp.c
 $(BUILD)/tests/fuzz-gen-corpus: $(call objs,$(FUZZ_GEN_SRCS))
