@@ -3,6 +3,7 @@
 #include "qmp.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <poll.h>
 #include <stdio.h>
@@ -352,6 +353,51 @@ struct qmp *qmp_connect(const char *path, int timeout_ms, char *why,
 fail:
 	snprintf(why, whylen, "%s: %s", path, strerror(-r));
 fail_quiet:
+	qmp_close(q);
+	errno = -r;
+	return NULL;
+}
+
+struct qmp *qmp_connect_async(const char *path, int timeout_ms, qmp_cb cb, void *ctx,
+			      char *why, size_t whylen)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct qmp *q;
+	int r;
+
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		snprintf(why, whylen, "socket path too long: %s", path);
+		errno = ENAMETOOLONG;
+		return NULL;
+	}
+	strcpy(sa.sun_path, path);
+	q = calloc(1, sizeof(*q));
+	if (!q || !(q->events = json_array())) {
+		free(q);
+		errno = ENOMEM;
+		return NULL;
+	}
+	/* A unix socket's connect does not wait for the server to accept
+	 * (only for room in its backlog: EAGAIN, told like not yet there). */
+	q->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (q->fd < 0 || connect(q->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		r = errno == EAGAIN ? -ECONNREFUSED : -errno;
+		if (r != -ENOENT && r != -ECONNREFUSED)
+			snprintf(why, whylen, "connecting to %s: %s", path, strerror(-r));
+		goto fail;
+	}
+	/* then blocking as qmp_connect's: every read is MSG_DONTWAIT anyway,
+	 * and a command is sent whole */
+	fcntl(q->fd, F_SETFL, fcntl(q->fd, F_GETFL) & ~O_NONBLOCK);
+	/* The greeting comes first and, carrying no id, is dropped by the
+	 * pump; QEMU reads the command after sending it. */
+	r = qmp_exec_async(q, "qmp_capabilities", NULL, -1, timeout_ms, cb, ctx);
+	if (r < 0) {
+		snprintf(why, whylen, "%s: sending qmp_capabilities: %s", path, strerror(-r));
+		goto fail;
+	}
+	return q;
+fail:
 	qmp_close(q);
 	errno = -r;
 	return NULL;

@@ -21,11 +21,24 @@
 
 struct qmp;
 
+/* The reply to an asynchronous command: err 0 and ret (QEMU's "return"
+ * value, borrowed: valid during the call) on success; -EIO with QEMU's
+ * error in why; -ETIMEDOUT; -EPIPE when QEMU closed the socket (also for
+ * commands still waiting when qmp_close() runs). */
+typedef void (*qmp_cb)(void *ctx, int err, json_t *ret, const char *why);
+
 /* Connect to the QMP socket at path, retrying until timeout_ms passes (QEMU
  * may still be creating it), read the greeting and enter command mode.
  * Returns NULL with errno set; why describes the failure. */
 struct qmp *qmp_connect(const char *path, int timeout_ms, char *why,
 			size_t whylen);
+/* The same without waiting, for an event loop: one connect attempt; NULL
+ * with errno ENOENT or ECONNREFUSED when QEMU has not opened the socket
+ * yet (try again later), another errno (and why) for a fault.  On success
+ * qmp_capabilities is on its way: cb runs from qmp_pump() when QEMU has
+ * answered it (err 0: command mode) or timeout_ms has passed. */
+struct qmp *qmp_connect_async(const char *path, int timeout_ms, qmp_cb cb, void *ctx,
+			      char *why, size_t whylen);
 void qmp_close(struct qmp *q);		/* NULL is fine */
 int qmp_fd(const struct qmp *q);
 
@@ -36,12 +49,6 @@ int qmp_fd(const struct qmp *q);
  * reply came in time; -EPIPE when QEMU closed the socket. */
 int qmp_exec(struct qmp *q, const char *command, json_t *args, json_t **reply,
 	     int timeout_ms, char *why, size_t whylen);
-
-/* The reply to an asynchronous command: err 0 and ret (QEMU's "return"
- * value, borrowed: valid during the call) on success; -EIO with QEMU's
- * error in why; -ETIMEDOUT; -EPIPE when QEMU closed the socket (also for
- * commands still waiting when qmp_close() runs). */
-typedef void (*qmp_cb)(void *ctx, int err, json_t *ret, const char *why);
 
 /* Send command (args stolen, may be NULL; pass_fd >= 0 travels as
  * SCM_RIGHTS as with qmp_getfd, the caller keeps its copy).  Returns 0 and

@@ -567,15 +567,31 @@ static bool setup_loop(struct launch *L)
 	loop_signal_set(&set);
 	L->fab_fd = L->fab_net_fd = L->qmp_fd = -1;
 	L->loop = loop_create();
-	r = L->loop ? loop_add_signals(L->loop, &set, on_signal, L) : -errno;
+	/* Blocked now, taken from the loop once the rank is set up (start_loop):
+	 * until then the loop only waits for QEMU, and a signal waits. */
+	r = L->loop ? (sigprocmask(SIG_BLOCK, &set, NULL) < 0 ? -errno : 0) : -errno;
 	if (r == 0) {
-		loop_set_before_sleep(L->loop, before_sleep, L);
 		L->worker = worker_create(2);
 		r = L->worker ? loop_add_fd(L->loop, worker_fd(L->worker), LOOP_IN, on_worker_fd, L)
 			      : -errno;
 	}
 	if (r < 0)
 		snprintf(why, sizeof(why), "rank %d: event loop: %s", L->rank, strerror(-r));
+	return all_ok(L, r == 0, why);
+}
+
+/* The fabric exists: the progress step before every sleep, and the signals
+ * (those that came meanwhile too). */
+static bool start_loop(struct launch *L)
+{
+	sigset_t set;
+	char why[128] = "";
+
+	loop_signal_set(&set);
+	int r = loop_add_signals(L->loop, &set, on_signal, L);
+	if (r < 0)
+		snprintf(why, sizeof(why), "rank %d: event loop: %s", L->rank, strerror(-r));
+	loop_set_before_sleep(L->loop, before_sleep, L);
 	return all_ok(L, r == 0, why);
 }
 
@@ -686,6 +702,8 @@ int main(int argc, char **argv)
 	if (!setup_loop(L))
 		goto out_loop;
 	if (!setup_vm(L) || !setup_checkpointing(L))
+		goto out_vm;
+	if (!start_loop(L))
 		goto out_vm;
 	L->ranks = calloc((size_t)L->size, sizeof(*L->ranks));
 	setup_control(L);

@@ -263,6 +263,47 @@ void setup_pin(struct launch *L)
 		pr_warn("could not bind the rank thread");
 }
 
+/* How long QEMU has to answer on QMP at start (VC_TEST_QMP_DEADLINE_MS
+ * for tests of a QEMU that never does). */
+static int qmp_deadline_ms(void)
+{
+	const char *t = getenv("VC_TEST_QMP_DEADLINE_MS");
+
+	return t && atoi(t) > 0 ? atoi(t) : 30000;
+}
+
+struct qmp_wait {
+	bool done;
+	int err;
+	char *why;
+	size_t whylen;
+};
+
+static void qmp_ready(void *ctx, struct vm *vm, int err, const char *why)
+{
+	struct qmp_wait *w = ctx;
+
+	w->done = true;
+	w->err = err;
+	if (err < 0)
+		snprintf(w->why, w->whylen, "%s", why);
+}
+
+/* Connect to QEMU's QMP (and bind its vCPUs) on the rank's loop: the wait
+ * is the loop's, with a deadline (the progress step is not set yet: there
+ * is no fabric to move). */
+static bool wait_qmp(struct launch *L, char *why, size_t whylen)
+{
+	struct qmp_wait w = { .why = why, .whylen = whylen };
+	int r = vm_connect_async(L->vm, L->loop, qmp_deadline_ms(), qmp_ready, &w);
+
+	while (r == 0 && !w.done)
+		r = loop_run_once(L->loop, 100);
+	if (r < 0)
+		snprintf(why, whylen, "rank %d: the event loop: %s", L->rank, strerror(-r));
+	return r == 0 && w.err == 0;
+}
+
 /* QEMU, the fabric, and on a restore the VM state and receive queue. */
 bool setup_vm(struct launch *L)
 {
@@ -286,11 +327,15 @@ bool setup_vm(struct launch *L)
 		spec.restore_disk = restore_disk(L->restore, L->rank, restore_disk_buf,
 						 sizeof(restore_disk_buf));
 	int link_fd = -1;
-	L->vm = vm_start(&spec, &link_fd, why, sizeof(why));
+	L->vm = vm_spawn(&spec, &link_fd, why, sizeof(why));
 	if (!L->vm) {
 		char msg[600];
 		snprintf(msg, sizeof(msg), "rank %d: %s (see %s/qemu.log)", L->rank, why, L->rank_dir);
 		snprintf(why, sizeof(why), "%s", msg);
+	} else if (!wait_qmp(L, why, sizeof(why))) {
+		vm_destroy(L->vm);
+		L->vm = NULL;
+		close(link_fd);
 	}
 	if (!all_ok(L, L->vm != NULL, why))
 		return false;
@@ -300,13 +345,6 @@ bool setup_vm(struct launch *L)
 	else if (L->rank == 0)
 		pr_info("QEMU: %s%s", L->qemu, L->patched ? " (patched build)" :
 			" (stock; 'make qemu' builds the patched one)");
-	if (L->pin) {
-		char desc[256];
-		if (vm_pin_vcpus(L->vm, L->pin, desc, sizeof(desc)) == 0)
-			pr_info("vCPU threads bound: %s", desc);
-		else
-			pr_warn("vCPU binding: %s", desc);
-	}
 
 	struct fabric_opts fo = { .transport = FABRIC_DEFAULT,
 				  .addr = c->fabric_addr[0] ? c->fabric_addr : NULL };

@@ -5,6 +5,7 @@
 #include "afile.h"
 #include "child.h"
 #include "log.h"
+#include "loop.h"
 #include "qmp.h"
 
 #include <ctype.h>
@@ -37,6 +38,19 @@ struct vm {
 	int guest_status;
 	int wait_status;
 	long long stop_quit_at, stop_kill_at;	/* ms, monotonic; 0 = not set */
+	/* the start, from vm_spawn() until QEMU answers on QMP */
+	char qmp_path[PATH_MAX];
+	const struct pin_plan *pin;
+	struct loop *loop;
+	struct loop_timer *start_timer;
+	int start_fd;			/* QMP's descriptor watched during it */
+	long long start_deadline;	/* ms, monotonic */
+	int deadline_ms;
+	bool starting, start_done;	/* waiting; a QMP callback decided */
+	int start_err;
+	char start_why[512];
+	vm_ready_cb ready_cb;
+	void *ready_ctx;
 };
 
 static void hex_encode(const char *in, char *out, size_t outlen)
@@ -218,8 +232,7 @@ static void bind_qemu(void *pin)
 	pin_bind_process(pin, 0);
 }
 
-struct vm *vm_start(const struct vm_spec *s, int *link_fd, char *why,
-		    size_t whylen)
+struct vm *vm_spawn(const struct vm_spec *s, int *link_fd, char *why, size_t whylen)
 {
 	const struct vc_config *c = s->cfg;
 	char *argv[MAX_ARGS];
@@ -238,10 +251,13 @@ struct vm *vm_start(const struct vm_spec *s, int *link_fd, char *why,
 	}
 	vm->rank = s->rank;
 	vm->console_fd = -1;
+	vm->start_fd = -1;
+	vm->pin = s->pin;
 	snprintf(vm->dir, sizeof(vm->dir), "%s", s->rank_dir);
 	snprintf(vm->console_path, sizeof(vm->console_path), "%s/console.log", s->rank_dir);
 	snprintf(vm->qemu_log, sizeof(vm->qemu_log), "%s/qemu.log", s->rank_dir);
 	snprintf(qmp_path, sizeof(qmp_path), "%s/qmp.sock", s->rank_dir);
+	snprintf(vm->qmp_path, sizeof(vm->qmp_path), "%s", qmp_path);
 	unlink(qmp_path);
 	unlink(vm->console_path);
 
@@ -418,30 +434,9 @@ spawn:
 	close(sv[1]);
 	sv[1] = -1;
 	vm->state = VM_RUNNING;
-
-	/* Short attempts, so a QEMU that dies at start is noticed at once. */
-	for (int waited = 0; waited < 30000 && !vm->qmp; waited += 250) {
-		vm->qmp = qmp_connect(qmp_path, 250, why, whylen);
-		if (!vm->qmp && vm_check_exit(vm))
-			break;
-	}
-	if (!vm->qmp) {
-		r = -ECHILD;
-		char tail[256];
-		vm_check_exit(vm);
-		last_line(vm->qemu_log, tail, sizeof(tail));
-		if (tail[0])
-			snprintf(why, whylen, "QEMU did not start: %s", tail);
-		goto fail_kill;
-	}
 	*link_fd = sv[0];
 	return vm;
 
-fail_kill:
-	close(sv[0]);
-	vm_destroy(vm);
-	errno = -r;
-	return NULL;
 fail_close:
 	close(sv[0]);
 	if (sv[1] >= 0)
@@ -450,6 +445,222 @@ fail:
 	free(vm);
 	errno = -r;
 	return NULL;
+}
+
+/* ---- the start on the loop: connect, qmp_capabilities, vCPU threads -- */
+
+#define START_RETRY_MS	50	/* between connect attempts (and timeout checks) */
+
+/* Done, one way or the other: stop watching, tell the caller.  Never from
+ * inside a QMP callback (the caller may close QMP then). */
+static void start_finish(struct vm *vm, int err, const char *why)
+{
+	loop_del_timer(vm->loop, vm->start_timer);
+	vm->start_timer = NULL;
+	if (vm->start_fd >= 0)
+		loop_del_fd(vm->loop, vm->start_fd);
+	vm->start_fd = -1;
+	vm->starting = false;
+	if (err == 0)
+		pr_debug("QEMU answers on QMP");
+	vm->ready_cb(vm->ready_ctx, vm, err, why);
+}
+
+/* A failed start: one line naming the rank, what went wrong and QEMU's
+ * log with its last line (what QEMU said, if anything). */
+static void start_fail(struct vm *vm, int err, const char *what)
+{
+	char tail[256], why[1024];
+
+	last_line(vm->qemu_log, tail, sizeof(tail));
+	snprintf(why, sizeof(why), "rank %d: %s (see %s%s%s)", vm->rank, what, vm->qemu_log,
+		 tail[0] ? ": " : "", tail);
+	start_finish(vm, err, why);
+}
+
+/* A QMP callback's verdict, acted on after the pump returns. */
+static void start_decide(struct vm *vm, int err, const char *what)
+{
+	if (vm->start_done)
+		return;
+	vm->start_done = true;
+	vm->start_err = err;
+	snprintf(vm->start_why, sizeof(vm->start_why), "%s", what);
+}
+
+static void on_cpus(void *ctx, int err, json_t *cpus, const char *why)
+{
+	struct vm *vm = ctx;
+	char desc[256] = "", msg[600];
+	size_t i, off = 0;
+	json_t *cpu;
+
+	if (err < 0) {
+		/* the VM runs unbound, as before when binding failed */
+		pr_warn("vCPU binding: query-cpus-fast: %s", why);
+		start_decide(vm, 0, "");
+		return;
+	}
+	json_array_foreach(cpus, i, cpu) {
+		int idx = (int)json_integer_value(json_object_get(cpu, "cpu-index"));
+		pid_t tid = (pid_t)json_integer_value(json_object_get(cpu, "thread-id"));
+		int b = pin_bind_vcpu(vm->pin, idx, tid);
+		if (off < sizeof(desc))
+			off += (size_t)snprintf(desc + off, sizeof(desc) - off, "%svCPU %d thread %d%s",
+						off ? ", " : "", idx, (int)tid,
+						b < 0 ? " (bind failed)" : "");
+	}
+	snprintf(msg, sizeof(msg), "vCPU threads bound: %s", desc);
+	pr_info("%s", msg);
+	start_decide(vm, 0, "");
+}
+
+static void on_capabilities(void *ctx, int err, json_t *ret, const char *why)
+{
+	struct vm *vm = ctx;
+	char what[600];
+
+	if (err < 0) {
+		snprintf(what, sizeof(what), "QEMU did not answer on QMP: %s", why);
+		start_decide(vm, err == -EPIPE ? -ECHILD : err, what);
+		return;
+	}
+	if (!vm->pin) {
+		start_decide(vm, 0, "");
+		return;
+	}
+	long long left = vm->start_deadline - vc_mono_ms();
+	int r = qmp_exec_async(vm->qmp, "query-cpus-fast", NULL, -1,
+			       left > 1000 ? (int)left : 1000, on_cpus, vm);
+	if (r < 0) {
+		snprintf(what, sizeof(what), "QEMU closed QMP at start: %s", strerror(-r));
+		start_decide(vm, -ECHILD, what);
+	}
+}
+
+/* After a pump: act on a verdict, or on the deadline. */
+static void start_check(struct vm *vm)
+{
+	if (vm->start_done) {
+		if (vm->start_err == 0)
+			start_finish(vm, 0, "");
+		else
+			start_fail(vm, vm->start_err, vm->start_why);
+	}
+}
+
+static void on_start_qmp_fd(struct loop *l, int fd, unsigned ev, void *ctx)
+{
+	struct vm *vm = ctx;
+
+	if (qmp_pump(vm->qmp) < 0 && !vm->start_done)
+		start_decide(vm, -ECHILD, "QEMU closed QMP at start");
+	start_check(vm);
+}
+
+static void on_start_tick(struct loop *l, void *ctx)
+{
+	struct vm *vm = ctx;
+	char what[600], why[256] = "";
+
+	if (vm->qmp && !vm->start_done)
+		qmp_pump(vm->qmp);	/* the commands' timeouts */
+	if (vm->start_done) {
+		start_check(vm);
+		return;
+	}
+	if (vm_check_exit(vm)) {	/* closes QMP; start_fail drops its watch */
+		start_fail(vm, -ECHILD, "QEMU exited before it answered on QMP");
+		return;
+	}
+	if (vc_mono_ms() >= vm->start_deadline) {
+		snprintf(what, sizeof(what), "QEMU did not answer on QMP within %d s",
+			 (vm->deadline_ms + 999) / 1000);
+		start_fail(vm, -ETIMEDOUT, what);
+		return;
+	}
+	if (vm->qmp)
+		return;
+	long long left = vm->start_deadline - vc_mono_ms();
+	vm->qmp = qmp_connect_async(vm->qmp_path, left > 1000 ? (int)left : 1000,
+				    on_capabilities, vm, why, sizeof(why));
+	if (!vm->qmp && errno != ENOENT && errno != ECONNREFUSED) {
+		start_fail(vm, -errno, why);
+		return;
+	}
+	if (vm->qmp) {
+		int r = loop_add_fd(l, qmp_fd(vm->qmp), LOOP_IN, on_start_qmp_fd, vm);
+		if (r < 0) {
+			snprintf(what, sizeof(what), "watching QMP: %s", strerror(-r));
+			start_fail(vm, r, what);
+			return;
+		}
+		vm->start_fd = qmp_fd(vm->qmp);
+	}
+}
+
+int vm_connect_async(struct vm *vm, struct loop *l, int deadline_ms, vm_ready_cb cb,
+		     void *ctx)
+{
+	if (vm->starting || vm->qmp)
+		return -EALREADY;
+	vm->loop = l;
+	vm->ready_cb = cb;
+	vm->ready_ctx = ctx;
+	vm->deadline_ms = deadline_ms;
+	vm->start_deadline = vc_mono_ms() + deadline_ms;
+	vm->start_done = false;
+	/* the first attempt soon: QEMU creates the socket early */
+	vm->start_timer = loop_add_timer(l, 5, START_RETRY_MS, on_start_tick, vm);
+	if (!vm->start_timer)
+		return -errno;
+	vm->starting = true;
+	return 0;
+}
+
+struct start_wait {
+	bool done;
+	int err;
+	char *why;
+	size_t whylen;
+};
+
+static void start_wait_done(void *ctx, struct vm *vm, int err, const char *why)
+{
+	struct start_wait *w = ctx;
+
+	w->done = true;
+	w->err = err;
+	if (err < 0)
+		snprintf(w->why, w->whylen, "%s", why);
+}
+
+struct vm *vm_start(const struct vm_spec *s, int *link_fd, char *why, size_t whylen)
+{
+	struct vm *vm = vm_spawn(s, link_fd, why, whylen);
+	struct start_wait w = { .why = why, .whylen = whylen };
+
+	if (!vm)
+		return NULL;
+	struct loop *l = loop_create();
+	int r = l ? vm_connect_async(vm, l, 30000, start_wait_done, &w) : -errno;
+	while (r == 0 && !w.done)
+		r = loop_run_once(l, 100);
+	if (r < 0)
+		snprintf(why, whylen, "rank %d: waiting for QEMU: %s", s->rank, strerror(-r));
+	else
+		r = w.err;
+	if (r < 0) {
+		vm_destroy(vm);
+		close(*link_fd);
+		*link_fd = -1;
+	}
+	loop_destroy(l);
+	if (r < 0) {
+		errno = -r;
+		return NULL;
+	}
+	return vm;
 }
 
 pid_t vm_pid(const struct vm *vm)
@@ -468,14 +679,15 @@ const char *vm_state_name(const struct vm *vm)
 	return names[vm->state];
 }
 
+/* Not while starting: the start's watch owns QMP's descriptor. */
 struct qmp *vm_qmp(struct vm *vm)
 {
-	return vm->qmp;
+	return vm->starting ? NULL : vm->qmp;
 }
 
 int vm_qmp_fd(const struct vm *vm)
 {
-	return vm->qmp ? qmp_fd(vm->qmp) : -1;
+	return vm->qmp && !vm->starting ? qmp_fd(vm->qmp) : -1;
 }
 
 int vm_pin_vcpus(struct vm *vm, const struct pin_plan *pin, char *desc,
@@ -658,6 +870,11 @@ void vm_destroy(struct vm *vm)
 {
 	if (!vm)
 		return;
+	if (vm->starting) {	/* cancelled: nobody is told */
+		loop_del_timer(vm->loop, vm->start_timer);
+		if (vm->start_fd >= 0)
+			loop_del_fd(vm->loop, vm->start_fd);
+	}
 	if (vm->state != VM_EXITED && vm->pid > 0) {
 		kill(vm->pid, SIGKILL);
 		waitpid(vm->pid, NULL, 0);

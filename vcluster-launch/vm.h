@@ -39,10 +39,27 @@ enum vm_state { VM_RUNNING, VM_STOPPING, VM_EXITED };
 /* The QEMU drive id of a VM's --disk (for snapshots). */
 #define VM_DISK_ID "disk0"
 
-/* Start QEMU.  On success *link_fd is the rank's end of the VM link.
- * NULL with errno and a one-line reason in why. */
+/* Start QEMU and wait until it answers on QMP (vCPUs bound when s->pin):
+ * for callers outside the rank's loop (it runs a loop of its own).  On
+ * success *link_fd is the rank's end of the VM link.  NULL with errno and
+ * a one-line reason in why. */
 struct vm *vm_start(const struct vm_spec *s, int *link_fd, char *why,
 		    size_t whylen);
+
+/* The same in two steps that never wait, for the rank's loop (e.g. a spare
+ * starting a destination QEMU while the job runs).  vm_spawn() starts QEMU
+ * (NULL with errno and why as vm_start); vm_connect_async() then connects
+ * to its QMP from loop l, retrying while QEMU creates the socket, and binds
+ * the vCPUs (query-cpus-fast) when s->pin was given.  cb runs once, from
+ * the loop: err 0 when QEMU answers (vm_qmp() is set from then on), or
+ * -ETIMEDOUT (no answer within deadline_ms), -ECHILD (QEMU exited) with a
+ * line naming the rank and QEMU's log in why.  cb must not destroy vm.
+ * Until then vm_qmp() is NULL; vm_destroy() cancels the wait. */
+typedef void (*vm_ready_cb)(void *ctx, struct vm *vm, int err, const char *why);
+struct loop;
+struct vm *vm_spawn(const struct vm_spec *s, int *link_fd, char *why, size_t whylen);
+int vm_connect_async(struct vm *vm, struct loop *l, int deadline_ms, vm_ready_cb cb,
+		     void *ctx);
 void vm_destroy(struct vm *vm);		/* kills QEMU if still running */
 
 pid_t vm_pid(const struct vm *vm);

@@ -50,6 +50,22 @@ vc_launch 2 "$out" --memory 256M --append 'x' --qemu /bin/false; rc=$?
 [[ $rc -eq 2 ]] || fail "QEMU that fails: exit $rc"
 assert_grep "rank 0: QEMU did not start|rank 0: .*qemu.log" "$out"
 
+# A QEMU that starts but never answers on QMP: the rank gives up at its
+# deadline (3 s here, 30 s by default) with a line naming the rank and
+# QEMU's log, and stops it.
+cat > "$VC_T/mute-qemu" <<'SH'
+#!/usr/bin/env bash
+[[ $1 == -version ]] && { echo "QEMU emulator version 7.2.0"; exit 0; }
+exec -a "$0" sleep 600
+SH
+chmod +x "$VC_T/mute-qemu"
+start=$SECONDS
+VC_TEST_QMP_DEADLINE_MS=3000 vc_launch 2 "$out" --memory 256M --qemu "$VC_T/mute-qemu"; rc=$?
+[[ $rc -eq 2 ]] || fail "QEMU that never answers: exit $rc"
+assert_grep "rank 0: QEMU did not answer on QMP within 3 s \(see .*/rank0/qemu.log" "$out"
+(( SECONDS - start < 60 )) || fail "QEMU that never answers: the job took $((SECONDS - start)) s to stop"
+assert_nothing_running
+
 help=$("$VC_BIN/vcluster-launch" --help)
 for o in --job --guest-cmd --memory --accel --checkpoint-dir --restore --timeout; do
 	grep -q -- "$o " <<< "$help" || fail "--help does not document $o"

@@ -260,6 +260,68 @@ static void test_async(void)
 	unlink(path);
 }
 
+/* The greeting and the reply to qmp_capabilities, then EOF. */
+static void *peer_caps(void *arg)
+{
+	int lfd = *(int *)arg, fd = accept(lfd, NULL, NULL);
+	char id[64], buf[128];
+
+	CHECK(fd >= 0);
+	say(fd, "{\"QMP\": {\"version\": {}, \"capabilities\": []}}\r\n");
+	read_id(fd, id, sizeof(id));
+	snprintf(buf, sizeof(buf), "{\"return\": {}, \"id\": \"%s\"}\r\n", id);
+	say(fd, buf);
+	usleep(200 * 1000);
+	close(fd);
+	return NULL;
+}
+
+/* qmp_connect_async: not there yet (try again), answered, and a peer that
+ * never answers (listening, never accepting: a QEMU hung at start). */
+static void test_connect_async(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct result ra = { 0 }, rm = { 0 };
+	char path[108], why[256] = "";
+	pthread_t th;
+
+	snprintf(path, sizeof(path), "/tmp/vc-test-qmpc.%d", (int)getpid());
+	strcpy(sa.sun_path, path);
+	unlink(path);
+	CHECK(qmp_connect_async(path, 1000, on_reply, &ra, why, sizeof(why)) == NULL);
+	CHECK_EQ(errno, ENOENT);
+	int lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+	CHECK(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+	CHECK_EQ(qmp_connect_async(path, 1000, on_reply, &ra, why, sizeof(why)) == NULL, 1);
+	CHECK_EQ(errno, ECONNREFUSED);	/* bound, not listening yet */
+	CHECK(listen(lfd, 1) == 0);
+	pthread_create(&th, NULL, peer_caps, &lfd);
+	struct qmp *q = qmp_connect_async(path, 2000, on_reply, &ra, why, sizeof(why));
+	CHECK(q);
+	CHECK_EQ(ra.calls, 0);		/* never from inside the call */
+	while (!ra.calls) {
+		struct pollfd p = { .fd = qmp_fd(q), .events = POLLIN };
+		CHECK(poll(&p, 1, 2000) == 1);
+		CHECK_EQ(qmp_pump(q), 0);
+	}
+	CHECK_EQ(ra.err, 0);
+	CHECK(qmp_next_event(q) == NULL);	/* the greeting is no event */
+	pthread_join(th, NULL);
+	qmp_close(q);
+
+	/* nobody accepts: the capabilities time out, the pump says so */
+	q = qmp_connect_async(path, 150, on_reply, &rm, why, sizeof(why));
+	CHECK(q);
+	usleep(200 * 1000);
+	CHECK_EQ(qmp_pump(q), 0);
+	CHECK_EQ(rm.calls, 1);
+	CHECK_EQ(rm.err, -ETIMEDOUT);
+	CHECK(strstr(rm.text, "qmp_capabilities"));
+	qmp_close(q);
+	close(lfd);
+	unlink(path);
+}
+
 int main(void)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -298,6 +360,7 @@ int main(void)
 	unlink(sock_path);
 
 	test_async();
+	test_connect_async();
 
 	/* Nothing listening: a bounded wait and a message naming the path. */
 	CHECK(qmp_connect("/tmp/vc-test-qmp-none", 200, why, sizeof(why)) == NULL);
