@@ -289,6 +289,28 @@ static int qmp_exec_common(struct qmp *q, const char *command, json_t *args,
 	}
 }
 
+/* A handle for path, not connected (fd -1), with sa filled in.  NULL with
+ * errno (and why, for a path too long for a unix socket). */
+static struct qmp *qmp_new(const char *path, struct sockaddr_un *sa, char *why, size_t whylen)
+{
+	struct qmp *q;
+
+	if (strlen(path) >= sizeof(sa->sun_path)) {
+		snprintf(why, whylen, "socket path too long: %s", path);
+		errno = ENAMETOOLONG;
+		return NULL;
+	}
+	strcpy(sa->sun_path, path);
+	q = calloc(1, sizeof(*q));
+	if (!q || !(q->events = json_array())) {
+		free(q);
+		errno = ENOMEM;
+		return NULL;
+	}
+	q->fd = -1;
+	return q;
+}
+
 struct qmp *qmp_connect(const char *path, int timeout_ms, char *why,
 			size_t whylen)
 {
@@ -297,19 +319,9 @@ struct qmp *qmp_connect(const char *path, int timeout_ms, char *why,
 	struct qmp *q;
 	int r;
 
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		snprintf(why, whylen, "socket path too long: %s", path);
-		errno = ENAMETOOLONG;
+	q = qmp_new(path, &sa, why, whylen);
+	if (!q)
 		return NULL;
-	}
-	strcpy(sa.sun_path, path);
-
-	q = calloc(1, sizeof(*q));
-	if (!q) {
-		errno = ENOMEM;
-		return NULL;
-	}
-	q->events = json_array();
 
 	for (;;) {
 		q->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -365,18 +377,9 @@ struct qmp *qmp_connect_async(const char *path, int timeout_ms, qmp_cb cb, void 
 	struct qmp *q;
 	int r;
 
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		snprintf(why, whylen, "socket path too long: %s", path);
-		errno = ENAMETOOLONG;
+	q = qmp_new(path, &sa, why, whylen);
+	if (!q)
 		return NULL;
-	}
-	strcpy(sa.sun_path, path);
-	q = calloc(1, sizeof(*q));
-	if (!q || !(q->events = json_array())) {
-		free(q);
-		errno = ENOMEM;
-		return NULL;
-	}
 	/* A unix socket's connect does not wait for the server to accept
 	 * (only for room in its backlog: EAGAIN, told like not yet there). */
 	q->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);

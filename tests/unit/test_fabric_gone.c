@@ -9,6 +9,7 @@
  * Both kinds arrived or were written after the VM had gone: each counts
  * as gone, none as discarded, and the accounting balances. */
 #include "test.h"
+#include "test_mpi.h"
 #include "fabric.h"
 #include "facct.h"
 #include "rq.h"
@@ -33,23 +34,6 @@ static double now_s(void)
 	return t.tv_sec + t.tv_nsec / 1e9;
 }
 
-static void relaunch(char **argv)
-{
-	char *asan = getenv("ASAN_OPTIONS");
-	char opts[512];
-
-	snprintf(opts, sizeof(opts), "%s%sdetect_leaks=0", asan ? asan : "", asan ? ":" : "");
-	setenv("ASAN_OPTIONS", opts, 1);	/* Open MPI's own allocations */
-	setenv("OMPI_MCA_rmaps_base_oversubscribe", "1", 1);
-	setenv("OMPI_MCA_hwloc_base_binding_policy", "none", 1);
-	if (getuid() == 0) {
-		setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
-		setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
-	}
-	execlp("mpirun", "mpirun", "-np", "2", argv[0], (char *)NULL);
-	printf("mpirun not found: skipped\n");
-	exit(77);
-}
 
 /* A broadcast frame from the VM of rank r: flooded to every peer. */
 static void make_frame(uint8_t *fr, int r, int k)
@@ -78,7 +62,7 @@ int main(int argc, char **argv)
 	bool busy;
 
 	if (!getenv("OMPI_COMM_WORLD_SIZE"))
-		relaunch(argv);
+		test_mpi_relaunch(argv, "2");
 	signal(SIGPIPE, SIG_IGN);	/* as the launcher does */
 	MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
 	MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);

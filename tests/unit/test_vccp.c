@@ -11,6 +11,7 @@
  * the save: every rank aborts, the epoch's files go, latest stays on 1,
  * every VM is resumed. */
 #include "test.h"
+#include "test_mpi.h"
 #include "vctime.h"
 #include "afile.h"
 #include "manifest.h"
@@ -355,30 +356,13 @@ static void run_epoch(struct vccp *v, struct fakefab *f, bool request)
 	CHECK(!"the epoch did not end within 60 s");
 }
 
-static void relaunch(char **argv)
-{
-	char *asan = getenv("ASAN_OPTIONS");
-	char opts[512];
-
-	snprintf(opts, sizeof(opts), "%s%sdetect_leaks=0", asan ? asan : "", asan ? ":" : "");
-	setenv("ASAN_OPTIONS", opts, 1);	/* Open MPI's own allocations */
-	setenv("OMPI_MCA_rmaps_base_oversubscribe", "1", 1);
-	setenv("OMPI_MCA_hwloc_base_binding_policy", "none", 1);
-	if (getuid() == 0) {
-		setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
-		setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
-	}
-	execlp("mpirun", "mpirun", "-np", "3", argv[0], (char *)NULL);
-	printf("mpirun not found: skipped\n");
-	exit(77);
-}
 
 int main(int argc, char **argv)
 {
 	int provided;
 
 	if (!getenv("OMPI_COMM_WORLD_SIZE"))
-		relaunch(argv);
+		test_mpi_relaunch(argv, "3");
 	MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
 	MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
 	MPI_Comm_rank(MPI_COMM_WORLD, &rank);
