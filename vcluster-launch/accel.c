@@ -5,11 +5,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/kvm.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -159,4 +161,104 @@ bool accel_qemu_patched(const char *qemu, int timeout_ms, char *why, size_t whyl
 		return false;
 	}
 	return strstr(out, "(vcluster") != NULL;
+}
+
+/* A 64 KiB firmware whose reset vector (its last 16 bytes, at 0xfffffff0)
+ * writes 1 to port 0xf4 (isa-debug-exit: QEMU exits with (1 << 1) | 1 = 3)
+ * and halts.  In a file QEMU can open: mkstemp under TMPDIR, unlinked by
+ * the caller. */
+static int write_probe_firmware(char *path, size_t len)
+{
+	static const uint8_t reset[] = { 0xb0, 0x01, 0xe6, 0xf4, 0xf4, 0xeb, 0xfd };
+	static uint8_t fw[64 * 1024];
+	const char *tmp = getenv("TMPDIR");
+
+	snprintf(path, len, "%s/vc-kvmprobe.XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
+	int fd = mkstemp(path);
+	if (fd < 0)
+		return -errno;
+	memset(fw, 0xf4, sizeof(fw));
+	memcpy(fw + sizeof(fw) - 16, reset, sizeof(reset));
+	ssize_t n = write(fd, fw, sizeof(fw));
+	int e = n == (ssize_t)sizeof(fw) ? 0 : (n < 0 ? -errno : -EIO);
+	close(fd);
+	if (e < 0)
+		unlink(path);
+	return e;
+}
+
+/* Wait for pid until timeout_ms; its wait status, or -ETIMEDOUT after
+ * killing it. */
+static int wait_bounded(pid_t pid, int timeout_ms)
+{
+	struct timespec step = { 0, 10 * 1000 * 1000 };
+	int status;
+
+	for (int waited = 0; waited < timeout_ms; waited += 10) {
+		if (waitpid(pid, &status, WNOHANG) == pid)
+			return status;
+		nanosleep(&step, NULL);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	return -ETIMEDOUT;
+}
+
+bool accel_qemu_runs(const char *qemu, const char *firmware_dir, const char *accel, int timeout_ms,
+			  char *why, size_t whylen)
+{
+	char fw[PATH_MAX], err[512];
+	int p[2], r = write_probe_firmware(fw, sizeof(fw));
+
+	if (r < 0) {
+		snprintf(why, whylen, "writing the KVM probe firmware %s: %s", fw, strerror(-r));
+		return false;
+	}
+	char *argv[32];
+	int argc = 0;
+	argv[argc++] = (char *)qemu;
+	if (firmware_dir) {
+		argv[argc++] = "-L";
+		argv[argc++] = (char *)firmware_dir;
+	}
+	char machine[64];
+	snprintf(machine, sizeof(machine), "q35,accel=%s", accel);
+	char *rest[] = { "-machine", machine, "-cpu", strcmp(accel, "kvm") ? "max" : "host", "-m", "16M", "-nodefaults",
+			 "-no-user-config", "-display", "none", "-monitor", "none", "-serial", "none",
+			 "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", "-bios", fw, NULL };
+	for (int i = 0; rest[i]; i++)
+		argv[argc++] = rest[i];
+	argv[argc] = NULL;
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		snprintf(why, whylen, "pipe: %s", strerror(errno));
+		unlink(fw);
+		return false;
+	}
+	pid_t pid = child_spawn(argv, -1, -1, p[1], 0, why, whylen);
+	close(p[1]);
+	if (pid < 0) {
+		close(p[0]);
+		unlink(fw);
+		return false;
+	}
+	int status = wait_bounded(pid, timeout_ms);
+	unlink(fw);
+	if (status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 3) {
+		close(p[0]);
+		return true;
+	}
+	fcntl(p[0], F_SETFL, O_NONBLOCK);
+	ssize_t n = read(p[0], err, sizeof(err) - 1);
+	close(p[0]);
+	err[n > 0 ? n : 0] = '\0';
+	err[strcspn(err, "\n")] = '\0';
+	if (status == -ETIMEDOUT)
+		snprintf(why, whylen, "QEMU with %s did not run its first instruction within %d ms",
+			 accel, timeout_ms);
+	else
+		snprintf(why, whylen, "QEMU with %s %s %d%s%s", accel,
+			 WIFSIGNALED(status) ? "died of signal" : "exited",
+			 WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status),
+			 err[0] ? ": " : "", err);
+	return false;
 }

@@ -26,6 +26,7 @@ $(eval $(call unit_test,test_fbatch,tests/unit/test_fbatch.c vcluster-launch/fba
 $(eval $(call unit_test,test_config,tests/unit/test_config.c vcluster-launch/config.c common/jobspec.c common/afile.c,))
 $(eval $(call unit_test,test_loop,tests/unit/test_loop.c vcluster-launch/loop.c common/worker.c,-lpthread))
 $(eval $(call unit_test,test_instpath,tests/unit/test_instpath.c vcluster-launch/instpath.c,))
+$(eval $(call unit_test,test_accel,tests/unit/test_accel.c vcluster-launch/accel.c common/child.c,))
 $(eval $(call unit_test,test_ctrlmsg,tests/unit/test_ctrlmsg.c vcluster-launch/ctrlmsg.c common/vcfmt.c,-lisal))
 
 # The synthetic VM of --vm none (synth.h): QEMU's place, for scale tests.

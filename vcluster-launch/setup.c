@@ -29,6 +29,10 @@
 #include <time.h>
 #include <unistd.h>
 
+/* The stock package's firmware (qemu-system-data, seabios, ipxe-qemu), which
+ * the patched build, installed elsewhere, is told with -L. */
+static char qemu_fw_dir[] = "/usr/share/qemu";
+
 /* ---- setup ------------------------------------------------------------- */
 
 /* Every rank checks; the lowest failing rank says why in one line; all
@@ -228,7 +232,9 @@ bool setup_boot(struct launch *L)
 
 	L->kvm = false;
 	if (c->accel != CFG_ACCEL_TCG) {
-		L->kvm = accel_kvm_works(c->kvm_probe_ms, why, sizeof(why));
+		L->kvm = accel_kvm_works(c->kvm_probe_ms, why, sizeof(why)) &&
+			 accel_qemu_runs(L->qemu, L->patched ? qemu_fw_dir : NULL, "kvm",
+					 c->kvm_probe_ms, why, sizeof(why));
 		if (!L->kvm && c->accel == CFG_ACCEL_KVM) {
 			char msg[600];
 			snprintf(msg, sizeof(msg), "--accel kvm: KVM does not work here: %s", why);
@@ -307,7 +313,6 @@ static bool wait_qmp(struct launch *L, char *why, size_t whylen)
 /* QEMU, the fabric, and on a restore the VM state and receive queue. */
 bool setup_vm(struct launch *L)
 {
-	static char fw[] = "/usr/share/qemu";
 	struct vc_config *c = &L->cfg;
 	char why[512] = "";
 	int r;
@@ -315,7 +320,7 @@ bool setup_vm(struct launch *L)
 	struct vm_spec spec = {
 		.cfg = c, .rank = L->rank, .nranks = L->size, .rank_dir = L->rank_dir,
 		.qemu_bin = L->qemu, .qemu_patched = L->patched,
-		.firmware_dir = L->patched ? fw : NULL, .kvm = L->kvm, .kernel = L->kernel,
+		.firmware_dir = L->patched ? qemu_fw_dir : NULL, .kvm = L->kvm, .kernel = L->kernel,
 		.initrd = L->initrd, .pin = L->pin, .incoming = L->restore != NULL,
 	};
 	char restore_disk_buf[PATH_MAX + 32], live_qmp[PATH_MAX + 16];
