@@ -48,6 +48,12 @@ assert_nothing_running
 grep -oE 'VCCP-CHECKPOINT .*total_s=[0-9.]+' "$out"
 grep -hoE 'live save: .*' "$VC_T"/run/rank*/rank.log | tail -2
 check_accounting --killed --min-cuts 5 "$VC_T/run"
+# Cluster pause per epoch: the first VM paused to the last resumed.
+cat "$VC_T"/run/rank*/rank.log | grep -oE 'VCCP-RANK epoch=[0-9]+ rank=[0-9]+ pause_unix=[0-9.]+ resume_unix=[0-9.]+' |
+	awk '{ split($2,e,"="); split($4,p,"="); split($5,r,"=");
+	       if (!(e[2] in lo) || p[2] < lo[e[2]]) lo[e[2]] = p[2];
+	       if (r[2] > hi[e[2]]) hi[e[2]] = r[2] }
+	     END { for (k in lo) printf "epoch %s: cluster pause %.0f ms\n", k, (hi[k] - lo[k]) * 1000 }' | sort
 
 # The manifest says live and names 2 RAM files per rank; verify reads them.
 m=$("$VC_BIN/vcluster-ckpt" show "$ck" latest)
