@@ -51,7 +51,7 @@ enum vstate {
 struct request {
 	uint64_t epoch;
 	int32_t cmd;
-	int32_t pad;
+	int32_t mode;		/* VCCP_MODE_*: this epoch's kind */
 };
 
 struct report {
@@ -82,6 +82,7 @@ struct vccp {
 	struct worker *worker;
 	const struct vccp_live_ops *live;
 	void *live_ctx;
+	bool epoch_live;		/* this epoch is a live one */
 	bool live_on;			/* live->begin() succeeded this epoch */
 	bool live_finishing;		/* live->finish() called */
 	int live_state;			/* last live->poll() */
@@ -422,7 +423,8 @@ static void begin_epoch(struct vccp *v)
 	snprintf(v->vm_tmp, sizeof(v->vm_tmp), "%s.tmp", v->vm_path);
 	snprintf(v->rq_path, sizeof(v->rq_path), "%s/rank%d.rq", v->epoch_dir, v->rank);
 	v->disk_tmp[0] = v->disk_path[0] = '\0';
-	if (v->live) {
+	v->epoch_live = v->live && v->req.mode != VCCP_MODE_STOP;
+	if (v->epoch_live) {
 		begin_live(v);
 		return;
 	}
@@ -889,7 +891,7 @@ static void decide(struct vccp *v)
 				"nranks", v->size, "created", stamp,
 				"vcluster_version", VC_VERSION,
 				"config", json_deep_copy(v->config), "ranks", ranks);
-	json_object_set_new(j->manifest, "mode", json_string(v->live ? "live" : "stop"));
+	json_object_set_new(j->manifest, "mode", json_string(v->epoch_live ? "live" : "stop"));
 	snprintf(j->dir, sizeof(j->dir), "%s", v->dir);
 	snprintf(j->epoch_dir, sizeof(j->epoch_dir), "%s", v->epoch_dir);
 	j->epoch = v->epoch;
@@ -1014,12 +1016,20 @@ static void report_times(struct vccp *v)
 
 int vccp_request(struct vccp *v, const char *reason)
 {
+	return vccp_request_mode(v, reason, VCCP_MODE_DEFAULT);
+}
+
+int vccp_request_mode(struct vccp *v, const char *reason, int mode)
+{
 	if (v->rank != 0)
 		return -EINVAL;
 	if (v->state != V_IDLE || v->ended)
 		return -EBUSY;
 	snprintf(v->reason, sizeof(v->reason), "%s", reason);
-	v->req = (struct request){ .epoch = v->next_epoch++, .cmd = CMD_CHECKPOINT };
+	if (mode == VCCP_MODE_LIVE && !v->live)
+		return -EINVAL;
+	v->req = (struct request){ .epoch = v->next_epoch++, .cmd = CMD_CHECKPOINT,
+				   .mode = mode };
 	pr_info("checkpoint epoch %llu requested (%s)", (unsigned long long)v->req.epoch, reason);
 	MPI_Ibcast(&v->req, sizeof(v->req), MPI_BYTE, 0, v->comm, &v->req_r);
 	begin_epoch(v);

@@ -132,6 +132,12 @@ void vccp_set_qmp(struct vccp *v, struct qmp *q);
 
 /* Rank 0: start a checkpoint now.  0, -EBUSY while one runs. */
 int vccp_request(struct vccp *v, const char *reason);
+/* The same, of a given kind: VCCP_MODE_DEFAULT (live when opts.live was
+ * given), _STOP, or _LIVE (-EINVAL without opts.live). */
+#define VCCP_MODE_DEFAULT	0
+#define VCCP_MODE_STOP		1
+#define VCCP_MODE_LIVE		2
+int vccp_request_mode(struct vccp *v, const char *reason, int mode);
 
 /* Rank 0: no more --checkpoint-interval epochs (a VM has powered off, so
  * the cluster can no longer be saved whole; an epoch would only abort).

@@ -242,7 +242,14 @@ static json_t *ctl_handle(void *ctx, const char *command, json_t *req)
 		if (L->nexited)
 			return json_pack("{s:b, s:s}", "ok", 0, "error",
 					 "not every VM is running any more");
-		int r = vccp_request(L->vccp, "vcluster-ctl checkpoint");
+		const char *mode = json_string_value(json_object_get(req, "mode"));
+		int m = !mode ? VCCP_MODE_DEFAULT : !strcmp(mode, "live") ? VCCP_MODE_LIVE :
+			!strcmp(mode, "stop") ? VCCP_MODE_STOP : -1;
+		if (m < 0 || (m == VCCP_MODE_LIVE && !L->live))
+			return json_pack("{s:b, s:s}", "ok", 0, "error", m < 0 ?
+					 "--mode is one of live, stop" :
+					 "--mode live: this job was started without --checkpoint-mode live");
+		int r = vccp_request_mode(L->vccp, "vcluster-ctl checkpoint", m);
 		if (r == -EBUSY)
 			return json_pack("{s:b, s:s}", "ok", 0, "error", "a checkpoint is already running");
 		json_t *last = vccp_last_json(L->vccp);

@@ -26,7 +26,8 @@ static void usage(FILE *out)
 		"  status     per-rank VM state, frames and bytes forwarded, queue depths\n"
 		"  shutdown   power every VM down (grace period as the launcher's --grace)\n"
 		"  checkpoint checkpoint the whole cluster now and wait for the outcome\n"
-		"             (exit 0 committed, 1 aborted); --no-wait returns at once\n"
+		"             (exit 0 committed, 1 aborted); --no-wait returns at once;\n"
+		"             --mode live|stop: this one's kind (default: the job's --checkpoint-mode)\n"
 		"--run-dir defaults to the newest run: $XDG_RUNTIME_DIR/vcluster/latest or\n"
 		"/tmp/vcluster-UID/latest (followed only when it, its directory and its target\n"
 		"are yours and writable by no one else).\n"
@@ -69,6 +70,8 @@ static void print_status(json_t *rep)
 }
 
 /* One request on a fresh connection; the reply or NULL (reported). */
+static const char *ckpt_mode;	/* --mode, or NULL */
+
 static json_t *request(const char *path, const char *cmd)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -96,9 +99,10 @@ static json_t *request(const char *path, const char *cmd)
 	}
 	struct timeval tv = { 10, 0 };
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	char req[128];
-	int n = snprintf(req, sizeof(req), "{\"vcluster-ctl\": %d, \"command\": \"%s\"}\n",
-			 CTL_PROTO_VERSION, cmd);
+	char req[160];
+	int n = snprintf(req, sizeof(req), "{\"vcluster-ctl\": %d, \"command\": \"%s\"%s%s%s}\n",
+			 CTL_PROTO_VERSION, cmd, ckpt_mode ? ", \"mode\": \"" : "",
+			 ckpt_mode ? ckpt_mode : "", ckpt_mode ? "\"" : "");
 	if (write(fd, req, (size_t)n) != n) {
 		fprintf(stderr, "vcluster-ctl: sending to %s: %s\n", path, strerror(errno));
 		close(fd);
@@ -164,7 +168,7 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "run-dir", required_argument, 0, 'd' }, { "json", no_argument, 0, 'j' },
 		{ "help", no_argument, 0, 'h' }, { "no-wait", no_argument, 0, 'n' },
-		{ "version", no_argument, 0, 'V' }, { 0 }
+		{ "version", no_argument, 0, 'V' }, { "mode", required_argument, 0, 'm' }, { 0 }
 	};
 	char dir[PATH_MAX] = "", path[PATH_MAX + 16];
 	int json_out = 0, no_wait = 0, ch;
@@ -174,6 +178,13 @@ int main(int argc, char **argv)
 		case 'd': snprintf(dir, sizeof(dir), "%s", optarg); break;
 		case 'j': json_out = 1; break;
 		case 'n': no_wait = 1; break;
+		case 'm':
+			if (strcmp(optarg, "live") && strcmp(optarg, "stop")) {
+				fprintf(stderr, "vcluster-ctl: --mode '%s' is not one of live, stop\n", optarg);
+				return 2;
+			}
+			ckpt_mode = optarg;
+			break;
 		case 'h': usage(stdout); return 0;
 		case 'V': {
 			static const struct version_item v[] = {

@@ -3,10 +3,10 @@
 # Live checkpoints (--checkpoint-mode live, issue 15): RAM is written while
 # the VMs run, the cut pauses them only for the last pages, the device
 # state (x-ignore-shared: no RAM in QEMU's stream) and the receive queue.
-#  - traffic (vcluster-traffic --count, fixed payloads) across 5 live
-#    checkpoints and 1 stop one (--checkpoint-mode stop is the default; the
-#    stop one is taken by a second job, so both kinds meet the same guests
-#    in one test only through the restore);
+#  - traffic (vcluster-traffic --count, fixed payloads) across 1 stop
+#    checkpoint (vcluster-ctl checkpoint --mode stop) and then 5 live ones,
+#    so both kinds meet the same guests (the cluster pause of each is
+#    printed);
 #  - every cut balances exactly (check_accounting);
 #  - vcluster-ckpt verify checks every RAM file; a bit flipped in one is
 #    refused naming the file;
@@ -36,10 +36,11 @@ vc_launch 2 "$out" --accel tcg --guest-cmd "$work" --checkpoint-dir "$ck" --chec
 	--checkpoint-writers 2 --timeout 400 &
 job=$!
 for i in $(seq 1 400); do grep -q 'vcluster-traffic\[1\]: 1 peers' "$out" 2>/dev/null && break; sleep 0.25; done
+"$VC_BIN/vcluster-ctl" --run-dir "$VC_T/run" checkpoint --mode stop || fail "the stop checkpoint failed"
 for n in 1 2 3 4 5; do
 	"$VC_BIN/vcluster-ctl" --run-dir "$VC_T/run" checkpoint || fail "live checkpoint $n failed: $(grep -E 'abort|live' "$out" | tail -3)"
 done
-[[ $(grep -c 'VCCP-CHECKPOINT .*status=ok' "$out") -eq 5 ]] || fail "not 5 live checkpoints"
+[[ $(grep -c 'VCCP-CHECKPOINT .*status=ok' "$out") -eq 6 ]] || fail "not 1 stop and 5 live checkpoints"
 grep -q 'VCTRAFFIC' "$out" && fail "the workload ended before the kill; the test proves nothing"
 pkill -KILL -f "$VC_T/run" ; pkill -KILL -P $job 2>/dev/null; kill -KILL $job 2>/dev/null
 wait $job 2>/dev/null
@@ -47,11 +48,19 @@ sleep 0.5
 assert_nothing_running
 grep -oE 'VCCP-CHECKPOINT .*total_s=[0-9.]+' "$out"
 grep -hoE 'live save: .*' "$VC_T"/run/rank*/rank.log | tail -2
-check_accounting --killed --min-cuts 5 "$VC_T/run"
+check_accounting --killed --min-cuts 6 "$VC_T/run"
+# Cluster pause per epoch: the first VM paused to the last resumed.
+cat "$VC_T"/run/rank*/rank.log | grep -oE 'VCCP-RANK epoch=[0-9]+ rank=[0-9]+ pause_unix=[0-9.]+ resume_unix=[0-9.]+' |
+	awk '{ split($2,e,"="); split($4,p,"="); split($5,r,"=");
+	       if (!(e[2] in lo) || p[2] < lo[e[2]]) lo[e[2]] = p[2];
+	       if (r[2] > hi[e[2]]) hi[e[2]] = r[2] }
+	     END { for (k in lo) printf "epoch %s: cluster pause %.0f ms\n", k, (hi[k] - lo[k]) * 1000 }' | sort
 
 # The manifest says live and names 2 RAM files per rank; verify reads them.
 m=$("$VC_BIN/vcluster-ckpt" show "$ck" latest)
 grep -q '"mode": *"live"' <<<"$m" || fail "the manifest does not record mode live"
+"$VC_BIN/vcluster-ckpt" show "$ck" 1 | grep -q '"mode": *"stop"' || fail "epoch 1 is not recorded as a stop checkpoint"
+[[ ! -e "$ck/epoch-000001/rank0.ram.0" ]] || fail "the stop checkpoint has RAM files"
 for r in 0 1; do for i in 0 1; do
 	[[ -s "$ck/latest/rank$r.ram.$i" ]] || fail "no RAM file rank$r.ram.$i"
 done; done
@@ -71,9 +80,9 @@ vc_launch 2 "$res" --accel tcg --checkpoint-dir "$ck" --restore latest --timeout
 rc=$?
 grep -E 'VCTRAFFIC|restor|resumed|RAM of' "$res" "$VC_T"/run/rank*/rank.log | tail -8 || true
 [[ $rc -eq 0 ]] || fail "restored run exited $rc"
-assert_grep 'restoring epoch 5 from' "$res"
-grep -q 'RAM of epoch 5 loaded from 2 files' "$VC_T/run/rank1/rank.log" || fail "rank 1 did not load its RAM files"
-check_accounting --prior 5 "$VC_T/run.killed" "$VC_T/run"
+assert_grep 'restoring epoch 6 from' "$res"
+grep -q 'RAM of epoch 6 loaded from 2 files' "$VC_T/run/rank1/rank.log" || fail "rank 1 did not load its RAM files"
+check_accounting --prior 6 "$VC_T/run.killed" "$VC_T/run"
 
 peers() { grep -oE 'VCTRAFFIC-PEER rank=.*' "$1" | sort; }
 [[ $(peers "$ref" | wc -l) -eq 2 ]] || fail "the reference run has no VCTRAFFIC-PEER line per node"
@@ -83,4 +92,4 @@ if ! diff <(peers "$ref") <(peers "$res") > "$VC_T/peers.diff"; then
 	fail "the restored run received other data than the uninterrupted run (per-peer lines differ)"
 fi
 assert_nothing_running
-echo "ok: 5 live checkpoints balanced, verify covers the RAM files, restored after SIGKILL with the uninterrupted digests"
+echo "ok: 1 stop and 5 live checkpoints balanced, verify covers the RAM files, restored after SIGKILL with the uninterrupted digests"
