@@ -294,7 +294,7 @@ static const struct cfg_opt opts[] = {
 	{ "head-ssh-port", "PORT", set_ssh, "forward this host port to port 22 of rank 0's VM (head node)" },
 	{ "qemu", "FILE", set_qemu, "QEMU binary (default: the patched one beside the program, PREFIX/libexec/vcluster/ or build/qemu/bin/, if there; else qemu-system-x86_64)" },
 	{ "pin", "MODE", set_pin, "auto|none: bind vCPU and rank threads to cores with hwloc (default auto)" },
-	{ "fabric-spin-us", "US", set_spin, "mpi fabric: keep polling MPI this long after traffic before napping 1 ms (default 200)" },
+	{ "fabric-spin-us", "US", set_spin, "keep polling this long after traffic before sleeping (default: mpi 200, tcp 0; tcp yields the core first)" },
 	{ "fabric", "tcp|mpi", set_fabric, "carry frames between ranks on TCP connections in the event loop, or as MPI messages (default tcp)" },
 	{ "fabric-addr", "ADDR", set_fabric_addr, "tcp fabric: address this rank listens on (default: what its hostname resolves to)" },
 	{ "checkpoint-dir", "DIR", set_ckpt_dir, "where checkpoints go (one epoch-N directory each, and 'latest'); enables checkpointing" },
@@ -381,7 +381,7 @@ int cfg_load(struct vc_config *c, int argc, char **argv, char *err,
 	c->subnet_prefix = 24;
 	c->grace_s = 10;
 	c->console = true;
-	c->fabric_spin_us = 200;
+	c->fabric_spin_us = -1;	/* the channel's own (fabric.h) */
 	c->synth_rate = SYNTH_DEFAULT_RATE;
 	c->synth_seconds = SYNTH_DEFAULT_SECONDS;
 	c->synth_frame = SYNTH_DEFAULT_FRAME;

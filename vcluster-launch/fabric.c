@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <libvdeplug.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1073,9 +1074,15 @@ static int tcp_poll_timeout(const struct fabric *f, double now_s, double last_bu
 		return 0;
 	if (tcp_unarmed(f))
 		return 0;
-	/* No spin after traffic (spin_us is the MPI channel's): measured on
-	 * the shared 2-core machine, 50-200 us of spinning took the CPU the
-	 * endpoints needed and made the one-way latency 3-8x worse. */
+	/* No spin after traffic unless asked: measured on the shared 2-core
+	 * machine, 50-200 us of plain spinning took the CPU the endpoints
+	 * needed (one-way latency 3-8x worse); a spin that yields first saves
+	 * the rank's wake-up and gives the core away whenever anything else
+	 * can run, but still burns what is idle (bench/fabric/README.md). */
+	if (spin_us > 0 && (now_s - last_busy_s) * 1e6 < spin_us) {
+		sched_yield();
+		return 0;
+	}
 	return TCP_MPI_NAP_MS;
 }
 
@@ -1490,6 +1497,8 @@ int fabric_send_marker(struct fabric *f, uint64_t epoch)
 int fabric_poll_timeout(const struct fabric *f, double now_s, double last_busy_s,
 			int spin_us)
 {
+	if (spin_us < 0)
+		spin_us = f->ops == &tcp_ops ? 0 : 200;
 	return f->ops->poll_timeout(f, now_s, last_busy_s, spin_us);
 }
 

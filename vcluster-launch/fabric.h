@@ -222,9 +222,14 @@ int fabric_send_marker(struct fabric *f, uint64_t epoch);
  * TCP: every wait is on a descriptor of fabric_pollfds(), so 20 ms, which
  * only bounds how late the caller's own MPI requests are polled; 0 when
  * the last pass left work that no descriptor announces (never expected:
- * counted in fabric_stats.unarmed_passes) or frames queued for the VM.
- * last_busy is the caller's monotonic time of the last pass that moved
- * anything. */
+ * counted in fabric_stats.unarmed_passes) or frames queued for the VM;
+ * and, only when spin_us > 0 is asked for, 0 within spin_us of the last
+ * activity, after giving way (sched_yield) to whatever else is runnable
+ * on the core (bench/fabric/README.md: the wake-up a spin saves, and what
+ * spinning costs on a shared machine).  spin_us < 0: the channel's default
+ * (MPI 200 us, TCP 0: no spin).  last_busy is the caller's monotonic time
+ * of the last pass that moved anything. */
+#define FABRIC_SPIN_DEFAULT	(-1)
 int fabric_poll_timeout(const struct fabric *f, double now_s, double last_busy_s,
 			int spin_us);
 

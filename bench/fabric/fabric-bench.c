@@ -89,7 +89,7 @@ int main(int argc, char **argv)
 	}
 	int exited = 0, done_local = 0, done_all = 0;
 	double last_busy = MPI_Wtime();
-	int spin_us = getenv("VC_FABRIC_SPIN_US") ? atoi(getenv("VC_FABRIC_SPIN_US")) : 200;
+	int spin_us = getenv("VC_FABRIC_SPIN_US") ? atoi(getenv("VC_FABRIC_SPIN_US")) : FABRIC_SPIN_DEFAULT;
 	MPI_Request all_done = MPI_REQUEST_NULL;
 	/* Forward until every endpoint has finished: an endpoint that is
 	 * done may still be needed by nobody, but its rank must keep
