@@ -275,6 +275,15 @@ static int finish_files(struct livesave *ls)
 	return 0;
 }
 
+/* Bytes in the files so far; only between sweeps (the writers wait). */
+static uint64_t files_bytes(struct livesave *ls)
+{
+	uint64_t b = 0;
+	for (int i = 0; i < ls->p.nfiles; i++)
+		b += liveram_bytes(ls->wr[i].w);
+	return b;
+}
+
 static void *coord_main(void *arg)
 {
 	struct livesave *ls = arg;
@@ -294,9 +303,12 @@ static void *coord_main(void *arg)
 			goto failed;
 		if (flag(ls, &ls->finish_req))
 			break;
-		if (round >= ls->p.max_rounds - 1) {
-			if (!ready)
+		bool full = ls->p.max_bytes && files_bytes(ls) >= ls->p.max_bytes;
+		if (round >= ls->p.max_rounds - 1 || full) {
+			if (!ready) {
+				ls->res.bound = full ? 2 : 1;
 				set_state(ls, LIVESAVE_READY);
+			}
 			ready = true;
 			wait_cmd(ls, -1);
 			continue;

@@ -54,6 +54,9 @@ struct livesave_params {
 	int max_rounds;		/* dirty rounds before the cut at most (>= 1) */
 	uint64_t ready_pages;	/* READY once a round finds at most this many */
 	int round_ms;		/* pause between rounds once READY */
+	uint64_t max_bytes;	/* no more rounds before the cut once the files
+				 * hold this much (0: no cap): a guest that writes
+				 * faster than the save cannot fill the disk */
 };
 
 enum livesave_state {
@@ -72,6 +75,7 @@ struct livesave_result {
 	uint64_t full_pages;	/* pages of the full pass (zero pages skipped) */
 	uint64_t last_pages;	/* pages of the last round, at the cut */
 	int rounds;		/* dirty rounds, the last one included */
+	int bound;		/* why the rounds stopped: 0 quiet, 1 max_rounds, 2 max_bytes */
 	double full_s;		/* full pass, seconds */
 	double final_s;		/* from livesave_finish() to DONE */
 };

@@ -21,6 +21,7 @@
 #define LIVE_MAX_ROUNDS	8	/* dirty rounds before the cut (the cut takes the rest) */
 #define LIVE_ROUND_MS	100
 #define LIVE_READY_PAGES 2048	/* 8 MiB left for the cut */
+#define LIVE_MAX_IMAGES	2	/* rounds stop once the files hold 2x the RAM */
 
 /* A begin or end on the worker.  [loop] before submit and in done;
  * [worker] in run. */
@@ -123,6 +124,7 @@ static void job_run(void *arg)
 		snprintf(p.blocks[b].name, sizeof(p.blocks[b].name), "%s", db->name);
 		p.blocks[b].length = db->length;
 		p.blocks[b].fd = db->fd;
+		p.max_bytes += LIVE_MAX_IMAGES * db->length;
 	}
 	s->ls = livesave_start(&p, &src_ops, s->d, inner, sizeof(inner));
 	if (!s->ls) {
@@ -263,11 +265,12 @@ static int op_files(void *ctx, char names[][64], uint64_t *sizes, int max)
 		snprintf(names[i], 64, "%s", s->names[i]);
 		sizes[i] = res.file_size[i];
 	}
+	static const char *const bound[] = { "quiet", "rounds", "bytes" };
 	pr_info("live save: %llu pages in %d rounds (full pass %llu pages in %.3f s, "
-		"%llu at the cut in %.3f s), %llu bytes in %d files",
+		"%llu at the cut in %.3f s), %llu bytes in %d files, bound=%s",
 		(unsigned long long)res.pages, res.rounds, (unsigned long long)res.full_pages,
 		res.full_s, (unsigned long long)res.last_pages, res.final_s,
-		(unsigned long long)res.bytes, res.nfiles);
+		(unsigned long long)res.bytes, res.nfiles, bound[res.bound]);
 	return res.nfiles < max ? res.nfiles : max;
 }
 
