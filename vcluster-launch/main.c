@@ -370,10 +370,10 @@ static void print_summary(struct launch *L, int code)
 	if (L->timed_out)
 		pr_err("the run passed its --timeout of %d s", L->cfg.timeout_s);
 	if (code == 0)
-		pr_info("all %d guests succeeded (%.1f s)", L->size, vc_mono_s() - L->start);
+		pr_info("all %d guests succeeded (%.1f s)", L->nvms, vc_mono_s() - L->start);
 	else
 		pr_info("finished with exit status %d (%d of %d guests did not succeed); logs in %s",
-			code, failed, L->size, L->run_dir);
+			code, failed, L->nvms, L->run_dir);
 }
 
 /* ---- the event loop -------------------------------------------------- */
@@ -523,7 +523,7 @@ static int before_sleep(struct loop *lp, void *ctx)
 	}
 	if (busy)
 		L->last_busy = now;
-	if (L->nexited >= L->size && L->vccp_live)
+	if (L->nexited >= L->nvms && L->vccp_live)
 		loop_stop(lp);
 	update_watches(L);
 	int t = fabric_poll_timeout(L->fab, now, L->last_busy, L->cfg.fabric_spin_us);
@@ -605,7 +605,16 @@ static bool start_loop(struct launch *L)
 /* Control messages between ranks and, on rank 0, the control socket. */
 static void setup_control(struct launch *L)
 {
-	char why[512];
+	char why[512], me[64] = "";
+
+	/* which host runs which node, for vcluster-ctl status */
+	gethostname(me, sizeof(me) - 1);
+	L->hosts = calloc((size_t)L->size, sizeof(*L->hosts));
+	MPI_Allgather(me, sizeof(me), MPI_CHAR, L->hosts, sizeof(me), MPI_CHAR, MPI_COMM_WORLD);
+	for (int r = 0; r < L->size; r++) {
+		L->ranks[r].node = launch_spare(L, r) ? -1 : r;
+		snprintf(L->ranks[r].host, sizeof(L->ranks[r].host), "%s", L->hosts[r]);
+	}
 
 	MPI_Comm_dup(MPI_COMM_WORLD, &L->ctrl_comm);
 	MPI_Comm_set_errhandler(L->ctrl_comm, MPI_ERRORS_RETURN);
@@ -665,6 +674,22 @@ static int setup_config(struct launch *L, int argc, char **argv)
 		log_set_console_level(LOG_WARN);
 	if (c->verbose >= 2)
 		log_set_console_level(LOG_DEBUG);
+	L->nvms = c->vms ? c->vms : L->size;
+	if (c->vms > L->size) {
+		if (L->rank == 0)
+			fprintf(stderr, "vcluster-launch: --vms %d: only %d ranks (one VM per rank at most)\n",
+				c->vms, L->size);
+		return 2;
+	}
+	if (L->nvms < L->size && (c->checkpoint_dir[0] || c->restore[0])) {
+		/* a spare has no VM state: the checkpoint protocol does not know
+		 * such a rank yet, and a cut must never see a half-moved VM */
+		if (L->rank == 0)
+			fprintf(stderr, "vcluster-launch: --vms %d leaves %d spare ranks; checkpoints "
+				"(--checkpoint-dir) do not work with spare ranks yet\n", c->vms,
+				L->size - c->vms);
+		return 2;
+	}
 	if (L->size > cfg_subnet_capacity(c)) {
 		if (L->rank == 0) {
 			char net[40];
@@ -726,6 +751,7 @@ int main(int argc, char **argv)
 	L->fab = NULL;
 	MPI_Comm_free(&L->ctrl_comm);
 	free(L->ranks);
+	free(L->hosts);
 out_vm:
 	fabric_destroy(L->fab);
 	vm_destroy(L->vm);

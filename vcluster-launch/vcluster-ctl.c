@@ -44,12 +44,14 @@ static void print_status(json_t *rep)
 	       json_string_value(json_object_get(rep, "run_dir")),
 	       (int)json_integer_value(json_object_get(rep, "size")),
 	       json_number_value(json_object_get(rep, "uptime_s")));
-	printf("%-5s %-9s %12s %12s %12s %12s %8s %8s %8s\n", "rank", "vm", "frames-out",
-	       "bytes-out", "frames-in", "bytes-in", "sendq", "deliverq", "stalls");
+	printf("%-5s %-12s %-8s %-9s %12s %12s %12s %12s %8s %8s %8s\n", "rank", "host", "node", "vm",
+	       "frames-out", "bytes-out", "frames-in", "bytes-in", "sendq", "deliverq", "stalls");
 	json_array_foreach(ranks, i, r) {
 		json_t *f = json_object_get(r, "fabric");
-		printf("%-5d %-9s", (int)json_integer_value(json_object_get(r, "rank")),
-		       json_string_value(json_object_get(r, "vm")));
+		const char *host = json_string_value(json_object_get(r, "host"));
+		const char *node = json_string_value(json_object_get(r, "node"));
+		printf("%-5d %-12s %-8s %-9s", (int)json_integer_value(json_object_get(r, "rank")),
+		       host ? host : "?", node ? node : "-", json_string_value(json_object_get(r, "vm")));
 		if (f)
 			printf(" %12lld %12lld %12lld %12lld %8lld %8lld %8lld",
 			       json_integer_value(json_object_get(f, "frames_from_vm")),
