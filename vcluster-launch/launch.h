@@ -13,6 +13,7 @@
 #include "config.h"
 #include "ctrlmsg.h"
 #include "firsterr.h"
+#include "migrate.h"
 #include "status.h"
 
 #include <limits.h>
@@ -61,6 +62,7 @@ struct launch {
 	int run_code;		/* set when the loop stops on a fault */
 	double last_ckpt_log;
 	struct status_rank *ranks;
+	struct mig mig;		/* rank 0: the migration running, if any */
 	int nexited;
 	uint8_t rx_buf[CTRLMSG_SIZE];
 	MPI_Request rx_req;

@@ -216,6 +216,24 @@ static void fill_stats(struct launch *L, struct ctrlmsg *m)
 
 /* ---- vcluster-ctl ------------------------------------------------------ */
 
+/* vcluster-ctl migrate: every check of migrate.h, then the move itself,
+ * which is not built yet: refused, nothing changed. */
+static json_t *ctl_migrate(struct launch *L, json_t *req)
+{
+	struct mig_req q;
+	char why[256];
+	int from, to;
+
+	if (mig_parse(req, &q, why, sizeof(why)) < 0 ||
+	    mig_check(&L->mig, L->ranks, L->size, &q, L->vccp && vccp_active(L->vccp), &from, &to,
+		      why, sizeof(why)) < 0)
+		return json_pack("{s:b, s:s}", "ok", 0, "error", why);
+	snprintf(why, sizeof(why), "migrate node%d from rank %d (%s) to rank %d (%s): moving a VM is "
+		 "not built yet (issue 14); nothing was changed", q.node, from, L->ranks[from].host,
+		 to, L->ranks[to].host);
+	return json_pack("{s:b, s:s}", "ok", 0, "error", why);
+}
+
 static json_t *ctl_handle(void *ctx, const char *command, json_t *req)
 {
 	struct launch *L = ctx;
@@ -242,6 +260,9 @@ static json_t *ctl_handle(void *ctx, const char *command, json_t *req)
 		if (L->nexited)
 			return json_pack("{s:b, s:s}", "ok", 0, "error",
 					 "not every VM is running any more");
+		char busy[160];
+		if (mig_busy_reason(&L->mig, busy, sizeof(busy)))
+			return json_pack("{s:b, s:s}", "ok", 0, "error", busy);
 		const char *mode = json_string_value(json_object_get(req, "mode"));
 		int m = !mode ? VCCP_MODE_DEFAULT : !strcmp(mode, "live") ? VCCP_MODE_LIVE :
 			!strcmp(mode, "stop") ? VCCP_MODE_STOP : -1;
@@ -258,12 +279,14 @@ static json_t *ctl_handle(void *ctx, const char *command, json_t *req)
 		return json_pack("{s:b, s:s, s:I}", "ok", 1, "message", "checkpoint started",
 				 "after_epoch", prev);
 	}
+	if (!strcmp(command, "migrate"))
+		return ctl_migrate(L, req);
 	if (!strcmp(command, "shutdown")) {
 		start_shutdown(L, 0, "vcluster-ctl shutdown");
 		return json_pack("{s:b, s:s}", "ok", 1, "message", "shutting down");
 	}
 	return json_pack("{s:b, s:s}", "ok", 0, "error",
-			 "unknown command (status, shutdown, checkpoint)");
+			 "unknown command (status, shutdown, checkpoint, migrate)");
 }
 
 /* ---- the run ----------------------------------------------------------- */
@@ -309,6 +332,8 @@ static void on_signal(struct loop *lp, int sig, void *ctx)
 			pr_warn("SIGUSR1: checkpointing is off (no --checkpoint-dir)");
 		else if (L->nexited)
 			pr_warn("SIGUSR1: not every VM is running; no checkpoint");
+		else if (L->mig.active)
+			pr_warn("SIGUSR1: a migration is running; no checkpoint");
 		else if (vccp_request(L->vccp, "SIGUSR1") == -EBUSY)
 			pr_info("SIGUSR1: a checkpoint is already running");
 		return;

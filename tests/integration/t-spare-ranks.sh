@@ -3,7 +3,8 @@
 # --vms 2 on 3 ranks: ranks 0 and 1 run node0 and node1, rank 2 is a spare (no VM, no QEMU) that still joins
 # the fabric's mesh: the two guests exchange all-to-all traffic with zero loss, duplication and reordering,
 # the spare's broadcasts in (ARP) are counted as gone, `vcluster-ctl status` names each rank's host and node
-# and shows the spare, and the exact accounting balances over all three ranks.
+# and shows the spare, and the exact accounting balances over all three ranks. vcluster-ctl migrate refuses
+# a bad request in one line (unknown node, a target that is not a spare, bad --streams) and changes nothing.
 . "$(dirname "$0")/../lib/vc-test.sh"
 
 out=$VC_T/out
@@ -19,6 +20,21 @@ grep -qE '^1 +[^ ]+ +node1 +running' <<<"$st" || fail "status: rank 1 does not r
 grep -qE '^2 +[^ ]+ +- +spare' <<<"$st" || fail "status: rank 2 is not shown as a spare"
 host=$(hostname)
 grep -qE "^2 +$host " <<<"$st" || fail "status: rank 2's host is not $host"
+# vcluster-ctl migrate refuses, in one line naming the node or rank, and changes nothing
+refuse() {	# PATTERN ARGS...
+	local pat=$1 o; shift
+	o=$(ctl migrate "$@" 2>&1) && fail "migrate $* was accepted: $o"
+	grep -qE -- "$pat" <<<"$o" || fail "migrate $*: expected '$pat', got: $o"
+}
+refuse 'node7: no such node' node7 --to 2
+refuse 'not a node name' vm1 --to 2
+refuse 'rank 0 \(.*\) is not a spare: it runs node0' node1 --to 0
+refuse 'no such rank \(ranks 0 to 2\)' node1 --to 5
+refuse 'no rank runs on that host' node1 --to no-such-host
+refuse '\-\-streams must be 1 to 16' node1 --to 2 --streams 17
+refuse 'migrate NODE --to HOST\|RANK' node1
+refuse 'node1 from rank 1 .* to rank 2 .*: moving a VM is not built yet' node1 --to 2 --streams 4
+ctl status | grep -qE '^2 +[^ ]+ +- +spare' || fail "a refused migration changed the spare"
 wait $lpid
 rc=$?
 grep -E 'VCTRAFFIC|launch:' "$out" || true
