@@ -161,6 +161,10 @@ static void handle_ctrl(struct launch *L, struct ctrlmsg *m)
 			L->ranks[m->rank].stats_age = vc_mono_s();
 		}
 		break;
+	default:	/* CTRL_MIG_*: nobody sends them while the move is not built */
+		pr_warn("control message type %d from rank %d (a migration's) ignored: "
+			"migrations are not built yet", (int)m->type, m->rank);
+		break;
 	}
 }
 
