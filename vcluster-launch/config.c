@@ -76,6 +76,7 @@ INT_SETTER(set_keep, keep, 0, 1000000, "--keep")
 INT_SETTER(set_ckbw, checkpoint_bandwidth, 1, 1000000, "--checkpoint-bandwidth")
 INT_SETTER(set_synth_rate, synth_rate, 1, 1000000, "--synth-rate")
 INT_SETTER(set_synth_seconds, synth_seconds, 0, 86400, "--synth-seconds")
+INT_SETTER(set_vms, vms, 1, 65535, "--vms")
 INT_SETTER(set_synth_frame, synth_frame, SYNTH_FRAME_MIN, SYNTH_FRAME_MAX, "--synth-frame-size")
 
 static int set_vm(struct vc_config *c, const char *v, char *why, size_t whylen)
@@ -306,6 +307,7 @@ static const struct cfg_opt opts[] = {
 	{ "restore", "EPOCH|latest", set_restore, "restart from a checkpoint of --checkpoint-dir (VM settings come from it)" },
 	{ "clock-sync", "yes|no", set_clock, "after a resume or restore, send each guest the host time; the test guest's vc-clockd steps its clock (default no)" },
 	{ "vm", "qemu|none", set_vm, "none: a synthetic VM (vcluster-synth: all-to-all checked frames, tiny state) in QEMU's place, for scale tests (default qemu)" },
+	{ "vms", "N", set_vms, "run VMs (node0..) on the first N ranks only; the other ranks are spares, a host a node can be migrated to (default: one VM per rank)" },
 	{ "synth-rate", "FPS", set_synth_rate, "--vm none: frames a second each rank sends, round robin to all others (default 100)" },
 	{ "synth-seconds", "S", set_synth_seconds, "--vm none: seconds of running time it sends for, then checks and exits (default 10)" },
 	{ "synth-frame-size", "BYTES", set_synth_frame, "--vm none: frame size, 64-1514 (default 128)" },

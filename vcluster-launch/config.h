@@ -53,6 +53,7 @@ struct vc_config {
 	int synth_rate;			/* --vm none: frames/s each rank sends */
 	int synth_seconds;		/* of running time */
 	int synth_frame;		/* bytes per frame */
+	int vms;			/* ranks 0..vms-1 run a VM, the rest are spares; 0: all */
 	int verbose;
 };
 

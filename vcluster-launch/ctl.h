@@ -2,6 +2,8 @@
  *
  * Protocol: the client sends one JSON object on one line,
  *   {"vcluster-ctl": 1, "command": "status" | "shutdown" | "checkpoint"}
+ *   {"vcluster-ctl": 1, "command": "migrate", "node": "node1", "to": HOST|RANK,
+ *    "streams": N}		(migrate.h; streams optional)
  * and reads one JSON object back: {"ok": true, ...} or {"ok": false,
  * "error": "..."}; then the connection is closed.  Version 1.
  *

@@ -9,6 +9,35 @@
 
 _Static_assert(CTRLMSG_SIZE == 348, "control message layout changed: bump the version");
 
+/* The migration fields, in the statistics' place (bytes 16..119). */
+static void mig_encode(const struct ctrl_mig *g, uint8_t *b)
+{
+	vcfmt_put_be32(b + 16, g->id);
+	vcfmt_put_be32(b + 20, (uint32_t)g->node);
+	vcfmt_put_be32(b + 24, (uint32_t)g->from);
+	vcfmt_put_be32(b + 28, (uint32_t)g->to);
+	vcfmt_put_be16(b + 32, g->streams);
+	vcfmt_put_be16(b + 34, g->port);
+	vcfmt_put_be64(b + 40, g->ram_bytes);
+	vcfmt_put_be64(b + 48, g->sent);
+	vcfmt_put_be64(b + 56, g->total);
+	memcpy(b + 64, g->secret, CTRL_MIG_SECRET);
+}
+
+static void mig_decode(const uint8_t *b, struct ctrl_mig *g)
+{
+	g->id = vcfmt_get_be32(b + 16);
+	g->node = (int32_t)vcfmt_get_be32(b + 20);
+	g->from = (int32_t)vcfmt_get_be32(b + 24);
+	g->to = (int32_t)vcfmt_get_be32(b + 28);
+	g->streams = vcfmt_get_be16(b + 32);
+	g->port = vcfmt_get_be16(b + 34);
+	g->ram_bytes = vcfmt_get_be64(b + 40);
+	g->sent = vcfmt_get_be64(b + 48);
+	g->total = vcfmt_get_be64(b + 56);
+	memcpy(g->secret, b + 64, CTRL_MIG_SECRET);
+}
+
 void ctrlmsg_encode(const struct ctrlmsg *m, uint8_t *out)
 {
 	uint8_t *b = out + CTRLMSG_HDR;
@@ -30,14 +59,18 @@ void ctrlmsg_encode(const struct ctrlmsg *m, uint8_t *out)
 	vcfmt_put_be32(b, (uint32_t)m->status);
 	vcfmt_put_be32(b + 4, (uint32_t)m->signo);
 	vcfmt_put_be32(b + 8, (uint32_t)m->vm_state);
-	for (int i = 0; i < 9; i++)
-		vcfmt_put_be64(b + 16 + 8 * i, c64[i]);
-	vcfmt_put_be32(b + 88, m->fab.rq_frames);
-	vcfmt_put_be32(b + 92, m->fab.deliver_queue_bytes);
-	vcfmt_put_be32(b + 96, m->fab.deliver_queue_max);
-	vcfmt_put_be32(b + 100, (uint32_t)m->fab.npeers);
-	vcfmt_put_be64(b + 104, m->peer_queued);
-	vcfmt_put_be64(b + 112, m->ckpt_bytes);
+	if (ctrl_is_mig(m->type)) {
+		mig_encode(&m->mig, b);
+	} else {
+		for (int i = 0; i < 9; i++)
+			vcfmt_put_be64(b + 16 + 8 * i, c64[i]);
+		vcfmt_put_be32(b + 88, m->fab.rq_frames);
+		vcfmt_put_be32(b + 92, m->fab.deliver_queue_bytes);
+		vcfmt_put_be32(b + 96, m->fab.deliver_queue_max);
+		vcfmt_put_be32(b + 100, (uint32_t)m->fab.npeers);
+		vcfmt_put_be64(b + 104, m->peer_queued);
+		vcfmt_put_be64(b + 112, m->ckpt_bytes);
+	}
 	vcfmt_put_be16(b + 120, (uint16_t)tl);
 	memcpy(b + 124, m->text, tl);
 	vcfmt_put_be32(out + 20, vcfmt_crc32c(0, out, CTRLMSG_SIZE));
@@ -90,6 +123,13 @@ int ctrlmsg_decode(const uint8_t *in, size_t len, int from, struct ctrlmsg *m,
 	m->status = (int32_t)vcfmt_get_be32(b);
 	m->signo = (int32_t)vcfmt_get_be32(b + 4);
 	m->vm_state = (int32_t)vcfmt_get_be32(b + 8);
+	size_t tl = vcfmt_get_be16(b + 120);
+	memcpy(m->text, b + 124, tl);
+	m->text[tl] = '\0';
+	if (ctrl_is_mig(m->type)) {
+		mig_decode(b, &m->mig);
+		return 0;
+	}
 	uint64_t *c64[9] = {
 		&m->fab.frames_from_vm, &m->fab.bytes_from_vm, &m->fab.frames_to_vm,
 		&m->fab.bytes_to_vm, &m->fab.frames_flooded, &m->fab.frames_discarded,
@@ -103,8 +143,5 @@ int ctrlmsg_decode(const uint8_t *in, size_t len, int from, struct ctrlmsg *m,
 	m->fab.npeers = (int32_t)vcfmt_get_be32(b + 100);
 	m->peer_queued = vcfmt_get_be64(b + 104);
 	m->ckpt_bytes = vcfmt_get_be64(b + 112);
-	size_t tl = vcfmt_get_be16(b + 120);
-	memcpy(m->text, b + 124, tl);
-	m->text[tl] = '\0';
 	return 0;
 }

@@ -1,5 +1,5 @@
 /* ctrlmsg: control messages between the ranks of one launcher job (exits,
- * aborts, shutdown requests, statistics for rank 0).
+ * aborts, shutdown requests, statistics for rank 0, migrations).
  *
  * Wire format: CTRLMSG_SIZE bytes, big-endian, one MPI message.
  *   header (24 bytes)
@@ -15,17 +15,25 @@
  *   88 u32 rq_frames  92 u32 deliver_queue_bytes  96 u32 deliver_queue_max
  *  100 i32 npeers    104 u64 peer_queued        112 u64 ckpt_bytes
  *  120 u16 text length  122 u16 reserved  124 text (CTRLMSG_TEXT bytes)
+ *   body of the migration types (CTRL_MIG_*): bytes 16..119 carry instead
+ *   16 u32 migration id   20 i32 node   24 i32 source rank   28 i32 target rank
+ *   32 u16 streams        34 u16 port   36 u32 reserved (0)
+ *   40 u64 RAM bytes      48 u64 bytes sent   56 u64 bytes to send
+ *   64 32 bytes: the migration's secret (TLS-PSK key)   96..119 reserved (0)
+ *   and the text is the address to connect to (READY, START) or a reason.
  * The reader checks every header field and names the one that is wrong.
+ * Version 2 added the migration types.
  */
 #ifndef VC_CTRLMSG_H
 #define VC_CTRLMSG_H
 
 #include "fabric.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#define CTRLMSG_VERSION	1
+#define CTRLMSG_VERSION	2
 #define CTRLMSG_HDR	24
 #define CTRLMSG_TEXT	200
 #define CTRLMSG_BODY	(124 + CTRLMSG_TEXT)
@@ -36,8 +44,31 @@ enum ctrl_type {
 	CTRL_ABORT,		/* stop every VM now: reason, code */
 	CTRL_SHUTDOWN,		/* orderly power-down (to rank 0: please start one) */
 	CTRL_STATS,		/* to rank 0: my counters */
-	CTRL_TYPE_MAX = CTRL_STATS,
+	/* moving a node to a spare rank (migrate.h) */
+	CTRL_MIG_PREPARE,	/* 0 -> target: start a destination, listen */
+	CTRL_MIG_READY,		/* target -> 0: listening at text:port */
+	CTRL_MIG_START,		/* 0 -> source: migrate to text:port */
+	CTRL_MIG_PROGRESS,	/* source -> 0: bytes sent of bytes to send */
+	CTRL_MIG_DONE,		/* to all: node runs on the target now */
+	CTRL_MIG_FAIL,		/* to 0 (and 0 to both ends): text says why */
+	CTRL_TYPE_MAX = CTRL_MIG_FAIL,
 };
+
+#define CTRL_MIG_SECRET	32
+
+/* The fields of a migration message. */
+struct ctrl_mig {
+	uint32_t id;
+	int node, from, to;
+	uint16_t streams, port;
+	uint64_t ram_bytes, sent, total;
+	uint8_t secret[CTRL_MIG_SECRET];
+};
+
+static inline bool ctrl_is_mig(enum ctrl_type t)
+{
+	return t >= CTRL_MIG_PREPARE && t <= CTRL_MIG_FAIL;
+}
 
 /* Why an abort happened, as a field (never parsed out of the text). */
 enum ctrl_code {
@@ -59,6 +90,7 @@ struct ctrlmsg {
 	struct fabric_stats fab;
 	uint64_t peer_queued;	/* batches queued to all peers */
 	uint64_t ckpt_bytes;	/* VM state saved in the running checkpoint */
+	struct ctrl_mig mig;	/* CTRL_MIG_*: instead of the statistics */
 	char text[CTRLMSG_TEXT + 1];
 };
 

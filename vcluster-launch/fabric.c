@@ -1188,19 +1188,23 @@ struct fabric *fabric_create_with(MPI_Comm comm, int vm_fd, const struct fabric_
 	f->st.npeers = f->size;
 	f->vm_fd = vm_fd;
 
-	/* Room for bursts between two progress calls on the VM link. */
-	int sz = 1 << 20;
-	setsockopt(vm_fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
-	setsockopt(vm_fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
-	fcntl(vm_fd, F_SETFL, fcntl(vm_fd, F_GETFL) | O_NONBLOCK);
-	snprintf(url, sizeof(url), "seqpacket://%d", vm_fd);
-	f->vde = vde_open(url, "vcluster-fabric", NULL);
-	if (!f->vde) {
-		r = -errno;
-		pr_errno(r, "vde_open(%s)", url);
-		goto fail;
+	/* A spare rank (vm_fd < 0) has no VM: a switch port with nothing
+	 * plugged in, which still forwards and counts like every other. */
+	if (vm_fd >= 0) {
+		/* Room for bursts between two progress calls on the VM link. */
+		int sz = 1 << 20;
+		setsockopt(vm_fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+		setsockopt(vm_fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+		fcntl(vm_fd, F_SETFL, fcntl(vm_fd, F_GETFL) | O_NONBLOCK);
+		snprintf(url, sizeof(url), "seqpacket://%d", vm_fd);
+		f->vde = vde_open(url, "vcluster-fabric", NULL);
+		if (!f->vde) {
+			r = -errno;
+			pr_errno(r, "vde_open(%s)", url);
+			goto fail;
+		}
+		f->vm_attached = true;
 	}
-	f->vm_attached = true;
 	f->rq = rq_create();
 	f->acct = facct_create(f->rank, f->size);
 	/* One id for this run on every rank, so that the VC-ACCT lines of runs

@@ -152,7 +152,8 @@ int fabric_parse_transport(const char *s, enum fabric_transport *t);
 /* Create the fabric over comm (dup'ed inside).  vm_fd is the rank's end of
  * the VM link, a SOCK_SEQPACKET socket that carries one frame per message
  * (libvdeplug's seqpacket transport); the fabric takes ownership and opens
- * it with vde_open().  Collective over comm.  NULL with errno on failure.
+ * it with vde_open(); vm_fd < 0: a spare rank, no VM (frames that reach it
+ * are counted as gone).  Collective over comm.  NULL with errno on failure.
  * o NULL: FABRIC_DEFAULT with its defaults. */
 struct fabric *fabric_create_with(MPI_Comm comm, int vm_fd, const struct fabric_opts *o);
 struct fabric *fabric_create(MPI_Comm comm, int vm_fd);	/* o = NULL */

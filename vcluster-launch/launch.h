@@ -13,6 +13,7 @@
 #include "config.h"
 #include "ctrlmsg.h"
 #include "firsterr.h"
+#include "migrate.h"
 #include "status.h"
 
 #include <limits.h>
@@ -36,6 +37,8 @@ struct worker;
 struct launch {
 	struct vc_config cfg;
 	int rank, size;
+	int nvms;		/* ranks 0..nvms-1 run node0..; the rest are spares */
+	char (*hosts)[64];	/* every rank's host name (setup_control) */
 	MPI_Comm ctrl_comm;
 	char run_dir[PATH_MAX];
 	char rank_dir[PATH_MAX];
@@ -59,6 +62,7 @@ struct launch {
 	int run_code;		/* set when the loop stops on a fault */
 	double last_ckpt_log;
 	struct status_rank *ranks;
+	struct mig mig;		/* rank 0: the migration running, if any */
 	int nexited;
 	uint8_t rx_buf[CTRLMSG_SIZE];
 	MPI_Request rx_req;
@@ -69,6 +73,12 @@ struct launch {
 	bool shutting_down;
 	struct firsterr abort;	/* the first abort's reason and code */
 };
+
+/* A spare rank runs no VM (--vms): a host a node may move to. */
+static inline bool launch_spare(const struct launch *L, int rank)
+{
+	return rank >= L->nvms;
+}
 
 /* setup.c: each returns true when every rank may go on. */
 bool all_ok(struct launch *L, bool ok, const char *why);

@@ -161,6 +161,10 @@ static void handle_ctrl(struct launch *L, struct ctrlmsg *m)
 			L->ranks[m->rank].stats_age = vc_mono_s();
 		}
 		break;
+	default:	/* CTRL_MIG_*: nobody sends them while the move is not built */
+		pr_warn("control message type %d from rank %d (a migration's) ignored: "
+			"migrations are not built yet", (int)m->type, m->rank);
+		break;
 	}
 }
 
@@ -216,6 +220,24 @@ static void fill_stats(struct launch *L, struct ctrlmsg *m)
 
 /* ---- vcluster-ctl ------------------------------------------------------ */
 
+/* vcluster-ctl migrate: every check of migrate.h, then the move itself,
+ * which is not built yet: refused, nothing changed. */
+static json_t *ctl_migrate(struct launch *L, json_t *req)
+{
+	struct mig_req q;
+	char why[256];
+	int from, to;
+
+	if (mig_parse(req, &q, why, sizeof(why)) < 0 ||
+	    mig_check(&L->mig, L->ranks, L->size, &q, L->vccp && vccp_active(L->vccp), &from, &to,
+		      why, sizeof(why)) < 0)
+		return json_pack("{s:b, s:s}", "ok", 0, "error", why);
+	snprintf(why, sizeof(why), "migrate node%d from rank %d (%s) to rank %d (%s): moving a VM is "
+		 "not built yet (issue 14); nothing was changed", q.node, from, L->ranks[from].host,
+		 to, L->ranks[to].host);
+	return json_pack("{s:b, s:s}", "ok", 0, "error", why);
+}
+
 static json_t *ctl_handle(void *ctx, const char *command, json_t *req)
 {
 	struct launch *L = ctx;
@@ -242,6 +264,9 @@ static json_t *ctl_handle(void *ctx, const char *command, json_t *req)
 		if (L->nexited)
 			return json_pack("{s:b, s:s}", "ok", 0, "error",
 					 "not every VM is running any more");
+		char busy[160];
+		if (mig_busy_reason(&L->mig, busy, sizeof(busy)))
+			return json_pack("{s:b, s:s}", "ok", 0, "error", busy);
 		const char *mode = json_string_value(json_object_get(req, "mode"));
 		int m = !mode ? VCCP_MODE_DEFAULT : !strcmp(mode, "live") ? VCCP_MODE_LIVE :
 			!strcmp(mode, "stop") ? VCCP_MODE_STOP : -1;
@@ -258,12 +283,14 @@ static json_t *ctl_handle(void *ctx, const char *command, json_t *req)
 		return json_pack("{s:b, s:s, s:I}", "ok", 1, "message", "checkpoint started",
 				 "after_epoch", prev);
 	}
+	if (!strcmp(command, "migrate"))
+		return ctl_migrate(L, req);
 	if (!strcmp(command, "shutdown")) {
 		start_shutdown(L, 0, "vcluster-ctl shutdown");
 		return json_pack("{s:b, s:s}", "ok", 1, "message", "shutting down");
 	}
 	return json_pack("{s:b, s:s}", "ok", 0, "error",
-			 "unknown command (status, shutdown, checkpoint)");
+			 "unknown command (status, shutdown, checkpoint, migrate)");
 }
 
 /* ---- the run ----------------------------------------------------------- */
@@ -309,6 +336,8 @@ static void on_signal(struct loop *lp, int sig, void *ctx)
 			pr_warn("SIGUSR1: checkpointing is off (no --checkpoint-dir)");
 		else if (L->nexited)
 			pr_warn("SIGUSR1: not every VM is running; no checkpoint");
+		else if (L->mig.active)
+			pr_warn("SIGUSR1: a migration is running; no checkpoint");
 		else if (vccp_request(L->vccp, "SIGUSR1") == -EBUSY)
 			pr_info("SIGUSR1: a checkpoint is already running");
 		return;
@@ -370,10 +399,10 @@ static void print_summary(struct launch *L, int code)
 	if (L->timed_out)
 		pr_err("the run passed its --timeout of %d s", L->cfg.timeout_s);
 	if (code == 0)
-		pr_info("all %d guests succeeded (%.1f s)", L->size, vc_mono_s() - L->start);
+		pr_info("all %d guests succeeded (%.1f s)", L->nvms, vc_mono_s() - L->start);
 	else
 		pr_info("finished with exit status %d (%d of %d guests did not succeed); logs in %s",
-			code, failed, L->size, L->run_dir);
+			code, failed, L->nvms, L->run_dir);
 }
 
 /* ---- the event loop -------------------------------------------------- */
@@ -523,7 +552,7 @@ static int before_sleep(struct loop *lp, void *ctx)
 	}
 	if (busy)
 		L->last_busy = now;
-	if (L->nexited >= L->size && L->vccp_live)
+	if (L->nexited >= L->nvms && L->vccp_live)
 		loop_stop(lp);
 	update_watches(L);
 	int t = fabric_poll_timeout(L->fab, now, L->last_busy, L->cfg.fabric_spin_us);
@@ -605,7 +634,16 @@ static bool start_loop(struct launch *L)
 /* Control messages between ranks and, on rank 0, the control socket. */
 static void setup_control(struct launch *L)
 {
-	char why[512];
+	char why[512], me[64] = "";
+
+	/* which host runs which node, for vcluster-ctl status */
+	gethostname(me, sizeof(me) - 1);
+	L->hosts = calloc((size_t)L->size, sizeof(*L->hosts));
+	MPI_Allgather(me, sizeof(me), MPI_CHAR, L->hosts, sizeof(me), MPI_CHAR, MPI_COMM_WORLD);
+	for (int r = 0; r < L->size; r++) {
+		L->ranks[r].node = launch_spare(L, r) ? -1 : r;
+		snprintf(L->ranks[r].host, sizeof(L->ranks[r].host), "%s", L->hosts[r]);
+	}
 
 	MPI_Comm_dup(MPI_COMM_WORLD, &L->ctrl_comm);
 	MPI_Comm_set_errhandler(L->ctrl_comm, MPI_ERRORS_RETURN);
@@ -665,6 +703,22 @@ static int setup_config(struct launch *L, int argc, char **argv)
 		log_set_console_level(LOG_WARN);
 	if (c->verbose >= 2)
 		log_set_console_level(LOG_DEBUG);
+	L->nvms = c->vms ? c->vms : L->size;
+	if (c->vms > L->size) {
+		if (L->rank == 0)
+			fprintf(stderr, "vcluster-launch: --vms %d: only %d ranks (one VM per rank at most)\n",
+				c->vms, L->size);
+		return 2;
+	}
+	if (L->nvms < L->size && (c->checkpoint_dir[0] || c->restore[0])) {
+		/* a spare has no VM state: the checkpoint protocol does not know
+		 * such a rank yet, and a cut must never see a half-moved VM */
+		if (L->rank == 0)
+			fprintf(stderr, "vcluster-launch: --vms %d leaves %d spare ranks; checkpoints "
+				"(--checkpoint-dir) do not work with spare ranks yet\n", c->vms,
+				L->size - c->vms);
+		return 2;
+	}
 	if (L->size > cfg_subnet_capacity(c)) {
 		if (L->rank == 0) {
 			char net[40];
@@ -726,6 +780,7 @@ int main(int argc, char **argv)
 	L->fab = NULL;
 	MPI_Comm_free(&L->ctrl_comm);
 	free(L->ranks);
+	free(L->hosts);
 out_vm:
 	fabric_destroy(L->fab);
 	vm_destroy(L->vm);

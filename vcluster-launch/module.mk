@@ -6,6 +6,7 @@ LAUNCH_SRCS := vcluster-launch/main.c vcluster-launch/config.c \
 	       vcluster-launch/lifeline.c \
 	       vcluster-launch/loop.c vcluster-launch/ctrlmsg.c vcluster-launch/status.c \
 	       vcluster-launch/setup.c vcluster-launch/livesrc.c tlm-migrate/dirty.c \
+	       vcluster-launch/migrate.c \
 	       $(VCCP_SRCS)
 # where the test guest and the patched QEMU are (build tree or installed)
 LAUNCH_SRCS += vcluster-launch/instpath.c
@@ -27,6 +28,7 @@ $(eval $(call unit_test,test_config,tests/unit/test_config.c vcluster-launch/con
 $(eval $(call unit_test,test_loop,tests/unit/test_loop.c vcluster-launch/loop.c common/worker.c,-lpthread))
 $(eval $(call unit_test,test_instpath,tests/unit/test_instpath.c vcluster-launch/instpath.c,))
 $(eval $(call unit_test,test_accel,tests/unit/test_accel.c vcluster-launch/accel.c common/child.c,))
+$(eval $(call unit_test,test_migrate,tests/unit/test_migrate.c vcluster-launch/migrate.c,-ljansson))
 $(eval $(call unit_test,test_ctrlmsg,tests/unit/test_ctrlmsg.c vcluster-launch/ctrlmsg.c common/vcfmt.c,-lisal))
 
 # The synthetic VM of --vm none (synth.h): QEMU's place, for scale tests.

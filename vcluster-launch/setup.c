@@ -114,7 +114,8 @@ bool setup_run_dir(struct launch *L)
 	if (L->rank == 0) {
 		if (!c->run_dir[0] && rundir_set_latest(L->run_dir, why, sizeof(why)) < 0)
 			pr_warn("%s", why);
-		pr_info("virtual cluster of %d VMs; run directory %s", L->size, L->run_dir);
+		pr_info("virtual cluster of %d VMs%s; run directory %s", L->nvms,
+			L->nvms < L->size ? " and spare ranks (--vms)" : "", L->run_dir);
 	}
 	return true;
 }
@@ -317,8 +318,9 @@ bool setup_vm(struct launch *L)
 	char why[512] = "";
 	int r;
 
+	/* the guests see the nodes, not the spare ranks */
 	struct vm_spec spec = {
-		.cfg = c, .rank = L->rank, .nranks = L->size, .rank_dir = L->rank_dir,
+		.cfg = c, .rank = L->rank, .nranks = L->nvms, .rank_dir = L->rank_dir,
 		.qemu_bin = L->qemu, .qemu_patched = L->patched,
 		.firmware_dir = L->patched ? qemu_fw_dir : NULL, .kvm = L->kvm, .kernel = L->kernel,
 		.initrd = L->initrd, .pin = L->pin, .incoming = L->restore != NULL,
@@ -332,18 +334,21 @@ bool setup_vm(struct launch *L)
 		spec.restore_disk = restore_disk(L->restore, L->rank, restore_disk_buf,
 						 sizeof(restore_disk_buf));
 	int link_fd = -1;
-	L->vm = vm_spawn(&spec, &link_fd, why, sizeof(why));
-	if (!L->vm) {
+	bool spare = launch_spare(L, L->rank);
+	L->vm = spare ? NULL : vm_spawn(&spec, &link_fd, why, sizeof(why));
+	if (!L->vm && !spare) {
 		char msg[600];
 		snprintf(msg, sizeof(msg), "rank %d: %s (see %s/qemu.log)", L->rank, why, L->rank_dir);
 		snprintf(why, sizeof(why), "%s", msg);
-	} else if (!wait_qmp(L, why, sizeof(why))) {
+	} else if (!spare && !wait_qmp(L, why, sizeof(why))) {
 		vm_destroy(L->vm);
 		L->vm = NULL;
 		close(link_fd);
 	}
-	if (!all_ok(L, L->vm != NULL, why))
+	if (!all_ok(L, L->vm != NULL || spare, why))
 		return false;
+	if (spare)
+		pr_info("spare rank: no VM here until a node is migrated to it");
 	if (L->rank == 0 && c->vm == CFG_VM_NONE)
 		pr_info("--vm none: synthetic VMs (%s), %d frames/s of %d bytes each for %d s",
 			L->qemu, c->synth_rate, c->synth_frame, c->synth_seconds);
@@ -575,12 +580,12 @@ void setup_resume(struct launch *L)
 {
 	char why[512];
 
-	if (!L->restore && L->cfg.vm == CFG_VM_NONE &&
+	if (!L->restore && L->cfg.vm == CFG_VM_NONE && L->vm &&
 	    qmp_exec(vm_qmp(L->vm), "cont", NULL, NULL, 10000, why, sizeof(why)) < 0)
 		pr_err("starting the synthetic VM: %s", why);	/* it waits paused (synth.h) */
 	if (!L->restore) {
 		if (L->rank == 0)
-			pr_info("all %d VMs started; guests run: %s", L->size, L->cfg.guest_cmd);
+			pr_info("all %d VMs started; guests run: %s", L->nvms, L->cfg.guest_cmd);
 		return;
 	}
 	/* Resume together: the guests' clocks stay close (before the loop

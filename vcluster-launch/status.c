@@ -11,8 +11,11 @@ json_t *status_ranks_json(const struct status_rank *ranks, int n, double now)
 		const struct status_rank *ri = &ranks[r];
 		const struct ctrlmsg *s = &ri->stats;
 		bool known = ri->have_stats && s->vm_state >= 0 && s->vm_state <= VM_EXITED;
-		json_t *o = json_pack("{s:i, s:s}", "rank", r, "vm",
-				      ri->exited ? "exited" : known ? states[s->vm_state] : "unknown");
+		const char *vm = ri->exited ? "exited" : ri->node < 0 ? (ri->spare_failed ? "spare-failed" : "spare") :
+				 known ? states[s->vm_state] : "unknown";
+		json_t *o = json_pack("{s:i, s:s, s:s}", "rank", r, "vm", vm, "host", ri->host);
+		if (ri->node >= 0)
+			json_object_set_new(o, "node", json_sprintf("node%d", ri->node));
 		if (ri->exited) {
 			json_object_set_new(o, "status", json_integer(ri->status));
 			if (ri->reason[0])

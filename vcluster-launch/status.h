@@ -8,6 +8,9 @@
 #include <stdbool.h>
 
 struct status_rank {
+	int node;		/* the node it runs (nodeN), -1: a spare */
+	char host[64];
+	bool spare_failed;	/* a migration to this spare failed: it takes no more */
 	bool exited;
 	int status;		/* guest status; -1 fault, -2/-3 stopped by us */
 	char reason[200];

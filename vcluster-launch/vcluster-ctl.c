@@ -1,7 +1,8 @@
 /* vcluster-ctl: talk to a running virtual cluster through rank 0's control
  * socket (RUN/ctl.sock).
  *
- *   vcluster-ctl [--run-dir DIR] [--json] status|shutdown
+ *   vcluster-ctl [--run-dir DIR] [--json] status|shutdown|checkpoint
+ *   vcluster-ctl migrate NODE --to HOST|RANK [--streams N]
  */
 #include "ctl.h"
 #include "rundir.h"
@@ -11,6 +12,7 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +30,8 @@ static void usage(FILE *out)
 		"  checkpoint checkpoint the whole cluster now and wait for the outcome\n"
 		"             (exit 0 committed, 1 aborted); --no-wait returns at once;\n"
 		"             --mode live|stop: this one's kind (default: the job's --checkpoint-mode)\n"
+		"  migrate NODE --to HOST|RANK [--streams N]\n"
+		"             move a running node (node1) to a spare rank (launcher --vms)\n"
 		"--run-dir defaults to the newest run: $XDG_RUNTIME_DIR/vcluster/latest or\n"
 		"/tmp/vcluster-UID/latest (followed only when it, its directory and its target\n"
 		"are yours and writable by no one else).\n"
@@ -44,12 +48,14 @@ static void print_status(json_t *rep)
 	       json_string_value(json_object_get(rep, "run_dir")),
 	       (int)json_integer_value(json_object_get(rep, "size")),
 	       json_number_value(json_object_get(rep, "uptime_s")));
-	printf("%-5s %-9s %12s %12s %12s %12s %8s %8s %8s\n", "rank", "vm", "frames-out",
-	       "bytes-out", "frames-in", "bytes-in", "sendq", "deliverq", "stalls");
+	printf("%-5s %-12s %-8s %-9s %12s %12s %12s %12s %8s %8s %8s\n", "rank", "host", "node", "vm",
+	       "frames-out", "bytes-out", "frames-in", "bytes-in", "sendq", "deliverq", "stalls");
 	json_array_foreach(ranks, i, r) {
 		json_t *f = json_object_get(r, "fabric");
-		printf("%-5d %-9s", (int)json_integer_value(json_object_get(r, "rank")),
-		       json_string_value(json_object_get(r, "vm")));
+		const char *host = json_string_value(json_object_get(r, "host"));
+		const char *node = json_string_value(json_object_get(r, "node"));
+		printf("%-5d %-12s %-8s %-9s", (int)json_integer_value(json_object_get(r, "rank")),
+		       host ? host : "?", node ? node : "-", json_string_value(json_object_get(r, "vm")));
 		if (f)
 			printf(" %12lld %12lld %12lld %12lld %8lld %8lld %8lld",
 			       json_integer_value(json_object_get(f, "frames_from_vm")),
@@ -71,6 +77,7 @@ static void print_status(json_t *rep)
 
 /* One request on a fresh connection; the reply or NULL (reported). */
 static const char *ckpt_mode;	/* --mode, or NULL */
+static json_t *req_args;	/* more fields of the request (migrate's), or NULL */
 
 static json_t *request(const char *path, const char *cmd)
 {
@@ -99,10 +106,15 @@ static json_t *request(const char *path, const char *cmd)
 	}
 	struct timeval tv = { 10, 0 };
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	char req[160];
-	int n = snprintf(req, sizeof(req), "{\"vcluster-ctl\": %d, \"command\": \"%s\"%s%s%s}\n",
-			 CTL_PROTO_VERSION, cmd, ckpt_mode ? ", \"mode\": \"" : "",
-			 ckpt_mode ? ckpt_mode : "", ckpt_mode ? "\"" : "");
+	json_t *o = json_pack("{s:i, s:s}", "vcluster-ctl", CTL_PROTO_VERSION, "command", cmd);
+	if (ckpt_mode)
+		json_object_set_new(o, "mode", json_string(ckpt_mode));
+	if (req_args)
+		json_object_update(o, req_args);
+	char req[1024];
+	int n = (int)json_dumpb(o, req, sizeof(req) - 1, JSON_COMPACT);
+	json_decref(o);
+	req[n++] = '\n';
 	if (write(fd, req, (size_t)n) != n) {
 		fprintf(stderr, "vcluster-ctl: sending to %s: %s\n", path, strerror(errno));
 		close(fd);
@@ -168,8 +180,11 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "run-dir", required_argument, 0, 'd' }, { "json", no_argument, 0, 'j' },
 		{ "help", no_argument, 0, 'h' }, { "no-wait", no_argument, 0, 'n' },
-		{ "version", no_argument, 0, 'V' }, { "mode", required_argument, 0, 'm' }, { 0 }
+		{ "version", no_argument, 0, 'V' }, { "mode", required_argument, 0, 'm' },
+		{ "to", required_argument, 0, 't' }, { "streams", required_argument, 0, 's' }, { 0 }
 	};
+	const char *to = NULL;
+	int streams = 0;
 	char dir[PATH_MAX] = "", path[PATH_MAX + 16];
 	int json_out = 0, no_wait = 0, ch;
 
@@ -178,6 +193,13 @@ int main(int argc, char **argv)
 		case 'd': snprintf(dir, sizeof(dir), "%s", optarg); break;
 		case 'j': json_out = 1; break;
 		case 'n': no_wait = 1; break;
+		case 't': to = optarg; break;
+		case 's': streams = atoi(optarg);
+			if (streams < 1) {
+				fprintf(stderr, "vcluster-ctl: --streams %s: want a positive number\n", optarg);
+				return 2;
+			}
+			break;
 		case 'm':
 			if (strcmp(optarg, "live") && strcmp(optarg, "stop")) {
 				fprintf(stderr, "vcluster-ctl: --mode '%s' is not one of live, stop\n", optarg);
@@ -195,14 +217,24 @@ int main(int argc, char **argv)
 		default: usage(stderr); return 2;
 		}
 	}
-	if (optind != argc - 1) {
-		usage(stderr);
+	const char *cmd = optind < argc ? argv[optind] : "";
+	bool migrate = !strcmp(cmd, "migrate");
+	if (optind != argc - 1 - migrate || (migrate && !to)) {
+		if (migrate)
+			fprintf(stderr, "vcluster-ctl: migrate NODE --to HOST|RANK [--streams N]\n");
+		else
+			usage(stderr);
 		return 2;
 	}
-	const char *cmd = argv[optind];
-	if (strcmp(cmd, "status") && strcmp(cmd, "shutdown") && strcmp(cmd, "checkpoint")) {
-		fprintf(stderr, "vcluster-ctl: unknown command '%s' (status, shutdown, checkpoint)\n", cmd);
+	if (strcmp(cmd, "status") && strcmp(cmd, "shutdown") && strcmp(cmd, "checkpoint") && !migrate) {
+		fprintf(stderr, "vcluster-ctl: unknown command '%s' (status, shutdown, checkpoint, "
+			"migrate)\n", cmd);
 		return 2;
+	}
+	if (migrate) {
+		req_args = json_pack("{s:s, s:s}", "node", argv[optind + 1], "to", to);
+		if (streams)
+			json_object_set_new(req_args, "streams", json_integer(streams));
 	}
 	char why[2 * PATH_MAX];
 	if (!dir[0] ? rundir_find_latest(dir, sizeof(dir), why, sizeof(why)) < 0
@@ -213,6 +245,8 @@ int main(int argc, char **argv)
 	snprintf(path, sizeof(path), "%s/ctl.sock", dir);
 
 	json_t *rep = request(path, cmd);
+	json_decref(req_args);
+	req_args = NULL;
 	if (!rep)
 		return 1;
 	if (!json_is_true(json_object_get(rep, "ok"))) {

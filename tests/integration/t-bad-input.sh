@@ -74,6 +74,13 @@ done
 vc_launch 2 "$out" --restore latest; rc=$?
 [[ $rc -eq 2 ]] || fail "--restore without --checkpoint-dir: exit $rc"
 assert_grep "\-\-restore needs --checkpoint-dir" "$out" 1
+# --vms: not more VMs than ranks; spare ranks and checkpoints do not mix (yet).
+vc_launch 2 "$out" --vms 3; rc=$?
+[[ $rc -eq 2 ]] || fail "--vms 3 on 2 ranks: exit $rc"
+assert_grep "\-\-vms 3: only 2 ranks" "$out" 1
+vc_launch 2 "$out" --vms 1 --checkpoint-dir "$VC_T/ck"; rc=$?
+[[ $rc -eq 2 ]] || fail "--vms 1 with --checkpoint-dir: exit $rc"
+assert_grep "\-\-vms 1 leaves 1 spare ranks; checkpoints .* do not work with spare ranks" "$out" 1
 # No run here gets as far as the fabric: there are no frames, and no VC-ACCT lines, to account for.
 [[ -z $(grep -rh 'VC-ACCT' "$VC_T/run" 2>/dev/null) ]] || fail "a refused run printed frame accounting"
 assert_nothing_running

@@ -30,7 +30,7 @@ for r in s["ranks"]:
     f = r["fabric"]
     assert f["frames_from_vm"] > 0 and f["frames_to_vm"] > 0, f
 PY
-"$VC_BIN/vcluster-ctl" --run-dir "$VC_T/run" status | grep -qE '^1 +running' || fail "text status lacks rank 1"
+"$VC_BIN/vcluster-ctl" --run-dir "$VC_T/run" status | grep -qE '^1 +[^ ]+ +node1 +running' || fail "text status lacks rank 1 (host, node1, running)"
 [[ $(stat -c %a "$VC_T/run/ctl.sock") == 600 ]] || fail "ctl.sock is not mode 0600"
 "$VC_BIN/vcluster-ctl" --run-dir "$VC_T/run" shutdown | grep -q 'shutting down' || fail "shutdown not accepted"
 wait $launcher; rc=$?

@@ -61,9 +61,9 @@ int main(void)
 	CHECK_EQ(ctrlmsg_decode(c, sizeof(c), 3, &d, why, sizeof(why)), -EBADMSG);
 	CHECK(strstr(why, "magic 0x12345678"));
 	memcpy(c, b, sizeof(c));
-	vcfmt_put_be16(c + 4, 2);
+	vcfmt_put_be16(c + 4, 1);	/* before the migration types */
 	CHECK_EQ(ctrlmsg_decode(c, sizeof(c), 3, &d, why, sizeof(why)), -EBADMSG);
-	CHECK(strstr(why, "version 0x2, expected 0x1"));
+	CHECK(strstr(why, "version 0x1, expected 0x2"));
 	memcpy(c, b, sizeof(c));
 	vcfmt_put_be16(c + 12, 99);
 	reseal(c);
@@ -79,5 +79,35 @@ int main(void)
 	reseal(c);
 	CHECK_EQ(ctrlmsg_decode(c, sizeof(c), 3, &d, why, sizeof(why)), -EBADMSG);
 	CHECK(strstr(why, "text length"));
+
+	/* a migration message: its fields in the statistics' place */
+	struct ctrlmsg g = { .type = CTRL_MIG_READY, .rank = 3 };
+	g.mig = (struct ctrl_mig){ .id = 7, .node = 1, .from = 1, .to = 3, .streams = 4,
+				   .port = 40123, .ram_bytes = 256ull << 20, .sent = 5,
+				   .total = 1ull << 33 };
+	for (int i = 0; i < CTRL_MIG_SECRET; i++)
+		g.mig.secret[i] = (uint8_t)(0xa0 + i);
+	snprintf(g.text, sizeof(g.text), "10.77.0.4");
+	ctrlmsg_encode(&g, b);
+	CHECK_EQ(vcfmt_get_be32(b + CTRLMSG_HDR + 20), 1);	/* node, big-endian */
+	CHECK_EQ(vcfmt_get_be16(b + CTRLMSG_HDR + 34), 40123);
+	CHECK_EQ(ctrlmsg_decode(b, sizeof(b), 3, &d, why, sizeof(why)), 0);
+	CHECK_EQ(d.type, CTRL_MIG_READY);
+	CHECK_EQ(d.mig.id, 7);
+	CHECK_EQ(d.mig.node, 1);
+	CHECK_EQ(d.mig.from, 1);
+	CHECK_EQ(d.mig.to, 3);
+	CHECK_EQ(d.mig.streams, 4);
+	CHECK_EQ(d.mig.port, 40123);
+	CHECK(d.mig.ram_bytes == 256ull << 20);
+	CHECK_EQ(d.mig.sent, 5);
+	CHECK(d.mig.total == 1ull << 33);
+	CHECK(!memcmp(d.mig.secret, g.mig.secret, CTRL_MIG_SECRET));
+	CHECK(!strcmp(d.text, "10.77.0.4"));
+	CHECK_EQ(d.fab.frames_from_vm, 0);	/* no statistics in it */
+	memcpy(c, b, sizeof(c));
+	c[CTRLMSG_HDR + 70] ^= 1;			/* the secret is under the CRC */
+	CHECK_EQ(ctrlmsg_decode(c, sizeof(c), 3, &d, why, sizeof(why)), -EBADMSG);
+	CHECK(strstr(why, "CRC32C"));
 	return 0;
 }
