@@ -21,7 +21,8 @@ tlm_hex() { printf '%s' "$1" | od -An -tx1 -v | tr -d ' \n'; }
 # $TLM_DIR/NAME.qmp, serial $TLM_DIR/NAME.serial, pid in $TLM_DIR/NAME.pid).
 # Without RAMFILE its RAM is a memfd; with it, that file and -incoming defer;
 # RAMFILE "default": QEMU's own RAM backend (private, not shareable: for
-# QEMU's migration methods as their users run them) and -incoming defer.
+# QEMU's migration methods as their users run them) and -incoming defer;
+# "private": that backend, booting (no -incoming).
 # Either way the RAM block is "pc.ram", as with QEMU's default backend, so
 # QEMU's migration moves a VM between the kinds.  Thread names are on
 # (debug-threads: the vCPU threads are "CPU N/TCG").
@@ -33,6 +34,8 @@ tlm_vm_start() {
 	if [[ $ramfile == default ]]; then
 		obj=() machine=q35,accel=tcg
 		in=(-incoming defer)
+	elif [[ $ramfile == private ]]; then
+		obj=() machine=q35,accel=tcg
 	elif [[ -n "$ramfile" ]]; then
 		obj+=("memory-backend-file,id=pc.ram,size=${mib}M,mem-path=$ramfile,share=on")
 		in=(-incoming defer)
