@@ -279,36 +279,12 @@ static int qmp_deadline_ms(void)
 	return t && atoi(t) > 0 ? atoi(t) : 30000;
 }
 
-struct qmp_wait {
-	bool done;
-	int err;
-	char *why;
-	size_t whylen;
-};
-
-static void qmp_ready(void *ctx, struct vm *vm, int err, const char *why)
-{
-	struct qmp_wait *w = ctx;
-
-	w->done = true;
-	w->err = err;
-	if (err < 0)
-		snprintf(w->why, w->whylen, "%s", why);
-}
-
 /* Connect to QEMU's QMP (and bind its vCPUs) on the rank's loop: the wait
  * is the loop's, with a deadline (the progress step is not set yet: there
  * is no fabric to move). */
 static bool wait_qmp(struct launch *L, char *why, size_t whylen)
 {
-	struct qmp_wait w = { .why = why, .whylen = whylen };
-	int r = vm_connect_async(L->vm, L->loop, qmp_deadline_ms(), qmp_ready, &w);
-
-	while (r == 0 && !w.done)
-		r = loop_run_once(L->loop, 100);
-	if (r < 0)
-		snprintf(why, whylen, "rank %d: the event loop: %s", L->rank, strerror(-r));
-	return r == 0 && w.err == 0;
+	return vm_connect_wait(L->vm, L->loop, qmp_deadline_ms(), why, whylen) == 0;
 }
 
 /* QEMU, the fabric, and on a restore the VM state and receive queue. */

@@ -635,32 +635,18 @@ static void start_wait_done(void *ctx, struct vm *vm, int err, const char *why)
 		snprintf(w->why, w->whylen, "%s", why);
 }
 
-struct vm *vm_start(const struct vm_spec *s, int *link_fd, char *why, size_t whylen)
+int vm_connect_wait(struct vm *vm, struct loop *l, int deadline_ms, char *why, size_t whylen)
 {
-	struct vm *vm = vm_spawn(s, link_fd, why, whylen);
 	struct start_wait w = { .why = why, .whylen = whylen };
+	int r = vm_connect_async(vm, l, deadline_ms, start_wait_done, &w);
 
-	if (!vm)
-		return NULL;
-	struct loop *l = loop_create();
-	int r = l ? vm_connect_async(vm, l, 30000, start_wait_done, &w) : -errno;
 	while (r == 0 && !w.done)
 		r = loop_run_once(l, 100);
-	if (r < 0)
-		snprintf(why, whylen, "rank %d: waiting for QEMU: %s", s->rank, strerror(-r));
-	else
-		r = w.err;
 	if (r < 0) {
-		vm_destroy(vm);
-		close(*link_fd);
-		*link_fd = -1;
+		snprintf(why, whylen, "rank %d: the event loop: %s", vm->rank, strerror(-r));
+		return r;
 	}
-	loop_destroy(l);
-	if (r < 0) {
-		errno = -r;
-		return NULL;
-	}
-	return vm;
+	return w.err;
 }
 
 pid_t vm_pid(const struct vm *vm)

@@ -39,16 +39,10 @@ enum vm_state { VM_RUNNING, VM_STOPPING, VM_EXITED };
 /* The QEMU drive id of a VM's --disk (for snapshots). */
 #define VM_DISK_ID "disk0"
 
-/* Start QEMU and wait until it answers on QMP (vCPUs bound when s->pin):
- * for callers outside the rank's loop (it runs a loop of its own).  On
- * success *link_fd is the rank's end of the VM link.  NULL with errno and
- * a one-line reason in why. */
-struct vm *vm_start(const struct vm_spec *s, int *link_fd, char *why,
-		    size_t whylen);
-
-/* The same in two steps that never wait, for the rank's loop (e.g. a spare
- * starting a destination QEMU while the job runs).  vm_spawn() starts QEMU
- * (NULL with errno and why as vm_start); vm_connect_async() then connects
+/* Start QEMU in two steps that never wait, for the rank's loop (e.g. a
+ * spare starting a destination QEMU while the job runs).  vm_spawn() starts
+ * QEMU: on success *link_fd is the rank's end of the VM link; NULL with
+ * errno and a one-line reason in why.  vm_connect_async() then connects
  * to its QMP from loop l, retrying while QEMU creates the socket, and binds
  * the vCPUs (query-cpus-fast) when s->pin was given.  cb runs once, from
  * the loop: err 0 when QEMU answers (vm_qmp() is set from then on), or
@@ -60,6 +54,10 @@ struct loop;
 struct vm *vm_spawn(const struct vm_spec *s, int *link_fd, char *why, size_t whylen);
 int vm_connect_async(struct vm *vm, struct loop *l, int deadline_ms, vm_ready_cb cb,
 		     void *ctx);
+/* vm_connect_async() with the caller waiting: runs loop l until QEMU
+ * answers or fails (at start-up, before the rank has anything else to
+ * serve).  0, or -errno with the line in why. */
+int vm_connect_wait(struct vm *vm, struct loop *l, int deadline_ms, char *why, size_t whylen);
 void vm_destroy(struct vm *vm);		/* kills QEMU if still running */
 
 pid_t vm_pid(const struct vm *vm);
