@@ -59,6 +59,19 @@ assert_nothing_running() {
 # wait_for PATTERN FILE [N]: until FILE has N (default 1) lines matching the
 # extended regex, at most VC_WAIT_S seconds (default 180: TCG guests on a
 # loaded 2-core machine can take minutes to boot).
+# assert_same_peers REF RES N: the N nodes of a restored run (output RES) ended clean and received,
+# peer by peer, the same data as the uninterrupted run (REF): their VCTRAFFIC-PEER lines are equal.
+assert_same_peers() {
+	local ref=$1 res=$2 n=$3
+	_peers() { grep -oE 'VCTRAFFIC-PEER rank=.*' "$1" | sort; }
+	[[ $(_peers "$ref" | wc -l) -eq $n ]] || fail "the reference run has no VCTRAFFIC-PEER line per node"
+	assert_grep "VCTRAFFIC rank=[0-9]+ peers=$((n - 1)) .* udp_lost=0 udp_dup=0 udp_reorder=0 errors=0 .* result=PASS" "$res" "$n"
+	if ! diff <(_peers "$ref") <(_peers "$res") > "$VC_T/peers.diff"; then
+		cat "$VC_T/peers.diff"
+		fail "the restored run received other data than the uninterrupted run (per-peer lines differ)"
+	fi
+}
+
 wait_for() {
 	for i in $(seq 1 $(( ${VC_WAIT_S:-180} * 4 ))); do
 		[[ $(grep -cE -- "$1" "$2" 2>/dev/null) -ge ${3:-1} ]] && return 0
