@@ -19,8 +19,8 @@
  *   1. rank 0 -> target T: CTRL_MIG_PREPARE (node, source S, streams, RAM
  *      size, a fresh 32-byte secret: ctrlmsg.h).  T starts QEMU as vm.c
  *      does for a restore (-incoming defer, -S) but with the node's
- *      identity (MAC, name and vc.rank of the node, not of T: vm_spec needs
- *      a node field), a tls-creds-psk object keyed by the secret, runs
+ *      identity (MAC, name and vc.rank of the node, not of T: vm_spec's
+ *      node field, test_vm), a tls-creds-psk object keyed by the secret, runs
  *      migrate-set-capabilities multifd (streams > 1) and migrate-incoming
  *      tcp:ADDR:0, reads the port from query-migrate, and answers
  *      CTRL_MIG_READY with its fabric address and the port.  All of it QMP

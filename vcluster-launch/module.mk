@@ -47,3 +47,4 @@ UNIT_TESTS += $(TESTBIN)/test_fabric_gone
 $(TESTBIN)/test_fabric_gone: $(call objs,$(FABRIC_GONE_SRCS)) $(COMMON_LIB)
 	@mkdir -p $(@D)
 	$(CC) -o $@ $^ -lvdeplug -lgnutls $(LDLIBS_COMMON)
+$(eval $(call unit_test,test_vm,tests/unit/test_vm.c vcluster-launch/vm.c vcluster-launch/pin.c vcluster-launch/loop.c vcluster-launch/config.c common/worker.c common/qmp.c common/log.c common/afile.c common/child.c common/jobspec.c,-lhwloc -ljansson -lpthread))

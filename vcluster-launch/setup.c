@@ -296,7 +296,7 @@ bool setup_vm(struct launch *L)
 
 	/* the guests see the nodes, not the spare ranks */
 	struct vm_spec spec = {
-		.cfg = c, .rank = L->rank, .nranks = L->nvms, .rank_dir = L->rank_dir,
+		.cfg = c, .rank = L->rank, .node = L->rank, .nranks = L->nvms, .rank_dir = L->rank_dir,
 		.qemu_bin = L->qemu, .qemu_patched = L->patched,
 		.firmware_dir = L->patched ? qemu_fw_dir : NULL, .kvm = L->kvm, .kernel = L->kernel,
 		.initrd = L->initrd, .pin = L->pin, .incoming = L->restore != NULL,
