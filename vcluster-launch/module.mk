@@ -6,7 +6,7 @@ LAUNCH_SRCS := vcluster-launch/main.c vcluster-launch/config.c \
 	       vcluster-launch/lifeline.c \
 	       vcluster-launch/loop.c vcluster-launch/ctrlmsg.c vcluster-launch/status.c \
 	       vcluster-launch/setup.c vcluster-launch/livesrc.c tlm-migrate/dirty.c \
-	       vcluster-launch/migrate.c \
+	       vcluster-launch/migrate.c vcluster-launch/migrun.c vcluster-launch/ramsum.c \
 	       $(VCCP_SRCS)
 # where the test guest and the patched QEMU are (build tree or installed)
 LAUNCH_SRCS += vcluster-launch/instpath.c
