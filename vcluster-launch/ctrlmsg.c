@@ -18,10 +18,12 @@ static void mig_encode(const struct ctrl_mig *g, uint8_t *b)
 	vcfmt_put_be32(b + 28, (uint32_t)g->to);
 	vcfmt_put_be16(b + 32, g->streams);
 	vcfmt_put_be16(b + 34, g->port);
+	vcfmt_put_be32(b + 36, g->bandwidth_mib);
 	vcfmt_put_be64(b + 40, g->ram_bytes);
 	vcfmt_put_be64(b + 48, g->sent);
 	vcfmt_put_be64(b + 56, g->total);
 	memcpy(b + 64, g->secret, CTRL_MIG_SECRET);
+	vcfmt_put_be32(b + 96, g->ram_crc);
 }
 
 static void mig_decode(const uint8_t *b, struct ctrl_mig *g)
@@ -32,10 +34,12 @@ static void mig_decode(const uint8_t *b, struct ctrl_mig *g)
 	g->to = (int32_t)vcfmt_get_be32(b + 28);
 	g->streams = vcfmt_get_be16(b + 32);
 	g->port = vcfmt_get_be16(b + 34);
+	g->bandwidth_mib = vcfmt_get_be32(b + 36);
 	g->ram_bytes = vcfmt_get_be64(b + 40);
 	g->sent = vcfmt_get_be64(b + 48);
 	g->total = vcfmt_get_be64(b + 56);
 	memcpy(g->secret, b + 64, CTRL_MIG_SECRET);
+	g->ram_crc = vcfmt_get_be32(b + 96);
 }
 
 void ctrlmsg_encode(const struct ctrlmsg *m, uint8_t *out)

@@ -17,10 +17,12 @@
  *  120 u16 text length  122 u16 reserved  124 text (CTRLMSG_TEXT bytes)
  *   body of the migration types (CTRL_MIG_*): bytes 16..119 carry instead
  *   16 u32 migration id   20 i32 node   24 i32 source rank   28 i32 target rank
- *   32 u16 streams        34 u16 port   36 u32 reserved (0)
+ *   32 u16 streams        34 u16 port   36 u32 bandwidth cap, MiB/s (0: none)
  *   40 u64 RAM bytes      48 u64 bytes sent   56 u64 bytes to send
- *   64 32 bytes: the migration's secret (TLS-PSK key)   96..119 reserved (0)
- *   and the text is the address to connect to (READY, START) or a reason.
+ *   64 32 bytes: the migration's secret (TLS-PSK key)
+ *   96 u32 CRC32C of the guest RAM (DONE with CTRL_MIG_F_CRC)   100..119 reserved (0)
+ *   and the text is the address to connect to (READY, START) or a reason;
+ *   body 0 (status) carries the migration's flags (enum ctrl_mig_flag).
  * The reader checks every header field and names the one that is wrong.
  * Version 2 added the migration types.
  */
@@ -56,13 +58,22 @@ enum ctrl_type {
 
 #define CTRL_MIG_SECRET	32
 
+/* The status field of a CTRL_MIG_* message. */
+enum ctrl_mig_flag {
+	CTRL_MIG_F_REHEARSE = 1,	/* keep the node at its source (migrun.c) */
+	CTRL_MIG_F_REPORT = 2,		/* an end to rank 0 (else rank 0's order to an end) */
+	CTRL_MIG_F_CRC = 4,		/* ram_crc is set */
+};
+
 /* The fields of a migration message. */
 struct ctrl_mig {
 	uint32_t id;
 	int node, from, to;
 	uint16_t streams, port;
+	uint32_t bandwidth_mib;	/* the source's max-bandwidth; 0: unlimited */
 	uint64_t ram_bytes, sent, total;
 	uint8_t secret[CTRL_MIG_SECRET];
+	uint32_t ram_crc;	/* the guest RAM's CRC32C (ramsum.h) */
 };
 
 static inline bool ctrl_is_mig(enum ctrl_type t)

@@ -28,6 +28,7 @@
 struct ctl;
 struct fabric;
 struct loop;
+struct migrun;
 struct pin_plan;
 struct restore;
 struct vccp;
@@ -63,6 +64,7 @@ struct launch {
 	double last_ckpt_log;
 	struct status_rank *ranks;
 	struct mig mig;		/* rank 0: the migration running, if any */
+	struct migrun *migrun;	/* this rank's part in migrations (migrun.c), or NULL */
 	int nexited;
 	uint8_t rx_buf[CTRLMSG_SIZE];
 	MPI_Request rx_req;
@@ -87,9 +89,27 @@ bool setup_restore(struct launch *L);
 bool setup_boot(struct launch *L);
 void setup_pin(struct launch *L);
 bool setup_vm(struct launch *L);
+/* Spawn QEMU as node `node` on this rank (vm_spawn(): not waiting for it),
+ * with the settings every node's QEMU gets, so that a migration target's
+ * QEMU takes the source's state; incoming: -incoming defer -S. */
+struct vm *setup_spawn_node(struct launch *L, int node, bool incoming, int *link_fd,
+			    char *why, size_t whylen);
 bool setup_checkpointing(struct launch *L);
 /* Resume a restored cluster together (after the barrier). */
 void setup_resume(struct launch *L);
+
+/* main.c: one control message to rank `to` (not to itself). */
+void ctrl_send(struct launch *L, int to, const struct ctrlmsg *m);
+
+/* migrun.c: a rank's part in moving a node (migrate.h).  migrun_ctrl()
+ * takes every CTRL_MIG_* message; migrun_begin() (rank 0, a request that
+ * passed mig_check) starts one and returns the reply to vcluster-ctl;
+ * migrun_status_json() is the "migration" object of status (NULL: none
+ * yet); migrun_destroy() kills a destination QEMU still running. */
+void migrun_ctrl(struct launch *L, const struct ctrlmsg *m);
+json_t *migrun_begin(struct launch *L, const struct mig_req *q, int from, int to);
+json_t *migrun_status_json(struct launch *L);
+void migrun_destroy(struct launch *L);
 
 /* --clock-sync: hand the VM the host's time (also after each resume). */
 void send_clock(void *ctx);

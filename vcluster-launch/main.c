@@ -45,7 +45,7 @@ static void ctrl_seal(struct ctrlmsg *m, struct launch *L, enum ctrl_type type)
 
 /* Small messages go eagerly: MPI_Send returns without the peer.  A failure
  * names the peer (the communicator returns errors instead of aborting). */
-static void ctrl_send(struct launch *L, int to, const struct ctrlmsg *m)
+void ctrl_send(struct launch *L, int to, const struct ctrlmsg *m)
 {
 	uint8_t buf[CTRLMSG_SIZE];
 
@@ -161,9 +161,8 @@ static void handle_ctrl(struct launch *L, struct ctrlmsg *m)
 			L->ranks[m->rank].stats_age = vc_mono_s();
 		}
 		break;
-	default:	/* CTRL_MIG_*: nobody sends them while the move is not built */
-		pr_warn("control message type %d from rank %d (a migration's) ignored: "
-			"migrations are not built yet", (int)m->type, m->rank);
+	default:	/* CTRL_MIG_* */
+		migrun_ctrl(L, m);
 		break;
 	}
 }
@@ -220,8 +219,9 @@ static void fill_stats(struct launch *L, struct ctrlmsg *m)
 
 /* ---- vcluster-ctl ------------------------------------------------------ */
 
-/* vcluster-ctl migrate: every check of migrate.h, then the move itself,
- * which is not built yet: refused, nothing changed. */
+/* vcluster-ctl migrate: every check of migrate.h, then the move.  The
+ * move itself is not built yet (the fabric's switch-over): refused,
+ * nothing changed; --rehearse runs everything up to it (migrun.c). */
 static json_t *ctl_migrate(struct launch *L, json_t *req)
 {
 	struct mig_req q;
@@ -232,6 +232,8 @@ static json_t *ctl_migrate(struct launch *L, json_t *req)
 	    mig_check(&L->mig, L->ranks, L->size, &q, L->vccp && vccp_active(L->vccp), &from, &to,
 		      why, sizeof(why)) < 0)
 		return json_pack("{s:b, s:s}", "ok", 0, "error", why);
+	if (q.rehearse)
+		return migrun_begin(L, &q, from, to);
 	snprintf(why, sizeof(why), "migrate node%d from rank %d (%s) to rank %d (%s): moving a VM is "
 		 "not built yet (issue 14); nothing was changed", q.node, from, L->ranks[from].host,
 		 to, L->ranks[to].host);
@@ -249,6 +251,9 @@ static json_t *ctl_handle(void *ctx, const char *command, json_t *req)
 		json_t *ranks = status_ranks_json(L->ranks, L->size, vc_mono_s());
 		json_t *rep = json_pack("{s:b, s:s, s:i, s:f, s:o}", "ok", 1, "run_dir", L->run_dir,
 					"size", L->size, "uptime_s", vc_mono_s() - L->start, "ranks", ranks);
+		json_t *mj = migrun_status_json(L);
+		if (mj)
+			json_object_set_new(rep, "migration", mj);
 		if (L->vccp) {
 			json_t *last = vccp_last_json(L->vccp);
 			json_object_set_new(rep, "checkpointing", json_boolean(vccp_active(L->vccp)));
@@ -772,6 +777,7 @@ int main(int argc, char **argv)
 	setup_resume(L);
 
 	code = wind_down(L, run(L));
+	migrun_destroy(L);
 
 	ctl_close(L->ctl);
 	vccp_destroy(L->vccp);
@@ -782,6 +788,7 @@ int main(int argc, char **argv)
 	free(L->ranks);
 	free(L->hosts);
 out_vm:
+	migrun_destroy(L);
 	fabric_destroy(L->fab);
 	vm_destroy(L->vm);
 out_loop:

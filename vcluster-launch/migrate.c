@@ -23,6 +23,7 @@ int mig_parse(json_t *req, struct mig_req *q, char *why, size_t whylen)
 	const char *node = json_string_value(json_object_get(req, "node"));
 	const char *to = json_string_value(json_object_get(req, "to"));
 	json_t *st = json_object_get(req, "streams");
+	json_t *rh = json_object_get(req, "rehearse");
 
 	memset(q, 0, sizeof(*q));
 	q->node = node_number(node);
@@ -36,6 +37,18 @@ int mig_parse(json_t *req, struct mig_req *q, char *why, size_t whylen)
 		return -EINVAL;
 	}
 	snprintf(q->to, sizeof(q->to), "%s", to);
+	if (rh && !json_is_boolean(rh)) {
+		snprintf(why, whylen, "migrate %s: \"rehearse\" must be true or false", node);
+		return -EINVAL;
+	}
+	q->rehearse = json_is_true(rh);
+	json_t *bw = json_object_get(req, "bandwidth_mib");
+	if (bw && (!json_is_integer(bw) || json_integer_value(bw) < 0 ||
+		   json_integer_value(bw) > 1000000)) {
+		snprintf(why, whylen, "migrate %s: --bandwidth must be 0 to 1000000 MiB/s", node);
+		return -EINVAL;
+	}
+	q->bandwidth_mib = bw ? (int)json_integer_value(bw) : 0;
 	q->streams = st ? (int)json_integer_value(st) : 1;
 	if (!st)
 		return 0;

@@ -15,12 +15,15 @@
  * Pure functions over rank 0's table, no I/O: the unit test drives them.
  *
  * THE MOVE (not built yet; vcluster-ctl migrate refuses every request until
- * it is).  The plan, with QEMU's own migration (stock QEMU):
+ * it is, except a rehearsal: --rehearse runs steps 1, 2 and 5 below and,
+ * instead of 3 and 4, resumes the node at its source and throws the
+ * destination away; migrun.c).  The plan, with QEMU's own migration (stock
+ * QEMU):
  *   1. rank 0 -> target T: CTRL_MIG_PREPARE (node, source S, streams, RAM
  *      size, a fresh 32-byte secret: ctrlmsg.h).  T starts QEMU as vm.c
  *      does for a restore (-incoming defer, -S) but with the node's
- *      identity (MAC, name and vc.rank of the node, not of T: vm_spec needs
- *      a node field), a tls-creds-psk object keyed by the secret, runs
+ *      identity (MAC, name and vc.rank of the node, not of T: vm_spec's
+ *      node field, test_vm), a tls-creds-psk object keyed by the secret, runs
  *      migrate-set-capabilities multifd (streams > 1) and migrate-incoming
  *      tcp:ADDR:0, reads the port from query-migrate, and answers
  *      CTRL_MIG_READY with its fabric address and the port.  All of it QMP
@@ -46,6 +49,17 @@
  *      says it forwarded that peer's last frame).  facct needs a
  *      "forwarded" count at S and T, so the balance stays exact.  Keep the
  *      stop short: a long one made a guest lose UDP datagrams.
+ *      Found while building the rehearsal: QEMU's own migration stops the
+ *      VM itself (at completion, or at pre-switchover with
+ *      pause-before-switchover), so S cannot wait for
+ *      fabric_vm_unread() == 0 before the stop unless it stops the VM
+ *      itself first.  Another way: the rank keeps a dup of QEMU's end of
+ *      the VM link (vm.c closes it today); once the VM has stopped for good
+ *      S reads the frames QEMU never read from that end and forwards them
+ *      first, in order (after a failure it writes them back in front).
+ *      And T's `cont` should wait until every peer has answered S's
+ *      "moved" record, or a frame node sends from T can overtake one it
+ *      had sent from S that is still on S's channels.
  *   4. CTRL_MIG_DONE to all: rank 0 moves node to T in its table (status),
  *      S's QEMU quits and S becomes a spare.  A frame S writes to the VM
  *      link after its QEMU has gone (EPIPE) must be counted gone, not
@@ -68,11 +82,13 @@
 #define MIG_STREAMS_MAX	16
 
 /* What vcluster-ctl asked for: {"node": "node1", "to": "vc-h4" | "3",
- * "streams": N}. */
+ * "streams": N, "rehearse": true, "bandwidth_mib": M}. */
 struct mig_req {
 	int node;		/* N of nodeN */
 	char to[64];		/* a host name or a rank number */
 	int streams;		/* multifd channels (1 if absent) */
+	bool rehearse;		/* send the VM, then keep it at its source (migrun.c) */
+	int bandwidth_mib;	/* the transfer's cap, MiB/s; 0: none */
 };
 
 /* The migration rank 0 runs, if any. */

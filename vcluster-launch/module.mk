@@ -6,7 +6,7 @@ LAUNCH_SRCS := vcluster-launch/main.c vcluster-launch/config.c \
 	       vcluster-launch/lifeline.c \
 	       vcluster-launch/loop.c vcluster-launch/ctrlmsg.c vcluster-launch/status.c \
 	       vcluster-launch/setup.c vcluster-launch/livesrc.c tlm-migrate/dirty.c \
-	       vcluster-launch/migrate.c \
+	       vcluster-launch/migrate.c vcluster-launch/migrun.c vcluster-launch/ramsum.c \
 	       $(VCCP_SRCS)
 # where the test guest and the patched QEMU are (build tree or installed)
 LAUNCH_SRCS += vcluster-launch/instpath.c
@@ -47,3 +47,5 @@ UNIT_TESTS += $(TESTBIN)/test_fabric_gone
 $(TESTBIN)/test_fabric_gone: $(call objs,$(FABRIC_GONE_SRCS)) $(COMMON_LIB)
 	@mkdir -p $(@D)
 	$(CC) -o $@ $^ -lvdeplug -lgnutls $(LDLIBS_COMMON)
+$(eval $(call unit_test,test_vm,tests/unit/test_vm.c vcluster-launch/vm.c vcluster-launch/pin.c vcluster-launch/loop.c vcluster-launch/config.c common/worker.c common/qmp.c common/log.c common/afile.c common/child.c common/jobspec.c,-lhwloc -ljansson -lpthread))
+$(eval $(call unit_test,test_ramsum,tests/unit/test_ramsum.c vcluster-launch/ramsum.c common/vcfmt.c,-lisal))

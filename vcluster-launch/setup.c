@@ -287,19 +287,16 @@ static bool wait_qmp(struct launch *L, char *why, size_t whylen)
 	return vm_connect_wait(L->vm, L->loop, qmp_deadline_ms(), why, whylen) == 0;
 }
 
-/* QEMU, the fabric, and on a restore the VM state and receive queue. */
-bool setup_vm(struct launch *L)
+struct vm *setup_spawn_node(struct launch *L, int node, bool incoming, int *link_fd,
+			    char *why, size_t whylen)
 {
 	struct vc_config *c = &L->cfg;
-	char why[512] = "";
-	int r;
-
 	/* the guests see the nodes, not the spare ranks */
 	struct vm_spec spec = {
-		.cfg = c, .rank = L->rank, .nranks = L->nvms, .rank_dir = L->rank_dir,
+		.cfg = c, .rank = L->rank, .node = node, .nranks = L->nvms, .rank_dir = L->rank_dir,
 		.qemu_bin = L->qemu, .qemu_patched = L->patched,
 		.firmware_dir = L->patched ? qemu_fw_dir : NULL, .kvm = L->kvm, .kernel = L->kernel,
-		.initrd = L->initrd, .pin = L->pin, .incoming = L->restore != NULL,
+		.initrd = L->initrd, .pin = L->pin, .incoming = incoming,
 	};
 	char restore_disk_buf[PATH_MAX + 32], live_qmp[PATH_MAX + 16];
 	if (c->checkpoint_live && c->checkpoint_dir[0]) {
@@ -309,9 +306,20 @@ bool setup_vm(struct launch *L)
 	if (L->restore)
 		spec.restore_disk = restore_disk(L->restore, L->rank, restore_disk_buf,
 						 sizeof(restore_disk_buf));
+	return vm_spawn(&spec, link_fd, why, whylen);
+}
+
+/* QEMU, the fabric, and on a restore the VM state and receive queue. */
+bool setup_vm(struct launch *L)
+{
+	struct vc_config *c = &L->cfg;
+	char why[512] = "";
+	int r;
+
 	int link_fd = -1;
 	bool spare = launch_spare(L, L->rank);
-	L->vm = spare ? NULL : vm_spawn(&spec, &link_fd, why, sizeof(why));
+	L->vm = spare ? NULL : setup_spawn_node(L, L->rank, L->restore != NULL, &link_fd, why,
+						sizeof(why));
 	if (!L->vm && !spare) {
 		char msg[600];
 		snprintf(msg, sizeof(msg), "rank %d: %s (see %s/qemu.log)", L->rank, why, L->rank_dir);

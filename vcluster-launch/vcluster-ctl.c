@@ -2,7 +2,7 @@
  * socket (RUN/ctl.sock).
  *
  *   vcluster-ctl [--run-dir DIR] [--json] status|shutdown|checkpoint
- *   vcluster-ctl migrate NODE --to HOST|RANK [--streams N]
+ *   vcluster-ctl migrate NODE --to HOST|RANK [--streams N] [--rehearse]
  */
 #include "ctl.h"
 #include "rundir.h"
@@ -30,8 +30,11 @@ static void usage(FILE *out)
 		"  checkpoint checkpoint the whole cluster now and wait for the outcome\n"
 		"             (exit 0 committed, 1 aborted); --no-wait returns at once;\n"
 		"             --mode live|stop: this one's kind (default: the job's --checkpoint-mode)\n"
-		"  migrate NODE --to HOST|RANK [--streams N]\n"
-		"             move a running node (node1) to a spare rank (launcher --vms)\n"
+		"  migrate NODE --to HOST|RANK [--streams N] [--bandwidth MIB/S] [--rehearse]\n"
+		"             move a running node (node1) to a spare rank (launcher --vms);\n"
+		"             not built yet: --rehearse sends the whole VM with QEMU's migration\n"
+		"             and keeps the node at its source; waits, prints progress and the\n"
+		"             outcome (exit 0 rehearsed, 1 failed)\n"
 		"--run-dir defaults to the newest run: $XDG_RUNTIME_DIR/vcluster/latest or\n"
 		"/tmp/vcluster-UID/latest (followed only when it, its directory and its target\n"
 		"are yours and writable by no one else).\n"
@@ -72,7 +75,19 @@ static void print_status(json_t *rep)
 		if (reason)
 			printf(" (%s)", reason);
 		putchar('\n');
-	}
+	}	json_t *m = json_object_get(rep, "migration");
+	if (m && json_is_true(json_object_get(m, "active")))
+		printf("migration %lld: node%lld from rank %lld to rank %lld, %s, %.1f of %.1f MiB\n",
+		       json_integer_value(json_object_get(m, "id")),
+		       json_integer_value(json_object_get(m, "node")),
+		       json_integer_value(json_object_get(m, "from")),
+		       json_integer_value(json_object_get(m, "to")),
+		       json_string_value(json_object_get(m, "phase")),
+		       json_integer_value(json_object_get(m, "sent")) / 1048576.0,
+		       json_integer_value(json_object_get(m, "total")) / 1048576.0);
+	else if (m)
+		printf("last migration %lld: %s\n", json_integer_value(json_object_get(m, "id")),
+		       json_string_value(json_object_get(m, "result")));
 }
 
 /* One request on a fresh connection; the reply or NULL (reported). */
@@ -175,14 +190,63 @@ static int wait_checkpoint(const char *path, json_t *started, int json_out)
 	return 1;
 }
 
+/* Poll status until migration `id` has ended: progress about once a
+ * second, then its result (exit 0 done, 1 failed). */
+static int wait_migration(const char *path, json_t *started, int json_out)
+{
+	json_int_t id = json_integer_value(json_object_get(started, "id"));
+	json_int_t last_sent = -1;
+
+	printf("%s\n", json_string_value(json_object_get(started, "message")));
+	json_decref(started);
+	for (int i = 0; i < 4 * 3600; i++) {
+		usleep(250 * 1000);
+		json_t *st = request(path, "status");
+		if (!st)
+			return 1;
+		json_t *m = json_object_get(st, "migration");
+		if (!m || json_integer_value(json_object_get(m, "id")) != id) {
+			json_decref(st);
+			continue;
+		}
+		if (json_is_true(json_object_get(m, "active"))) {
+			json_int_t sent = json_integer_value(json_object_get(m, "sent"));
+			if (i % 4 == 0 && sent != last_sent && !json_out)
+				printf("node%lld -> rank %lld: %s, %.1f of %.1f MiB\n",
+				       json_integer_value(json_object_get(m, "node")),
+				       json_integer_value(json_object_get(m, "to")),
+				       json_string_value(json_object_get(m, "phase")), sent / 1048576.0,
+				       json_integer_value(json_object_get(m, "total")) / 1048576.0);
+			last_sent = sent;
+			json_decref(st);
+			continue;
+		}
+		int ok = json_is_true(json_object_get(m, "ok"));
+		if (json_out) {
+			char *t = json_dumps(m, JSON_COMPACT);
+			printf("%s\n", t);
+			free(t);
+		} else {
+			fprintf(ok ? stdout : stderr, "%s%s\n", ok ? "" : "vcluster-ctl: ",
+				json_string_value(json_object_get(m, "result")));
+		}
+		json_decref(st);
+		return ok ? 0 : 1;
+	}
+	fprintf(stderr, "vcluster-ctl: the migration did not end within an hour\n");
+	return 1;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "run-dir", required_argument, 0, 'd' }, { "json", no_argument, 0, 'j' },
 		{ "help", no_argument, 0, 'h' }, { "no-wait", no_argument, 0, 'n' },
 		{ "version", no_argument, 0, 'V' }, { "mode", required_argument, 0, 'm' },
-		{ "to", required_argument, 0, 't' }, { "streams", required_argument, 0, 's' }, { 0 }
+		{ "to", required_argument, 0, 't' }, { "streams", required_argument, 0, 's' },
+		{ "rehearse", no_argument, 0, 'r' }, { "bandwidth", required_argument, 0, 'b' }, { 0 }
 	};
+	int rehearse = 0, bandwidth = -1;
 	const char *to = NULL;
 	int streams = 0;
 	char dir[PATH_MAX] = "", path[PATH_MAX + 16];
@@ -194,6 +258,8 @@ int main(int argc, char **argv)
 		case 'j': json_out = 1; break;
 		case 'n': no_wait = 1; break;
 		case 't': to = optarg; break;
+		case 'r': rehearse = 1; break;
+		case 'b': bandwidth = atoi(optarg); break;
 		case 's': streams = atoi(optarg);
 			if (streams < 1) {
 				fprintf(stderr, "vcluster-ctl: --streams %s: want a positive number\n", optarg);
@@ -235,6 +301,10 @@ int main(int argc, char **argv)
 		req_args = json_pack("{s:s, s:s}", "node", argv[optind + 1], "to", to);
 		if (streams)
 			json_object_set_new(req_args, "streams", json_integer(streams));
+		if (rehearse)
+			json_object_set_new(req_args, "rehearse", json_true());
+		if (bandwidth >= 0)
+			json_object_set_new(req_args, "bandwidth_mib", json_integer(bandwidth));
 	}
 	char why[2 * PATH_MAX];
 	if (!dir[0] ? rundir_find_latest(dir, sizeof(dir), why, sizeof(why)) < 0
@@ -256,6 +326,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(cmd, "checkpoint") && !no_wait)
 		return wait_checkpoint(path, rep, json_out);
+	if (!strcmp(cmd, "migrate") && !no_wait)
+		return wait_migration(path, rep, json_out);
 	if (json_out) {
 		char *t = json_dumps(rep, JSON_COMPACT);
 		printf("%s\n", t);

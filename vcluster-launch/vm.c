@@ -25,6 +25,7 @@
 
 struct vm {
 	int rank;
+	int node;		/* console lines are "[nodeN]" */
 	pid_t pid;
 	enum vm_state state;
 	struct qmp *qmp;
@@ -164,7 +165,7 @@ static int synth_argv(const struct vm_spec *s, int link_fd, char *qmp_path, char
 {
 	int argc = 0;
 
-	snprintf(a->rank, sizeof(a->rank), "%d", s->rank);
+	snprintf(a->rank, sizeof(a->rank), "%d", s->node);
 	snprintf(a->n, sizeof(a->n), "%d", s->nranks);
 	snprintf(a->fd, sizeof(a->fd), "%d", link_fd);
 	snprintf(a->rate, sizeof(a->rate), "%d", s->cfg->synth_rate);
@@ -250,6 +251,7 @@ struct vm *vm_spawn(const struct vm_spec *s, int *link_fd, char *why, size_t why
 		return NULL;
 	}
 	vm->rank = s->rank;
+	vm->node = s->node;
 	vm->console_fd = -1;
 	vm->start_fd = -1;
 	vm->pin = s->pin;
@@ -294,9 +296,13 @@ struct vm *vm_spawn(const struct vm_spec *s, int *link_fd, char *why, size_t why
 		goto spawn;
 	}
 
-	/* MAC: locally administered, rank in the last two bytes. */
-	snprintf(mac, sizeof(mac), "52:54:00:56:%02x:%02x", (s->rank >> 8) & 255, s->rank & 255);
-	snprintf(name, sizeof(name), "vcluster-node%d", s->rank);
+	/* The node's identity, not the rank's: a spare that receives node K
+	 * must start a QEMU that is node K (same MAC, name, kernel arguments,
+	 * devices), or the migration stream would not load, and the guest
+	 * keeps its address in any case.  MAC: locally administered, node
+	 * number in the last two bytes. */
+	snprintf(mac, sizeof(mac), "52:54:00:56:%02x:%02x", (s->node >> 8) & 255, s->node & 255);
+	snprintf(name, sizeof(name), "vcluster-node%d", s->node);
 	snprintf(mem, sizeof(mem), "%llu", (unsigned long long)c->memory_mib);
 	/* Guest RAM on a shared memfd (issue 14): the TLM engine maps it from
 	 * QEMU's descriptor (/proc/PID/fd); the rank maps nothing.  Its id is
@@ -315,7 +321,7 @@ struct vm *vm_spawn(const struct vm_spec *s, int *link_fd, char *why, size_t why
 	hex_encode(c->guest_cmd, cmdhex, sizeof(cmdhex));
 	snprintf(append, sizeof(append),
 		 "console=ttyS0 quiet panic=-1 no_timer_check vc.rank=%d vc.n=%d vc.net=%s vc.mac=%s vc.head=%d%s vc.cmd=%s%s%s",
-		 s->rank, s->nranks, net, mac, s->rank == 0, c->clock_sync ? " vc.clocksync=1" : "", cmdhex,
+		 s->node, s->nranks, net, mac, s->node == 0, c->clock_sync ? " vc.clocksync=1" : "", cmdhex,
 		 c->append[0] ? " " : "", c->append);
 
 	argv[argc++] = (char *)s->qemu_bin;
@@ -359,7 +365,7 @@ struct vm *vm_spawn(const struct vm_spec *s, int *link_fd, char *why, size_t why
 	argv[argc++] = netdev;
 	argv[argc++] = "-device";
 	argv[argc++] = fabric_dev;
-	if (s->rank == 0) {
+	if (s->node == 0) {	/* the head node's NIC goes where node0 goes */
 		if (c->head_ssh_port)
 			snprintf(head_netdev, sizeof(head_netdev),
 				 "user,id=head,hostfwd=tcp:127.0.0.1:%d-:22", c->head_ssh_port);
@@ -733,7 +739,7 @@ static void console_line(struct vm *vm, FILE *out)
 	}
 	pr_debug("console: %s", clean);
 	if (out) {
-		fprintf(out, "[node%d] %s\n", vm->rank, clean);
+		fprintf(out, "[node%d] %s\n", vm->node, clean);
 		fflush(out);
 	}
 }

@@ -21,7 +21,11 @@ struct qmp;
 
 struct vm_spec {
 	const struct vc_config *cfg;
-	int rank, nranks;
+	int rank;			/* the rank that runs this QEMU (logs, errors) */
+	int node;			/* the node it is: MAC, -name, vc.rank, the head's
+					 * NIC.  The rank's own number at start; node K's
+					 * on a spare that receives K (migrate.h) */
+	int nranks;			/* nodes in the cluster (vc.n) */
 	const char *rank_dir;		/* RUN/rankR, exists, mode 0700 */
 	const char *qemu_bin;
 	bool qemu_patched;
@@ -29,7 +33,7 @@ struct vm_spec {
 	bool kvm;
 	const char *kernel, *initrd;	/* resolved; kernel may be "" with a disk */
 	const struct pin_plan *pin;	/* NULL: no binding */
-	bool incoming;			/* restore: -incoming defer -S */
+	bool incoming;			/* restore or migration target: -incoming defer -S */
 	const char *restore_disk;	/* restore: the checkpoint's disk image */
 	const char *live_qmp;		/* a second QMP socket (live checkpoints), or NULL */
 };

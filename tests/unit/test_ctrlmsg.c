@@ -82,7 +82,7 @@ int main(void)
 
 	/* a migration message: its fields in the statistics' place */
 	struct ctrlmsg g = { .type = CTRL_MIG_READY, .rank = 3 };
-	g.mig = (struct ctrl_mig){ .id = 7, .node = 1, .from = 1, .to = 3, .streams = 4,
+	g.mig = (struct ctrl_mig){ .id = 7, .node = 1, .from = 1, .to = 3, .streams = 4, .bandwidth_mib = 100, .ram_crc = 0xdeadbeef,
 				   .port = 40123, .ram_bytes = 256ull << 20, .sent = 5,
 				   .total = 1ull << 33 };
 	for (int i = 0; i < CTRL_MIG_SECRET; i++)
@@ -99,6 +99,8 @@ int main(void)
 	CHECK_EQ(d.mig.to, 3);
 	CHECK_EQ(d.mig.streams, 4);
 	CHECK_EQ(d.mig.port, 40123);
+	CHECK_EQ(d.mig.bandwidth_mib, 100);
+	CHECK(d.mig.ram_crc == 0xdeadbeef);
 	CHECK(d.mig.ram_bytes == 256ull << 20);
 	CHECK_EQ(d.mig.sent, 5);
 	CHECK(d.mig.total == 1ull << 33);

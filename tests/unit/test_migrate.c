@@ -49,6 +49,31 @@ int main(void)
 	CHECK_EQ(from, 2);
 	CHECK_EQ(to, 3);
 
+	/* --rehearse: a flag of the request, off unless given */
+	{
+		struct mig_req q;
+		json_t *req = json_loads("{\"node\":\"node1\",\"to\":\"3\",\"rehearse\":true}", 0, NULL);
+		CHECK_EQ(mig_parse(req, &q, why, sizeof(why)), 0);
+		CHECK(q.rehearse);
+		json_decref(req);
+		req = json_loads("{\"node\":\"node1\",\"to\":\"3\"}", 0, NULL);
+		CHECK_EQ(mig_parse(req, &q, why, sizeof(why)), 0);
+		CHECK(!q.rehearse);
+		json_decref(req);
+		req = json_loads("{\"node\":\"node1\",\"to\":\"3\",\"rehearse\":1}", 0, NULL);
+		CHECK_EQ(mig_parse(req, &q, why, sizeof(why)), -EINVAL);
+		CHECK(strstr(why, "\"rehearse\" must be true or false"));
+		json_decref(req);
+		req = json_loads("{\"node\":\"node1\",\"to\":\"3\",\"bandwidth_mib\":40}", 0, NULL);
+		CHECK_EQ(mig_parse(req, &q, why, sizeof(why)), 0);
+		CHECK_EQ(q.bandwidth_mib, 40);
+		json_decref(req);
+		req = json_loads("{\"node\":\"node1\",\"to\":\"3\",\"bandwidth_mib\":-1}", 0, NULL);
+		CHECK_EQ(mig_parse(req, &q, why, sizeof(why)), -EINVAL);
+		CHECK(strstr(why, "--bandwidth must be 0 to 1000000"));
+		json_decref(req);
+	}
+
 	/* the refusals, each with its reason */
 	CHECK_EQ(check(&m, "{\"node\":\"node7\",\"to\":\"vc-h4\"}", false, &from, &to, why,
 		       sizeof(why)), -EINVAL);
