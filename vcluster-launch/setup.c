@@ -287,6 +287,79 @@ static bool wait_qmp(struct launch *L, char *why, size_t whylen)
 	return vm_connect_wait(L->vm, L->loop, qmp_deadline_ms(), why, whylen) == 0;
 }
 
+/* How long QEMU has to load a checkpoint's VM state (a large guest on a
+ * slow disk under TCG: minutes). */
+#define LOAD_VM_MS	600000
+#define LOAD_POLL_MS	20
+
+struct load_wait {
+	struct launch *L;
+	struct restore_load *ld;
+	int rc;			/* 0 loading, 1 loaded, -errno */
+	char *why;
+	size_t whylen;
+};
+
+/* QMP's replies during the load (the progress step, which watches QMP
+ * later, is not set yet). */
+static void on_load_qmp(struct loop *l, int fd, unsigned ev, void *ctx)
+{
+	struct load_wait *w = ctx;
+
+	if (qmp_pump(vm_qmp(w->L->vm)) < 0)
+		loop_mod_fd(l, fd, 0);	/* closed: the next poll says so */
+}
+
+static void on_load_tick(struct loop *l, void *ctx)
+{
+	struct load_wait *w = ctx;
+	struct qmp *q = vm_qmp(w->L->vm);
+
+	if (w->rc)
+		return;
+	if (q && qmp_pending(q))
+		qmp_pump(q);	/* the commands' timeouts */
+	w->rc = restore_load_vm_poll(w->ld, w->why, w->whylen);
+}
+
+/* Load the VM state on the rank's loop: the QMP commands are asynchronous,
+ * a timer polls query-migrate and keeps the deadline; the loop runs
+ * meanwhile (nothing blocks in it).  0 or -errno with why. */
+static int load_vm(struct launch *L, char *why, size_t whylen)
+{
+	struct load_wait w = { .L = L, .why = why, .whylen = whylen };
+	struct qmp *q = vm_qmp(L->vm);
+	int r = 0;
+
+	w.ld = restore_load_vm_start(L->restore, q, L->rank, LOAD_VM_MS, why, whylen);
+	if (!w.ld)
+		return -errno;
+	int fd = qmp_fd(q);
+	struct loop_timer *t = loop_add_timer(L->loop, LOAD_POLL_MS, LOAD_POLL_MS, on_load_tick, &w);
+	if (!t || (r = loop_add_fd(L->loop, fd, LOOP_IN, on_load_qmp, &w)) < 0) {
+		r = t ? r : -errno;
+		snprintf(why, whylen, "the event loop: %s", strerror(-r));
+		loop_del_timer(L->loop, t);
+		restore_load_vm_free(w.ld);
+		return r;
+	}
+	while (r == 0 && w.rc == 0)
+		r = loop_run_once(L->loop, LOAD_POLL_MS);
+	if (r < 0)
+		snprintf(why, whylen, "the event loop: %s", strerror(-r));
+	loop_del_timer(L->loop, t);
+	loop_del_fd(L->loop, fd);
+	restore_load_vm_free(w.ld);
+	if (r == 0 && w.rc < 0 && vm_check_exit(L->vm)) {
+		/* QEMU died (a bad stream can make it abort): its log says why */
+		char inner[600];
+		snprintf(inner, sizeof(inner), "%s", why);
+		snprintf(why, whylen, "QEMU exited while loading the VM state: %s (see %s/qemu.log)",
+			 inner, L->rank_dir);
+	}
+	return r < 0 ? r : (w.rc < 0 ? w.rc : 0);
+}
+
 /* QEMU, the fabric, and on a restore the VM state and receive queue. */
 bool setup_vm(struct launch *L)
 {
@@ -347,10 +420,10 @@ bool setup_vm(struct launch *L)
 		return true;
 
 	struct rq *rq = NULL;
-	char inner[400];
+	char inner[700];
 	r = restore_load_ram(L->restore, L->rank, (int)vm_pid(L->vm), inner, sizeof(inner));
 	if (r == 0)
-		r = restore_load_vm(L->restore, vm_qmp(L->vm), L->rank, 600000, inner, sizeof(inner));
+		r = load_vm(L, inner, sizeof(inner));
 	if (r == 0)
 		r = restore_load_rq(L->restore, L->rank, &rq, inner, sizeof(inner));
 	snprintf(why, sizeof(why), "rank %d: %s", L->rank, inner);
