@@ -88,8 +88,12 @@ bool setup_boot(struct launch *L);
 void setup_pin(struct launch *L);
 bool setup_vm(struct launch *L);
 bool setup_checkpointing(struct launch *L);
-/* Resume a restored cluster together (after the barrier). */
+/* Resume a restored cluster together (after the barrier): sends cont
+ * without waiting; its reply comes back through the loop. */
 void setup_resume(struct launch *L);
+/* main.c: a fault that ends the job (every VM stopped, the reason kept);
+ * for callbacks of the loop. */
+void launch_fault(struct launch *L, const char *why);
 
 /* --clock-sync: hand the VM the host's time (also after each resume). */
 void send_clock(void *ctx);

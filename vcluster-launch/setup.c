@@ -625,24 +625,52 @@ bool setup_checkpointing(struct launch *L)
 	return all_ok(L, L->vccp != NULL, why);
 }
 
+#define CONT_MS		10000	/* QEMU's answer to cont */
+
+/* The reply to cont, from the loop's QMP pump.  A VM that stays paused
+ * would hold the job until its --timeout: a refusal or no answer in time
+ * aborts the job, in one line naming the rank and what QEMU said.  QEMU
+ * gone (-EPIPE) is left to vm_check_exit(), which says how it died. */
+static void on_cont(void *ctx, int err, json_t *ret, const char *why)
+{
+	struct launch *L = ctx;
+	char msg[700];
+
+	if (err == 0) {
+		if (L->restore && L->rank == 0)
+			pr_info("all %d VMs resumed from epoch %llu", L->size,
+				(unsigned long long)restore_epoch(L->restore));
+		return;
+	}
+	if (err == -EPIPE)
+		return;
+	snprintf(msg, sizeof(msg), "rank %d: %s: QEMU said: %s", L->rank,
+		 L->restore ? "resuming the restored VM" : "starting the synthetic VM", why);
+	launch_fault(L, msg);
+}
+
+/* Resume together, right after the barrier: cont goes out now (the guests'
+ * clocks stay close); its reply is an event of the loop (on_cont). */
+static void send_cont(struct launch *L)
+{
+	struct qmp *q = L->vm ? vm_qmp(L->vm) : NULL;
+	int r = q ? qmp_exec_async(q, "cont", NULL, -1, CONT_MS, on_cont, L) : -EPIPE;
+
+	if (r < 0)	/* QEMU has gone: vm_check_exit() says how */
+		pr_err("rank %d: %s: cont not sent: %s", L->rank,
+		       L->restore ? "resuming the restored VM" : "starting the synthetic VM",
+		       strerror(-r));
+}
+
 void setup_resume(struct launch *L)
 {
-	char why[512];
-
-	if (!L->restore && L->cfg.vm == CFG_VM_NONE && L->vm &&
-	    qmp_exec(vm_qmp(L->vm), "cont", NULL, NULL, 10000, why, sizeof(why)) < 0)
-		pr_err("starting the synthetic VM: %s", why);	/* it waits paused (synth.h) */
+	if (!L->restore && L->cfg.vm == CFG_VM_NONE && L->vm)
+		send_cont(L);	/* it waits paused (synth.h) */
 	if (!L->restore) {
 		if (L->rank == 0)
 			pr_info("all %d VMs started; guests run: %s", L->nvms, L->cfg.guest_cmd);
 		return;
 	}
-	/* Resume together: the guests' clocks stay close (before the loop
-	 * runs, so this one command may wait for its reply). */
-	if (qmp_exec(vm_qmp(L->vm), "cont", NULL, NULL, 10000, why, sizeof(why)) < 0)
-		pr_err("resuming the restored VM: %s", why);
+	send_cont(L);
 	send_clock(L);
-	if (L->rank == 0)
-		pr_info("all %d VMs resumed from epoch %llu", L->size,
-			(unsigned long long)restore_epoch(L->restore));
 }
