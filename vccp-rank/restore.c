@@ -553,7 +553,8 @@ static void *ram_load_main(void *arg)
 	return NULL;
 }
 
-int restore_load_ram(const struct restore *r, int rank, int qemu_pid, char *why, size_t whylen)
+int restore_load_ram(const struct restore *r, int rank, int qemu_pid, size_t *nfiles,
+		     uint64_t *npages, char *why, size_t whylen)
 {
 	json_t *ri = json_array_get(json_object_get(r->manifest, "ranks"), (size_t)rank);
 	json_t *ram = json_object_get(ri, "ram");
@@ -563,6 +564,8 @@ int restore_load_ram(const struct restore *r, int rank, int qemu_pid, char *why,
 	char path[PATH_MAX + 32], inner[256] = "";
 	int rc = 0, fd;
 
+	*nfiles = 0;
+	*npages = 0;
 	if (!ram)
 		return 0;
 	if (n < 1 || n > LIVERAM_MAX_FILES) {
@@ -610,8 +613,7 @@ int restore_load_ram(const struct restore *r, int rank, int qemu_pid, char *why,
 		pages += l[i].pages;
 	}
 	close(fd);
-	if (rc == 0)
-		pr_info("RAM of epoch %llu loaded from %zu files: %llu pages",
-			(unsigned long long)r->epoch, n, (unsigned long long)pages);
+	*nfiles = n;
+	*npages = pages;
 	return rc;
 }

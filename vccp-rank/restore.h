@@ -104,9 +104,13 @@ bool restore_is_live(const struct restore *r, int rank);
 
 /* Live checkpoints: write rank's RAM files, in parallel, into the RAM
  * backend of the QEMU (pid) started with "-incoming defer -S", before
- * restore_load_vm_start() (which then turns on x-ignore-shared).  0 (also when
- * the checkpoint is not live) or -errno with why naming the file. */
-int restore_load_ram(const struct restore *r, int rank, int qemu_pid, char *why, size_t whylen);
+ * restore_load_vm_start() (which then turns on x-ignore-shared).  0 (also
+ * when the checkpoint is not live: *nfiles 0) or -errno with why naming the
+ * file; *nfiles and *npages say what was loaded.  Slow (the whole RAM) and
+ * blocking: it never logs and touches nothing but r (read) and QEMU's RAM,
+ * so the launcher runs it on its worker thread while the loop goes on. */
+int restore_load_ram(const struct restore *r, int rank, int qemu_pid, size_t *nfiles,
+		     uint64_t *npages, char *why, size_t whylen);
 
 /* Read rank's receive queue.  0 or -errno with the reason (naming the file)
  * in why. */

@@ -20,6 +20,7 @@
 #include "vc_magic.h"
 #include "vcfmt.h"
 #include "vm.h"
+#include "worker.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -360,6 +361,64 @@ static int load_vm(struct launch *L, char *why, size_t whylen)
 	return r < 0 ? r : (w.rc < 0 ? w.rc : 0);
 }
 
+/* A live checkpoint's RAM files into QEMU's RAM (restore_load_ram), on
+ * the worker: the whole RAM is read and written, seconds for a large guest. */
+struct ram_job {
+	const struct restore *r;	/* read only, while the job runs */
+	int rank, pid;
+	int rc;
+	bool done;
+	size_t files;
+	uint64_t pages;
+	char why[700];
+};
+
+static void ram_job_run(void *arg)
+{
+	struct ram_job *j = arg;
+
+	j->rc = restore_load_ram(j->r, j->rank, j->pid, &j->files, &j->pages, j->why,
+				 sizeof(j->why));
+}
+
+static void ram_job_done(void *arg)
+{
+	((struct ram_job *)arg)->done = true;
+}
+
+/* The loop runs while the worker loads (a worker job cannot be cut short:
+ * local files, no deadline).  0 or -errno with why. */
+static int load_ram(struct launch *L, char *why, size_t whylen)
+{
+	struct ram_job j = { .r = L->restore, .rank = L->rank, .pid = (int)vm_pid(L->vm) };
+	int r;
+
+	if (!restore_is_live(L->restore, L->rank))
+		return 0;
+	if ((r = worker_submit(L->worker, ram_job_run, ram_job_done, &j)) < 0) {
+		snprintf(why, whylen, "loading RAM: the worker: %s", strerror(-r));
+		return r;
+	}
+	while (!j.done) {
+		r = loop_run_once(L->loop, 100);
+		if (r < 0) {
+			/* j belongs to the job until its done(): wait for it */
+			while (!j.done)
+				if (!worker_dispatch(L->worker))
+					usleep(1000);
+			snprintf(why, whylen, "the event loop: %s", strerror(-r));
+			return r;
+		}
+	}
+	if (j.rc < 0) {
+		snprintf(why, whylen, "%s", j.why);
+		return j.rc;
+	}
+	pr_info("RAM of epoch %llu loaded from %zu files: %llu pages",
+		(unsigned long long)restore_epoch(L->restore), j.files, (unsigned long long)j.pages);
+	return 0;
+}
+
 /* QEMU, the fabric, and on a restore the VM state and receive queue. */
 bool setup_vm(struct launch *L)
 {
@@ -421,7 +480,7 @@ bool setup_vm(struct launch *L)
 
 	struct rq *rq = NULL;
 	char inner[700];
-	r = restore_load_ram(L->restore, L->rank, (int)vm_pid(L->vm), inner, sizeof(inner));
+	r = load_ram(L, inner, sizeof(inner));
 	if (r == 0)
 		r = load_vm(L, inner, sizeof(inner));
 	if (r == 0)
