@@ -242,6 +242,7 @@ struct restore_load {
 	struct qmp *q;
 	char path[PATH_MAX + 32];	/* the vmstate file, for messages */
 	enum load_step step;
+	int fd;				/* the vmstate file until getfd has sent it, or -1 */
 	int inflight;			/* commands sent whose callback has not run */
 	bool querying;			/* a query-migrate is on its way */
 	bool orphaned;			/* freed by the owner while inflight */
@@ -346,6 +347,12 @@ static void load_next(struct restore_load *ld)
 			  json_pack("{s:[{s:s, s:b}]}", "capabilities", "capability",
 				    "x-ignore-shared", "state", 1), -1);
 		break;
+	case LOAD_GETFD:
+		/* SCM_RIGHTS copies it now: ours can go */
+		load_send(ld, "getfd", qmpmig_getfd_args("vccp-load"), ld->fd);
+		close(ld->fd);
+		ld->fd = -1;
+		break;
 	case LOAD_INCOMING:
 		load_send(ld, "migrate-incoming", qmpmig_fd_uri_args("vccp-load"), -1);
 		break;
@@ -376,33 +383,18 @@ struct restore_load *restore_load_file_start(const char *path, bool live, struct
 		errno = e;
 		return NULL;
 	}
-	/* The commands queue in order on one connection: QEMU runs them one
-	 * after the other; each reply moves the load on (load_reply).  The
-	 * descriptor travels now (SCM_RIGHTS copies it): ours is closed. */
-	if (live) {
-		/* RAM is already in the backend (restore_load_ram): the stream
-		 * has none, as it was saved with x-ignore-shared. */
-		ld->step = LOAD_CAPS;
-		load_next(ld);
-	} else {
-		ld->step = LOAD_GETFD;
-	}
-	if (!ld->err) {
-		int r = qmp_exec_async(q, "getfd", qmpmig_getfd_args("vccp-load"), fd, LOAD_CMD_MS,
-				       load_reply, ld);
-		if (r < 0) {
-			char msg[128];
-			snprintf(msg, sizeof(msg), "getfd: not sent: %s", strerror(-r));
-			load_fail(ld, r, false, msg);
-		} else {
-			ld->inflight++;
-		}
-	}
-	close(fd);
+	/* One command at a time, each reply sending the next (load_reply):
+	 * the descriptor travels with getfd alone, never in a read that QEMU's
+	 * monitor shares with another command. */
+	ld->fd = fd;
+	/* live: RAM is already in the backend (restore_load_ram); the stream
+	 * has none, as it was saved with x-ignore-shared */
+	ld->step = live ? LOAD_CAPS : LOAD_GETFD;
+	load_next(ld);
 	if (ld->err && !ld->inflight) {
 		snprintf(why, whylen, "%s", ld->why);
 		e = -ld->err;
-		free(ld);
+		restore_load_vm_free(ld);
 		errno = e;
 		return NULL;
 	}
@@ -451,6 +443,9 @@ void restore_load_vm_free(struct restore_load *ld)
 {
 	if (!ld)
 		return;
+	if (ld->fd >= 0)
+		close(ld->fd);
+	ld->fd = -1;
 	if (ld->inflight)
 		ld->orphaned = true;	/* the last callback frees it */
 	else

@@ -20,7 +20,7 @@
 
 /* ---- fake QEMU: answers one connection, then exits -------------------- */
 
-enum fq_mode { FQ_OK, FQ_FAIL, FQ_SLOW };
+enum fq_mode { FQ_OK, FQ_FAIL, FQ_SLOW, FQ_REFUSE };
 
 struct fakeq {
 	char path[108];
@@ -96,7 +96,15 @@ static void *fakeq_main(void *arg)
 				const char *uri = json_string_value(json_object_get(
 					json_object_get(req, "arguments"), "uri"));
 				CHECK(uri && !strcmp(uri, "fd:vccp-load"));
-				say(fd, id, "{}");
+				if (fq->mode == FQ_REFUSE) {
+					char e[256];
+					int en = snprintf(e, sizeof(e), "{\"error\": {\"class\": "
+							 "\"GenericError\", \"desc\": \"no -incoming "
+							 "defer\"}, \"id\": \"%s\"}\r\n", id);
+					send(fd, e, (size_t)en, MSG_NOSIGNAL);
+				} else {
+					say(fd, id, "{}");
+				}
 			} else if (!strcmp(cmd, "query-migrate")) {
 				if (fq->mode == FQ_SLOW || ++queries < 3)
 					say(fd, id, "{\"status\": \"active\"}");
@@ -200,6 +208,17 @@ static void test_load(void)
 	restore_load_vm_free(ld);
 	fakeq_stop(&fq, q);
 
+	/* a command QEMU refuses: which one, and QEMU's words */
+	q = fakeq_start(&fq, FQ_REFUSE);
+	ld = restore_load_file_start(file, false, q, 5000, why, sizeof(why));
+	CHECK(ld);
+	CHECK_EQ(drive(q, ld, why, sizeof(why)), -EIO);
+	CHECK(strstr(why, "migrate-incoming"));
+	CHECK(strstr(why, "no -incoming defer"));
+	CHECK(strstr(why, file));
+	restore_load_vm_free(ld);
+	fakeq_stop(&fq, q);
+
 	/* the deadline: never completed */
 	q = fakeq_start(&fq, FQ_SLOW);
 	ld = restore_load_file_start(file, false, q, 200, why, sizeof(why));
@@ -215,7 +234,7 @@ static void test_load(void)
 	q = fakeq_start(&fq, FQ_OK);
 	ld = restore_load_file_start(file, true, q, 5000, why, sizeof(why));
 	CHECK(ld);
-	CHECK(qmp_pending(q) >= 2);
+	CHECK(qmp_pending(q) == 1);
 	restore_load_vm_free(ld);
 	for (int i = 0; i < 200 && qmp_pending(q); i++) {
 		struct pollfd p = { .fd = qmp_fd(q), .events = POLLIN };
