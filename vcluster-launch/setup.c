@@ -423,7 +423,7 @@ static int load_ram(struct launch *L, char *why, size_t whylen)
 bool setup_vm(struct launch *L)
 {
 	struct vc_config *c = &L->cfg;
-	char why[512] = "";
+	char why[1024] = "";
 	int r;
 
 	/* the guests see the nodes, not the spare ranks */
@@ -445,7 +445,7 @@ bool setup_vm(struct launch *L)
 	bool spare = launch_spare(L, L->rank);
 	L->vm = spare ? NULL : vm_spawn(&spec, &link_fd, why, sizeof(why));
 	if (!L->vm && !spare) {
-		char msg[600];
+		char msg[1100];
 		snprintf(msg, sizeof(msg), "rank %d: %s (see %s/qemu.log)", L->rank, why, L->rank_dir);
 		snprintf(why, sizeof(why), "%s", msg);
 	} else if (!spare && !wait_qmp(L, why, sizeof(why))) {
