@@ -2,9 +2,10 @@
  * tlm-migrate can use the same parsing and waiting).
  *
  * The building blocks are pure (arguments to send, a parser of
- * query-migrate's reply) so that an asynchronous caller (vccp, in the event
- * loop) and a blocking one (restore, tlm-migrate) share them; the blocking
- * helpers at the end are for callers with a thread of their own.
+ * query-migrate's reply) so that asynchronous callers (vccp's save and the
+ * restore's load, in the event loop) and a blocking one (tlm-migrate) share
+ * them; the blocking helpers at the end are for callers with a thread of
+ * their own, never for the rank's loop.
  */
 #ifndef VC_QMPMIG_H
 #define VC_QMPMIG_H
@@ -57,7 +58,7 @@ int qmpmig_wait(struct qmp *q, int timeout_ms, int poll_ms,
 		struct qmpmig_status *st, char *why, size_t whylen);
 
 /* Blocking: hand fd to QEMU as fdname and start migrate-incoming from it
- * (the caller keeps fd).  0 or -errno with QEMU's reason in why. */
+ * (the caller keeps fd; the rank's restore uses restore_load_vm_start).  0 or -errno with QEMU's reason in why. */
 int qmpmig_incoming_fd(struct qmp *q, const char *fdname, int fd, char *why,
 		       size_t whylen);
 

@@ -7,6 +7,7 @@
 #include "qmp.h"
 #include "qmpmig.h"
 #include "rq.h"
+#include "vctime.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -20,7 +21,6 @@
 #include <unistd.h>
 
 #define MANIFEST_TEXT_MAX	(1 << 16)
-#define LOAD_POLL_MS		20
 
 /* Written by restore_config_build(), the only keys a restore accepts. */
 const char *const restore_config_keys[] = {
@@ -223,46 +223,233 @@ const char *restore_disk(const struct restore *r, int rank, char *buf, size_t le
 	return buf;
 }
 
-int restore_load_vm(const struct restore *r, struct qmp *q, int rank, int timeout_ms,
-		    char *why, size_t whylen)
+/* ---- loading the VM state without waiting ---------------------------- */
+
+#define LOAD_CMD_MS		10000	/* one QMP command (QEMU busy loading may be slow) */
+
+enum load_step {
+	LOAD_CAPS,		/* live: migrate-set-capabilities x-ignore-shared */
+	LOAD_GETFD,		/* the vmstate file travels to QEMU */
+	LOAD_INCOMING,		/* migrate-incoming fd:vccp-load */
+	LOAD_QUERY,		/* query-migrate until completed or failed */
+	LOAD_DONE,
+};
+
+/* One load.  The QMP callbacks hold a pointer to it: restore_load_vm_free()
+ * while a command is on its way only marks it, and the last callback
+ * frees it. */
+struct restore_load {
+	struct qmp *q;
+	char path[PATH_MAX + 32];	/* the vmstate file, for messages */
+	enum load_step step;
+	int fd;				/* the vmstate file until getfd has sent it, or -1 */
+	int inflight;			/* commands sent whose callback has not run */
+	bool querying;			/* a query-migrate is on its way */
+	bool orphaned;			/* freed by the owner while inflight */
+	long long deadline;		/* monotonic ms */
+	int timeout_ms;
+	int err;			/* first error, 0 or -errno */
+	char why[600];
+	char status[32];		/* QEMU's last migration status */
+};
+
+/* The first failure ends the load: "loading F: what", or, when QEMU's
+ * migration failed, "QEMU could not load F: QEMU's error". */
+static void load_fail(struct restore_load *ld, int err, bool qemu_said, const char *what)
 {
-	char path[PATH_MAX + 32], inner[400];
+	if (ld->err)
+		return;
+	ld->err = err;
+	ld->step = LOAD_DONE;
+	snprintf(ld->why, sizeof(ld->why), qemu_said ? "QEMU could not load %s: %s" :
+		 "loading %s: %s", ld->path, what);
+}
+
+static void load_next(struct restore_load *ld);
+
+static void load_reply(void *ctx, int err, json_t *ret, const char *why)
+{
+	struct restore_load *ld = ctx;
+	static const char *const what[] = {
+		[LOAD_CAPS] = "x-ignore-shared", [LOAD_GETFD] = "getfd",
+		[LOAD_INCOMING] = "migrate-incoming",
+	};
+	char msg[560];
+
+	ld->inflight--;
+	if (ld->orphaned) {
+		if (!ld->inflight)
+			free(ld);
+		return;
+	}
+	if (ld->err)
+		return;
+	if (err < 0) {
+		snprintf(msg, sizeof(msg), "%s: %s", what[ld->step], why);
+		load_fail(ld, err, false, msg);
+		return;
+	}
+	ld->step++;
+	if (ld->step < LOAD_QUERY)
+		load_next(ld);
+}
+
+static void load_status(void *ctx, int err, json_t *ret, const char *why)
+{
+	struct restore_load *ld = ctx;
 	struct qmpmig_status st;
-	int rc;
+	char msg[560];
+
+	ld->inflight--;
+	ld->querying = false;
+	if (ld->orphaned) {
+		if (!ld->inflight)
+			free(ld);
+		return;
+	}
+	if (ld->err)
+		return;
+	if (err == -ETIMEDOUT)
+		return;	/* a QEMU busy loading may answer late: the deadline
+			 * decides; the late reply is dropped by its id */
+	if (err < 0) {
+		snprintf(msg, sizeof(msg), "query-migrate: %s", why);
+		load_fail(ld, err, false, msg);
+		return;
+	}
+	qmpmig_parse(ret, &st);
+	snprintf(ld->status, sizeof(ld->status), "%s", st.status);
+	if (st.state == QMPMIG_COMPLETED)
+		ld->step = LOAD_DONE;
+	else if (st.state == QMPMIG_FAILED)
+		load_fail(ld, -EIO, true, st.error);
+}
+
+/* Send the command of the current step (the file descriptor for getfd). */
+static void load_send(struct restore_load *ld, const char *cmd, json_t *args, int fd)
+{
+	int r = qmp_exec_async(ld->q, cmd, args, fd, LOAD_CMD_MS, load_reply, ld);
+	char msg[128];
+
+	if (r < 0) {
+		snprintf(msg, sizeof(msg), "%s: not sent: %s", cmd, strerror(-r));
+		load_fail(ld, r, false, msg);
+		return;
+	}
+	ld->inflight++;
+}
+
+static void load_next(struct restore_load *ld)
+{
+	switch (ld->step) {
+	case LOAD_CAPS:
+		load_send(ld, "migrate-set-capabilities",
+			  json_pack("{s:[{s:s, s:b}]}", "capabilities", "capability",
+				    "x-ignore-shared", "state", 1), -1);
+		break;
+	case LOAD_GETFD:
+		/* SCM_RIGHTS copies it now: ours can go */
+		load_send(ld, "getfd", qmpmig_getfd_args("vccp-load"), ld->fd);
+		close(ld->fd);
+		ld->fd = -1;
+		break;
+	case LOAD_INCOMING:
+		load_send(ld, "migrate-incoming", qmpmig_fd_uri_args("vccp-load"), -1);
+		break;
+	default:
+		break;
+	}
+}
+
+struct restore_load *restore_load_file_start(const char *path, bool live, struct qmp *q,
+					     int timeout_ms, char *why, size_t whylen)
+{
+	struct restore_load *ld = calloc(1, sizeof(*ld));
+	int fd, e;
+
+	if (!ld) {
+		snprintf(why, whylen, "loading the VM state: out of memory");
+		errno = ENOMEM;
+		return NULL;
+	}
+	ld->q = q;
+	ld->timeout_ms = timeout_ms;
+	ld->deadline = vc_mono_ms() + timeout_ms;
+	snprintf(ld->path, sizeof(ld->path), "%s", path);
+	if ((fd = open(ld->path, O_RDONLY | O_CLOEXEC)) < 0) {
+		e = errno;
+		snprintf(why, whylen, "%s: %s", ld->path, strerror(e));
+		free(ld);
+		errno = e;
+		return NULL;
+	}
+	/* One command at a time, each reply sending the next (load_reply):
+	 * the descriptor travels with getfd alone, never in a read that QEMU's
+	 * monitor shares with another command. */
+	ld->fd = fd;
+	/* live: RAM is already in the backend (restore_load_ram); the stream
+	 * has none, as it was saved with x-ignore-shared */
+	ld->step = live ? LOAD_CAPS : LOAD_GETFD;
+	load_next(ld);
+	if (ld->err && !ld->inflight) {
+		snprintf(why, whylen, "%s", ld->why);
+		e = -ld->err;
+		restore_load_vm_free(ld);
+		errno = e;
+		return NULL;
+	}
+	return ld;
+}
+
+struct restore_load *restore_load_vm_start(const struct restore *r, struct qmp *q, int rank,
+					   int timeout_ms, char *why, size_t whylen)
+{
+	char path[PATH_MAX + 32];
 
 	snprintf(path, sizeof(path), "%s/rank%d.vmstate", r->dir, rank);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		rc = -errno;
-		snprintf(why, whylen, "%s: %s", path, strerror(errno));
-		return rc;
+	return restore_load_file_start(path, restore_is_live(r, rank), q, timeout_ms, why, whylen);
+}
+
+int restore_load_vm_poll(struct restore_load *ld, char *why, size_t whylen)
+{
+	if (!ld->err && ld->step != LOAD_DONE && vc_mono_ms() > ld->deadline) {
+		char msg[160];
+		snprintf(msg, sizeof(msg), "not loaded within %d s (QEMU's status: %s)",
+			 (ld->timeout_ms + 999) / 1000, ld->status[0] ? ld->status : "no answer");
+		load_fail(ld, -ETIMEDOUT, false, msg);
 	}
-	if (restore_is_live(r, rank)) {
-		/* RAM is already in the backend (restore_load_ram): the stream
-		 * has none, as it was saved with x-ignore-shared. */
-		rc = qmp_exec(q, "migrate-set-capabilities",
-			      json_pack("{s:[{s:s, s:b}]}", "capabilities", "capability",
-					"x-ignore-shared", "state", 1), NULL, 10000, inner, sizeof(inner));
-		if (rc < 0) {
-			close(fd);
-			snprintf(why, whylen, "loading %s: x-ignore-shared: %s", path, inner);
-			return rc;
+	if (ld->err) {
+		snprintf(why, whylen, "%s", ld->why);
+		return ld->err;
+	}
+	if (ld->step == LOAD_DONE)
+		return 1;
+	if (ld->step == LOAD_QUERY && !ld->querying) {
+		int r = qmp_exec_async(ld->q, "query-migrate", NULL, -1, LOAD_CMD_MS, load_status, ld);
+		if (r < 0) {
+			char msg[128];
+			snprintf(msg, sizeof(msg), "query-migrate: not sent: %s", strerror(-r));
+			load_fail(ld, r, false, msg);
+			snprintf(why, whylen, "%s", ld->why);
+			return r;
 		}
+		ld->inflight++;
+		ld->querying = true;
 	}
-	rc = qmpmig_incoming_fd(q, "vccp-load", fd, inner, sizeof(inner));
-	close(fd);
-	if (rc < 0) {
-		snprintf(why, whylen, "loading %s: %s", path, inner);
-		return rc;
-	}
-	rc = qmpmig_wait(q, timeout_ms, LOAD_POLL_MS, &st, inner, sizeof(inner));
-	if (rc == -EIO)
-		snprintf(why, whylen, "QEMU could not load %s: %s", path, st.error);
-	else if (rc == -ETIMEDOUT)
-		snprintf(why, whylen, "loading %s: %s", path, inner);
-	else if (rc < 0)
-		snprintf(why, whylen, "loading %s: %s", path, inner);
-	return rc;
+	return 0;
+}
+
+void restore_load_vm_free(struct restore_load *ld)
+{
+	if (!ld)
+		return;
+	if (ld->fd >= 0)
+		close(ld->fd);
+	ld->fd = -1;
+	if (ld->inflight)
+		ld->orphaned = true;	/* the last callback frees it */
+	else
+		free(ld);
 }
 
 int restore_load_rq(const struct restore *r, int rank, struct rq **out, char *why,
@@ -361,7 +548,8 @@ static void *ram_load_main(void *arg)
 	return NULL;
 }
 
-int restore_load_ram(const struct restore *r, int rank, int qemu_pid, char *why, size_t whylen)
+int restore_load_ram(const struct restore *r, int rank, int qemu_pid, size_t *nfiles,
+		     uint64_t *npages, char *why, size_t whylen)
 {
 	json_t *ri = json_array_get(json_object_get(r->manifest, "ranks"), (size_t)rank);
 	json_t *ram = json_object_get(ri, "ram");
@@ -371,6 +559,8 @@ int restore_load_ram(const struct restore *r, int rank, int qemu_pid, char *why,
 	char path[PATH_MAX + 32], inner[256] = "";
 	int rc = 0, fd;
 
+	*nfiles = 0;
+	*npages = 0;
 	if (!ram)
 		return 0;
 	if (n < 1 || n > LIVERAM_MAX_FILES) {
@@ -418,8 +608,7 @@ int restore_load_ram(const struct restore *r, int rank, int qemu_pid, char *why,
 		pages += l[i].pages;
 	}
 	close(fd);
-	if (rc == 0)
-		pr_info("RAM of epoch %llu loaded from %zu files: %llu pages",
-			(unsigned long long)r->epoch, n, (unsigned long long)pages);
+	*nfiles = n;
+	*npages = pages;
 	return rc;
 }

@@ -12,7 +12,8 @@
  * Order of a restore: restore_prepare() (collective: rank 0 resolves the
  * epoch and checks the number of ranks and the keys, every rank checks its
  * own files), then the launcher applies restore_config() and starts QEMU
- * with "-incoming defer -S", then restore_load_vm() and restore_load_rq().
+ * with "-incoming defer -S", then restore_load_ram() (live checkpoints),
+ * restore_load_vm_start() and its polls, and restore_load_rq().
  */
 #ifndef VC_RESTORE_H
 #define VC_RESTORE_H
@@ -69,11 +70,33 @@ json_t *restore_config(const struct restore *r);
 /* rank's saved disk image into buf, or NULL when it had none. */
 const char *restore_disk(const struct restore *r, int rank, char *buf, size_t len);
 
-/* Feed rank's saved VM state into a QEMU started with "-incoming defer -S"
- * and wait for it to load (at most timeout_ms; blocking: this runs before
- * the event loop).  0 or -errno with the reason in why. */
-int restore_load_vm(const struct restore *r, struct qmp *q, int rank, int timeout_ms,
-		    char *why, size_t whylen);
+/* Feed rank's saved VM state into a QEMU started with "-incoming defer -S",
+ * without waiting: the rank's loop keeps running (nothing blocks in it).
+ *
+ * restore_load_vm_start() opens RDIR/rankR.vmstate and sends, as
+ * asynchronous QMP commands on q (qmp_exec_async), x-ignore-shared (live
+ * checkpoints), getfd and migrate-incoming; their replies are read by
+ * whoever pumps q (qmp_pump).  The owner then calls restore_load_vm_poll()
+ * every few ms (a loop timer), which asks query-migrate and keeps the
+ * deadline of timeout_ms.  NULL with errno and why when nothing could be
+ * sent (a missing file, QMP closed).
+ *
+ * restore_load_vm_poll(): 0 while loading (call again), 1 once QEMU has
+ * loaded it, -errno once it failed: why holds one line naming the file and
+ * what QEMU said ("QEMU could not load F: ..."), or the deadline
+ * (-ETIMEDOUT), or the command that failed.  The caller adds the rank.
+ *
+ * restore_load_vm_free() may run at any time (NULL is fine); commands
+ * still on their way then end on their own (their replies are dropped). */
+struct restore_load;
+struct restore_load *restore_load_vm_start(const struct restore *r, struct qmp *q, int rank,
+					   int timeout_ms, char *why, size_t whylen);
+/* The same for a vmstate file named by the caller (live: saved with
+ * x-ignore-shared); restore_load_vm_start() names RDIR/rankR.vmstate. */
+struct restore_load *restore_load_file_start(const char *path, bool live, struct qmp *q,
+					     int timeout_ms, char *why, size_t whylen);
+int restore_load_vm_poll(struct restore_load *ld, char *why, size_t whylen);
+void restore_load_vm_free(struct restore_load *ld);
 
 /* Whether rank's checkpoint is a live one (its RAM in liveram files, its
  * VM state saved with x-ignore-shared). */
@@ -81,9 +104,13 @@ bool restore_is_live(const struct restore *r, int rank);
 
 /* Live checkpoints: write rank's RAM files, in parallel, into the RAM
  * backend of the QEMU (pid) started with "-incoming defer -S", before
- * restore_load_vm() (which then turns on x-ignore-shared).  0 (also when
- * the checkpoint is not live) or -errno with why naming the file. */
-int restore_load_ram(const struct restore *r, int rank, int qemu_pid, char *why, size_t whylen);
+ * restore_load_vm_start() (which then turns on x-ignore-shared).  0 (also
+ * when the checkpoint is not live: *nfiles 0) or -errno with why naming the
+ * file; *nfiles and *npages say what was loaded.  Slow (the whole RAM) and
+ * blocking: it never logs and touches nothing but r (read) and QEMU's RAM,
+ * so the launcher runs it on its worker thread while the loop goes on. */
+int restore_load_ram(const struct restore *r, int rank, int qemu_pid, size_t *nfiles,
+		     uint64_t *npages, char *why, size_t whylen);
 
 /* Read rank's receive queue.  0 or -errno with the reason (naming the file)
  * in why. */

@@ -6,6 +6,30 @@
  *             checks, the lowest failing rank says why in one line, all
  *             stop together), and what vccp sees of the fabric
  * The internal header of the program; no other program includes it.
+ *
+ * Nothing blocks in the loop (loop.h).  Every QMP command of the rank's own
+ * connection is asynchronous (qmp_exec_async, the reply an event): the
+ * start (vm_connect_async: qmp_capabilities, query-cpus-fast), a restore's
+ * load (restore_load_vm_start: x-ignore-shared, getfd, migrate-incoming,
+ * query-migrate from a loop timer), the resume's cont (setup_resume), the
+ * checkpoint's commands (vccp.c) and the stop commands (vm.c).  The set-up
+ * phases wait by running loop passes (wait_qmp, load_vm, load_ram), each
+ * with a deadline, before the progress step is set.
+ *
+ * What still waits, and why:
+ *   - QMP on the live monitor (livesrc.c: qmp_connect, dirty_start/sync/
+ *     stop, blocking qmp_exec/qmp_getfd on RUN/rankR/live.qmp): on the
+ *     worker and the live save's own thread, never the loop's; a second
+ *     connection so the loop's never sees those replies;
+ *   - tlm-migrate (vcluster-tlm): a program with threads of its own;
+ *   - MPI collectives of the set-up phases (all_ok, the fabric's and vccp's
+ *     creation) and of the wind-down (vccp_finish and fabric_quiesce drive
+ *     loop passes with a deadline): before and after the loop;
+ *   - a live RAM load (restore_load_ram) runs on the worker and cannot be
+ *     cut short (local files, no deadline); livesrc_destroy() waits for its
+ *     worker job at exit; vm_destroy() reaps a SIGKILLed QEMU;
+ *   - ctrl_send()'s MPI_Send of one small control message (eager: it does
+ *     not wait for the receiver in practice; not proven).
  */
 #ifndef VC_LAUNCH_H
 #define VC_LAUNCH_H
@@ -95,8 +119,12 @@ bool setup_vm(struct launch *L);
 struct vm *setup_spawn_node(struct launch *L, int node, bool incoming, int *link_fd,
 			    char *why, size_t whylen);
 bool setup_checkpointing(struct launch *L);
-/* Resume a restored cluster together (after the barrier). */
+/* Resume a restored cluster together (after the barrier): sends cont
+ * without waiting; its reply comes back through the loop. */
 void setup_resume(struct launch *L);
+/* main.c: a fault that ends the job (every VM stopped, the reason kept);
+ * for callbacks of the loop. */
+void launch_fault(struct launch *L, const char *why);
 
 /* main.c: one control message to rank `to` (not to itself). */
 void ctrl_send(struct launch *L, int to, const struct ctrlmsg *m);

@@ -77,6 +77,11 @@ static void broadcast_abort(struct launch *L, enum ctrl_code code, const char *r
 	handle_ctrl(L, &m);
 }
 
+void launch_fault(struct launch *L, const char *why)
+{
+	broadcast_abort(L, CTRL_CODE_FAULT, why);
+}
+
 static void start_shutdown(struct launch *L, int signo, const char *why)
 {
 	if (L->rank != 0) {
@@ -509,7 +514,7 @@ static int before_sleep(struct loop *lp, void *ctx)
 	busy |= b;
 	struct qmp *q = L->vm ? vm_qmp(L->vm) : NULL;
 	if (q && qmp_pending(q))
-		qmp_pump(q);	/* replies read by a blocking call; timeouts */
+		qmp_pump(q);	/* the asynchronous commands' timeouts */
 
 	if (L->vccp && L->vccp_live) {
 		vccp_set_qmp(L->vccp, L->vm && !L->ranks[L->rank].exited ? vm_qmp(L->vm) : NULL);

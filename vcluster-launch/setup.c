@@ -20,6 +20,7 @@
 #include "vc_magic.h"
 #include "vcfmt.h"
 #include "vm.h"
+#include "worker.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -287,6 +288,137 @@ static bool wait_qmp(struct launch *L, char *why, size_t whylen)
 	return vm_connect_wait(L->vm, L->loop, qmp_deadline_ms(), why, whylen) == 0;
 }
 
+/* How long QEMU has to load a checkpoint's VM state (a large guest on a
+ * slow disk under TCG: minutes). */
+#define LOAD_VM_MS	600000
+#define LOAD_POLL_MS	20
+
+struct load_wait {
+	struct launch *L;
+	struct restore_load *ld;
+	int rc;			/* 0 loading, 1 loaded, -errno */
+	char *why;
+	size_t whylen;
+};
+
+/* QMP's replies during the load (the progress step, which watches QMP
+ * later, is not set yet). */
+static void on_load_qmp(struct loop *l, int fd, unsigned ev, void *ctx)
+{
+	struct load_wait *w = ctx;
+
+	if (qmp_pump(vm_qmp(w->L->vm)) < 0)
+		loop_mod_fd(l, fd, 0);	/* closed: the next poll says so */
+}
+
+static void on_load_tick(struct loop *l, void *ctx)
+{
+	struct load_wait *w = ctx;
+	struct qmp *q = vm_qmp(w->L->vm);
+
+	if (w->rc)
+		return;
+	if (q && qmp_pending(q))
+		qmp_pump(q);	/* the commands' timeouts */
+	w->rc = restore_load_vm_poll(w->ld, w->why, w->whylen);
+}
+
+/* Load the VM state on the rank's loop: the QMP commands are asynchronous,
+ * a timer polls query-migrate and keeps the deadline; the loop runs
+ * meanwhile (nothing blocks in it).  0 or -errno with why. */
+static int load_vm(struct launch *L, char *why, size_t whylen)
+{
+	struct load_wait w = { .L = L, .why = why, .whylen = whylen };
+	struct qmp *q = vm_qmp(L->vm);
+	int r = 0;
+
+	w.ld = restore_load_vm_start(L->restore, q, L->rank, LOAD_VM_MS, why, whylen);
+	if (!w.ld)
+		return -errno;
+	int fd = qmp_fd(q);
+	struct loop_timer *t = loop_add_timer(L->loop, LOAD_POLL_MS, LOAD_POLL_MS, on_load_tick, &w);
+	if (!t || (r = loop_add_fd(L->loop, fd, LOOP_IN, on_load_qmp, &w)) < 0) {
+		r = t ? r : -errno;
+		snprintf(why, whylen, "the event loop: %s", strerror(-r));
+		loop_del_timer(L->loop, t);
+		restore_load_vm_free(w.ld);
+		return r;
+	}
+	while (r == 0 && w.rc == 0)
+		r = loop_run_once(L->loop, LOAD_POLL_MS);
+	if (r < 0)
+		snprintf(why, whylen, "the event loop: %s", strerror(-r));
+	loop_del_timer(L->loop, t);
+	loop_del_fd(L->loop, fd);
+	restore_load_vm_free(w.ld);
+	if (r == 0 && w.rc < 0 && vm_check_exit(L->vm)) {
+		/* QEMU died (a bad stream can make it abort): its log says why */
+		char inner[600];
+		snprintf(inner, sizeof(inner), "%s", why);
+		snprintf(why, whylen, "QEMU exited while loading the VM state: %s (see %s/qemu.log)",
+			 inner, L->rank_dir);
+	}
+	return r < 0 ? r : (w.rc < 0 ? w.rc : 0);
+}
+
+/* A live checkpoint's RAM files into QEMU's RAM (restore_load_ram), on
+ * the worker: the whole RAM is read and written, seconds for a large guest. */
+struct ram_job {
+	const struct restore *r;	/* read only, while the job runs */
+	int rank, pid;
+	int rc;
+	bool done;
+	size_t files;
+	uint64_t pages;
+	char why[700];
+};
+
+static void ram_job_run(void *arg)
+{
+	struct ram_job *j = arg;
+
+	j->rc = restore_load_ram(j->r, j->rank, j->pid, &j->files, &j->pages, j->why,
+				 sizeof(j->why));
+}
+
+static void ram_job_done(void *arg)
+{
+	((struct ram_job *)arg)->done = true;
+}
+
+/* The loop runs while the worker loads (a worker job cannot be cut short:
+ * local files, no deadline).  0 or -errno with why. */
+static int load_ram(struct launch *L, char *why, size_t whylen)
+{
+	struct ram_job j = { .r = L->restore, .rank = L->rank, .pid = (int)vm_pid(L->vm) };
+	int r;
+
+	if (!restore_is_live(L->restore, L->rank))
+		return 0;
+	if ((r = worker_submit(L->worker, ram_job_run, ram_job_done, &j)) < 0) {
+		snprintf(why, whylen, "loading RAM: the worker: %s", strerror(-r));
+		return r;
+	}
+	while (!j.done) {
+		r = loop_run_once(L->loop, 100);
+		if (r < 0) {
+			/* j belongs to the job until its done(): wait for it */
+			while (!j.done)
+				if (!worker_dispatch(L->worker))
+					usleep(1000);
+			snprintf(why, whylen, "the event loop: %s", strerror(-r));
+			return r;
+		}
+	}
+	if (j.rc < 0) {
+		snprintf(why, whylen, "%s", j.why);
+		return j.rc;
+	}
+	pr_info("RAM of epoch %llu loaded from %zu files: %llu pages",
+		(unsigned long long)restore_epoch(L->restore), j.files, (unsigned long long)j.pages);
+	return 0;
+}
+
 struct vm *setup_spawn_node(struct launch *L, int node, bool incoming, int *link_fd,
 			    char *why, size_t whylen)
 {
@@ -313,7 +445,7 @@ struct vm *setup_spawn_node(struct launch *L, int node, bool incoming, int *link
 bool setup_vm(struct launch *L)
 {
 	struct vc_config *c = &L->cfg;
-	char why[512] = "";
+	char why[1024] = "";
 	int r;
 
 	int link_fd = -1;
@@ -321,7 +453,7 @@ bool setup_vm(struct launch *L)
 	L->vm = spare ? NULL : setup_spawn_node(L, L->rank, L->restore != NULL, &link_fd, why,
 						sizeof(why));
 	if (!L->vm && !spare) {
-		char msg[600];
+		char msg[1100];
 		snprintf(msg, sizeof(msg), "rank %d: %s (see %s/qemu.log)", L->rank, why, L->rank_dir);
 		snprintf(why, sizeof(why), "%s", msg);
 	} else if (!spare && !wait_qmp(L, why, sizeof(why))) {
@@ -355,10 +487,10 @@ bool setup_vm(struct launch *L)
 		return true;
 
 	struct rq *rq = NULL;
-	char inner[400];
-	r = restore_load_ram(L->restore, L->rank, (int)vm_pid(L->vm), inner, sizeof(inner));
+	char inner[700];
+	r = load_ram(L, inner, sizeof(inner));
 	if (r == 0)
-		r = restore_load_vm(L->restore, vm_qmp(L->vm), L->rank, 600000, inner, sizeof(inner));
+		r = load_vm(L, inner, sizeof(inner));
 	if (r == 0)
 		r = restore_load_rq(L->restore, L->rank, &rq, inner, sizeof(inner));
 	snprintf(why, sizeof(why), "rank %d: %s", L->rank, inner);
@@ -560,24 +692,52 @@ bool setup_checkpointing(struct launch *L)
 	return all_ok(L, L->vccp != NULL, why);
 }
 
+#define CONT_MS		10000	/* QEMU's answer to cont */
+
+/* The reply to cont, from the loop's QMP pump.  A VM that stays paused
+ * would hold the job until its --timeout: a refusal or no answer in time
+ * aborts the job, in one line naming the rank and what QEMU said.  QEMU
+ * gone (-EPIPE) is left to vm_check_exit(), which says how it died. */
+static void on_cont(void *ctx, int err, json_t *ret, const char *why)
+{
+	struct launch *L = ctx;
+	char msg[700];
+
+	if (err == 0) {
+		if (L->restore && L->rank == 0)
+			pr_info("all %d VMs resumed from epoch %llu", L->size,
+				(unsigned long long)restore_epoch(L->restore));
+		return;
+	}
+	if (err == -EPIPE)
+		return;
+	snprintf(msg, sizeof(msg), "rank %d: %s: QEMU said: %s", L->rank,
+		 L->restore ? "resuming the restored VM" : "starting the synthetic VM", why);
+	launch_fault(L, msg);
+}
+
+/* Resume together, right after the barrier: cont goes out now (the guests'
+ * clocks stay close); its reply is an event of the loop (on_cont). */
+static void send_cont(struct launch *L)
+{
+	struct qmp *q = L->vm ? vm_qmp(L->vm) : NULL;
+	int r = q ? qmp_exec_async(q, "cont", NULL, -1, CONT_MS, on_cont, L) : -EPIPE;
+
+	if (r < 0)	/* QEMU has gone: vm_check_exit() says how */
+		pr_err("rank %d: %s: cont not sent: %s", L->rank,
+		       L->restore ? "resuming the restored VM" : "starting the synthetic VM",
+		       strerror(-r));
+}
+
 void setup_resume(struct launch *L)
 {
-	char why[512];
-
-	if (!L->restore && L->cfg.vm == CFG_VM_NONE && L->vm &&
-	    qmp_exec(vm_qmp(L->vm), "cont", NULL, NULL, 10000, why, sizeof(why)) < 0)
-		pr_err("starting the synthetic VM: %s", why);	/* it waits paused (synth.h) */
+	if (!L->restore && L->cfg.vm == CFG_VM_NONE && L->vm)
+		send_cont(L);	/* it waits paused (synth.h) */
 	if (!L->restore) {
 		if (L->rank == 0)
 			pr_info("all %d VMs started; guests run: %s", L->nvms, L->cfg.guest_cmd);
 		return;
 	}
-	/* Resume together: the guests' clocks stay close (before the loop
-	 * runs, so this one command may wait for its reply). */
-	if (qmp_exec(vm_qmp(L->vm), "cont", NULL, NULL, 10000, why, sizeof(why)) < 0)
-		pr_err("resuming the restored VM: %s", why);
+	send_cont(L);
 	send_clock(L);
-	if (L->rank == 0)
-		pr_info("all %d VMs resumed from epoch %llu", L->size,
-			(unsigned long long)restore_epoch(L->restore));
 }

@@ -682,33 +682,6 @@ int vm_qmp_fd(const struct vm *vm)
 	return vm->qmp && !vm->starting ? qmp_fd(vm->qmp) : -1;
 }
 
-int vm_pin_vcpus(struct vm *vm, const struct pin_plan *pin, char *desc,
-		 size_t desclen)
-{
-	json_t *cpus;
-	char why[256];
-	size_t i, off = 0;
-	json_t *cpu;
-
-	desc[0] = '\0';
-	int r = qmp_exec(vm->qmp, "query-cpus-fast", NULL, &cpus, 5000, why, sizeof(why));
-	if (r < 0) {
-		snprintf(desc, desclen, "query-cpus-fast: %s", why);
-		return r;
-	}
-	json_array_foreach(cpus, i, cpu) {
-		int idx = (int)json_integer_value(json_object_get(cpu, "cpu-index"));
-		pid_t tid = (pid_t)json_integer_value(json_object_get(cpu, "thread-id"));
-		int b = pin_bind_vcpu(pin, idx, tid);
-		if (off < desclen)
-			off += (size_t)snprintf(desc + off, desclen - off, "%svCPU %d thread %d%s",
-						off ? ", " : "", idx, (int)tid,
-						b < 0 ? " (bind failed)" : "");
-	}
-	json_decref(cpus);
-	return 0;
-}
-
 static void console_line(struct vm *vm, FILE *out)
 {
 	char clean[sizeof(vm->line)];

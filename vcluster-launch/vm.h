@@ -70,10 +70,6 @@ const char *vm_state_name(const struct vm *vm);
 struct qmp *vm_qmp(struct vm *vm);	/* NULL once QEMU is gone */
 int vm_qmp_fd(const struct vm *vm);	/* -1 once QEMU is gone */
 
-/* Bind each vCPU thread to its core (asks QMP for the thread ids). */
-int vm_pin_vcpus(struct vm *vm, const struct pin_plan *pin, char *desc,
-		 size_t desclen);
-
 /* Read new console output; echo lines to out (if not NULL) prefixed
  * "[nodeR] ", and remember the guest's exit line. */
 void vm_console_pump(struct vm *vm, FILE *out);
