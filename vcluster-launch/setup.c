@@ -492,6 +492,8 @@ bool setup_checkpointing(struct launch *L)
 
 	if (!c->checkpoint_dir[0])
 		return true;
+	if (c->checkpoint_ndirs > 1)	/* parsed, not used yet */
+		return all_ok(L, false, "--checkpoint-dir: several directories are not supported yet");
 	char kabs[PATH_MAX] = "", iabs[PATH_MAX] = "", net[40], mem[32], vcpus[16];
 	if (L->kernel[0] && !realpath(L->kernel, kabs))
 		snprintf(kabs, sizeof(kabs), "%s", L->kernel);
