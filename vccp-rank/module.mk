@@ -18,3 +18,4 @@ $(eval $(call unit_test,test_vccp,tests/unit/test_vccp.c vccp-rank/vccp.c vccp-r
 $(eval $(call unit_test,test_liveram,tests/unit/test_liveram.c vccp-rank/liveram.c common/vcfmt.c common/afile.c,-lisal))
 $(eval $(call unit_test,test_livesave,tests/unit/test_livesave.c vccp-rank/livesave.c vccp-rank/liveram.c common/vcfmt.c common/afile.c,-lisal -lpthread))
 $(eval $(call unit_test,test_ckdirs,tests/unit/test_ckdirs.c vccp-rank/manifest.c vccp-rank/liveram.c vccp-rank/rq.c common/vcfmt.c common/afile.c common/log.c,-lisal -ljansson))
+$(eval $(call unit_test,test_vccpio_dirs,tests/unit/test_vccpio_dirs.c vccp-rank/vccpio.c vccp-rank/manifest.c vccp-rank/liveram.c vccp-rank/rq.c common/vcfmt.c common/afile.c common/log.c common/child.c,-lisal -ljansson))
