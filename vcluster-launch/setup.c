@@ -145,6 +145,9 @@ bool setup_ckpt_dirs(struct launch *L)
 	for (int i = 1; i < c->checkpoint_ndirs; i++)
 		all[i] = c->checkpoint_more[i - 1];
 	r = ckpt_dirs_check(all, c->checkpoint_ndirs, why, sizeof(why));
+	/* they hold guest memory: private, as one directory is made */
+	for (int i = 0; r == 0 && i < c->checkpoint_ndirs; i++)
+		r = afile_private_dir(all[i], 0700, why, sizeof(why));
 	for (int i = 0; r == 0 && i < c->checkpoint_ndirs; i++)
 		if (!realpath(all[i], L->ckpt_dirs[i])) {
 			r = -errno;
