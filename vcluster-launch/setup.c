@@ -564,7 +564,8 @@ bool setup_checkpointing(struct launch *L)
 			"director%s; stop checkpoints all in it", c->checkpoint_dir,
 			c->checkpoint_ndirs - 1, c->checkpoint_ndirs > 2 ? "ies" : "y");
 	struct vccp_opts vo = { .dir = c->checkpoint_ndirs > 1 ? L->ckpt_dirs[0] : c->checkpoint_dir,
-				.keep = c->keep, .more_dirs = more, .nmore = c->checkpoint_ndirs - 1,
+				.keep = c->keep, .more_dirs = more,
+				.nmore = c->checkpoint_ndirs > 1 ? c->checkpoint_ndirs - 1 : 0,
 				.interval_s = c->checkpoint_interval_s, .config = conf,
 				.bandwidth_mibs = c->checkpoint_bandwidth,
 				.disk_device = c->disk[0] ? VM_DISK_ID : NULL,
