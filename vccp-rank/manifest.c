@@ -248,9 +248,103 @@ static int verify_file(const char *epoch_dir, json_t *f, const char *what, int r
 	return 0;
 }
 
-/* A live checkpoint's RAM files ("ram": [{file, size}, ...]): each read
- * whole, every record's CRC checked (liveram.h), and its meta must name
- * this epoch, this rank, its place and the count of files. */
+int ckpt_ram_dir(int rank, int nfiles, int file, int ndirs)
+{
+	if (ndirs < 2 || rank < 0 || nfiles < 1 || file < 0)
+		return 0;
+	return (int)(((long long)rank * nfiles + file) % ndirs);
+}
+
+/* An absolute path without a ".." component (a manifest is data someone
+ * else handed over: it names where to read, never where to climb). */
+static bool plain_abs_path(const char *p)
+{
+	if (!p || p[0] != '/' || strlen(p) >= PATH_MAX - 64)
+		return false;
+	for (const char *c = p; (c = strstr(c, "..")); c += 2)
+		if (c[-1] == '/' && (c[2] == '/' || c[2] == '\0'))
+			return false;
+	return true;
+}
+
+int ckpt_ram_path(const char *epoch_dir, json_t *m, json_t *f, char *out, size_t len,
+		  char *why, size_t whylen)
+{
+	const char *name = json_string_value(json_object_get(f, "file"));
+	json_t *jd = json_object_get(f, "dir"), *dirs = json_object_get(m, "dirs");
+	json_int_t d = jd ? json_integer_value(jd) : 0;
+	const char *dir;
+
+	if (!name || !name[0] || strchr(name, '/')) {
+		snprintf(why, whylen, "%s/manifest: a ram file entry has no valid name", epoch_dir);
+		return -EBADMSG;
+	}
+	if ((jd && !json_is_integer(jd)) || d < 0 || (d > 0 && (!json_is_array(dirs) ||
+	    (size_t)d >= json_array_size(dirs) || json_array_size(dirs) > CKPT_MAX_DIRS))) {
+		snprintf(why, whylen, "%s/manifest: %s: no such checkpoint directory in \"dirs\"",
+			 epoch_dir, name);
+		return -EBADMSG;
+	}
+	if (d == 0) {
+		snprintf(out, len, "%s/%s", epoch_dir, name);
+		return 0;
+	}
+	dir = json_string_value(json_array_get(dirs, (size_t)d));
+	if (!plain_abs_path(dir)) {
+		snprintf(why, whylen, "%s/manifest: checkpoint directory %lld of \"dirs\" is not "
+			 "an absolute path", epoch_dir, (long long)d);
+		return -EBADMSG;
+	}
+	uint64_t e = (uint64_t)json_integer_value(json_object_get(m, "epoch"));
+	snprintf(out, len, "%s/epoch-%06llu/%s", dir, (unsigned long long)e, name);
+	return 0;
+}
+
+int ckpt_dirs_check(const char *const *dirs, int n, char *why, size_t whylen)
+{
+	struct stat st[CKPT_MAX_DIRS];
+	char probe[PATH_MAX + 32];
+
+	if (n < 1 || n > CKPT_MAX_DIRS) {
+		snprintf(why, whylen, "--checkpoint-dir: %d directories, at most %d", n,
+			 CKPT_MAX_DIRS);
+		return -EINVAL;
+	}
+	for (int i = 0; i < n; i++) {
+		if (stat(dirs[i], &st[i]) < 0) {
+			int e = errno;
+			snprintf(why, whylen, "checkpoint directory %s: %s", dirs[i], strerror(e));
+			return -e;
+		}
+		if (!S_ISDIR(st[i].st_mode)) {
+			snprintf(why, whylen, "checkpoint directory %s: not a directory", dirs[i]);
+			return -ENOTDIR;
+		}
+		for (int k = 0; k < i; k++)
+			if (st[k].st_dev == st[i].st_dev && st[k].st_ino == st[i].st_ino) {
+				snprintf(why, whylen, "checkpoint directories %s and %s are the "
+					 "same directory", dirs[k], dirs[i]);
+				return -EINVAL;
+			}
+		/* A real file rather than access(W_OK): it meets a read-only
+		 * mount, a quota or an ACL the way the save's files would. */
+		snprintf(probe, sizeof(probe), "%s/.vc-probe.XXXXXX", dirs[i]);
+		int fd = mkstemp(probe);
+		if (fd < 0) {
+			int e = errno;
+			snprintf(why, whylen, "checkpoint directory %s: not writable: %s", dirs[i],
+				 strerror(e));
+			return -e;
+		}
+		close(fd);
+		unlink(probe);
+	}
+	return 0;
+}
+
+/* A live checkpoint's RAM files ("ram": [{file, size, dir}, ...]): each
+ * read whole, every record's CRC checked (liveram.h), and its meta must
+ * name this epoch, this rank, its place and the count of files. */
 static int verify_ram(const char *epoch_dir, json_t *m, json_t *ram, int rank, char *why,
 		      size_t whylen)
 {
@@ -264,17 +358,13 @@ static int verify_ram(const char *epoch_dir, json_t *m, json_t *ram, int rank, c
 	}
 	for (size_t i = 0; i < n; i++) {
 		json_t *f = json_array_get(ram, i);
-		const char *name = json_string_value(json_object_get(f, "file"));
 		char path[PATH_MAX], inner[256] = "";
 		struct liveram_info in;
 		struct stat st;
 
-		if (!name || strchr(name, '/')) {
-			snprintf(why, whylen, "%s/manifest: rank %d has no valid ram file entry %zu",
-				 epoch_dir, rank, i);
-			return -EBADMSG;
-		}
-		snprintf(path, sizeof(path), "%s/%s", epoch_dir, name);
+		int r = ckpt_ram_path(epoch_dir, m, f, path, sizeof(path), why, whylen);
+		if (r < 0)
+			return r;
 		uint64_t want = (uint64_t)json_integer_value(json_object_get(f, "size"));
 		if (stat(path, &st) < 0) {
 			snprintf(why, whylen, "%s: %s", path, strerror(errno));
@@ -286,7 +376,7 @@ static int verify_ram(const char *epoch_dir, json_t *m, json_t *ram, int rank, c
 				 (uint64_t)st.st_size < want ? "truncated" : "extended");
 			return -EBADMSG;
 		}
-		int r = liveram_read(path, NULL, NULL, &in, inner, sizeof(inner));
+		r = liveram_read(path, NULL, NULL, &in, inner, sizeof(inner));
 		if (r < 0) {
 			snprintf(why, whylen, "%s: %s", path, inner);
 			return r;
@@ -503,6 +593,48 @@ int ckpt_prune(const char *dir, int keep, uint64_t keep_epoch)
 			else
 				pr_warn("could not remove %s: %s", path, strerror(-e2));
 		}
+	}
+	closedir(d);
+	return removed;
+}
+
+int ckpt_prune_extra(const char *main_dir, const char *extra, uint64_t keep_epoch)
+{
+	char path[PATH_MAX], target[64], name[64];
+	uint64_t e, latest = 0;
+	struct dirent *de;
+	struct stat st;
+	int removed = 0;
+
+	snprintf(path, sizeof(path), "%s/latest", main_dir);
+	ssize_t tn = readlink(path, target, sizeof(target) - 1);
+	if (tn > 0) {
+		target[tn] = '\0';
+		if (parse_epoch_name(target, &e) == 0)
+			latest = e;
+	}
+	int dfd = open(extra, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return 0;
+	DIR *d = fdopendir(dfd);
+	if (!d) {
+		close(dfd);
+		return 0;
+	}
+	while ((de = readdir(d))) {
+		if (parse_epoch_name(de->d_name, &e) < 0 || e >= keep_epoch || e == latest)
+			continue;
+		if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode))
+			continue;
+		ckpt_epoch_dir(main_dir, e, path, sizeof(path));
+		if (lstat(path, &st) == 0 || errno != ENOENT)
+			continue;	/* still in main (kept, or unknown): keep */
+		snprintf(name, sizeof(name), "%s", de->d_name);
+		int r = remove_at(dfd, name);
+		if (r == 0)
+			removed++;
+		else
+			pr_warn("could not remove %s/%s: %s", extra, name, strerror(-r));
 	}
 	closedir(d);
 	return removed;

@@ -10,6 +10,13 @@
  * rank's files with their sizes and CRC32C, the number of ranks and the VM
  * settings a restore must reuse.  An epoch directory without a valid
  * manifest is not a checkpoint.
+ *
+ * Several checkpoint directories (--checkpoint-dir D1,D2,..., one per
+ * disk): a live epoch's RAM files are spread round-robin over
+ * Dk/epoch-000007 (ckpt_ram_dir()); everything else, the manifest and
+ * latest stay in D1.  The manifest then lists the directories ("dirs",
+ * absolute paths, D1 first) and each RAM file entry the index of its
+ * directory ("dir"; absent or 0: the epoch directory holding the manifest).
  */
 #ifndef VC_MANIFEST_H
 #define VC_MANIFEST_H
@@ -19,6 +26,7 @@
 #include <stdint.h>
 
 #define MANIFEST_VERSION 1
+#define CKPT_MAX_DIRS	8	/* --checkpoint-dir D1,...,D8 */
 
 /* DIR/epoch-%06llu */
 void ckpt_epoch_dir(const char *dir, uint64_t epoch, char *out, size_t len);
@@ -67,6 +75,31 @@ int ckpt_set_latest(const char *dir, uint64_t epoch);
  * epochs are ignored.  Call it only after ckpt_set_latest() succeeded.
  * Returns how many were removed. */
 int ckpt_prune(const char *dir, int keep, uint64_t keep_epoch);
+
+/* Which of ndirs checkpoint directories holds RAM file `file` of nfiles of
+ * rank: round-robin over every rank's files, so that one writer per rank
+ * (or one rank per disk) still spreads over all of them. */
+int ckpt_ram_dir(int rank, int nfiles, int file, int ndirs);
+
+/* The path of the RAM file of manifest entry f (an element of a rank's
+ * "ram"), the manifest m having been read from epoch_dir: checks the name
+ * (no '/'), the "dir" index and m's "dirs" (absolute, no "..").  0 or
+ * -EBADMSG with why naming the manifest. */
+int ckpt_ram_path(const char *epoch_dir, json_t *m, json_t *f, char *out, size_t len,
+		  char *why, size_t whylen);
+
+/* Check the checkpoint directories given at start: each exists, is a
+ * directory, takes a new file (one is created and removed), and no two are
+ * the same directory.  0 or -errno with one line in why naming the
+ * directory. */
+int ckpt_dirs_check(const char *const *dirs, int n, char *why, size_t whylen);
+
+/* Pruning of a further checkpoint directory (after ckpt_prune() of main):
+ * removes extra's epoch directories older than keep_epoch that have no
+ * epoch directory in main_dir any more (pruned there, or left by an aborted
+ * epoch), never the one main_dir's latest names; symlinks are not followed.
+ * Returns how many were removed. */
+int ckpt_prune_extra(const char *main_dir, const char *extra, uint64_t keep_epoch);
 
 /* Remove a directory tree (an aborted epoch) with openat/unlinkat, never
  * following a symlink (a symlink at path or inside is removed itself).

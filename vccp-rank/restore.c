@@ -568,8 +568,10 @@ int restore_load_ram(const struct restore *r, int rank, int qemu_pid, size_t *nf
 		return -EBADMSG;
 	}
 	/* checked by restore_prepare(); the first file gives the layout */
-	snprintf(path, sizeof(path), "%s/%s", r->dir,
-		 json_string_value(json_object_get(json_array_get(ram, 0), "file")));
+	rc = ckpt_ram_path(r->dir, r->manifest, json_array_get(ram, 0), path, sizeof(path), why,
+			   whylen);
+	if (rc < 0)
+		return rc;
 	rc = liveram_read(path, NULL, NULL, &in, inner, sizeof(inner));
 	if (rc < 0) {
 		snprintf(why, whylen, "%s: %s", path, inner);
@@ -587,8 +589,12 @@ int restore_load_ram(const struct restore *r, int rank, int qemu_pid, size_t *nf
 	size_t started = 0;
 	for (size_t i = 0; i < n; i++) {
 		memset(&l[i], 0, sizeof(l[i]));
-		snprintf(l[i].path, sizeof(l[i].path), "%s/%s", r->dir,
-			 json_string_value(json_object_get(json_array_get(ram, i), "file")));
+		/* each in the directory the manifest names (manifest.h) */
+		if (ckpt_ram_path(r->dir, r->manifest, json_array_get(ram, i), l[i].path,
+				  sizeof(l[i].path), l[i].why, sizeof(l[i].why)) < 0) {
+			l[i].rc = -EBADMSG;
+			break;
+		}
 		l[i].fd = fd;
 		if (pthread_create(&l[i].tid, NULL, ram_load_main, &l[i]) != 0) {
 			l[i].rc = -EAGAIN;

@@ -88,6 +88,8 @@ struct vccp {
 	int live_state;			/* last live->poll() */
 	struct qmp *qmp;
 	char dir[PATH_MAX];
+	char more[CKPT_MAX_DIRS - 1][PATH_MAX];	/* further directories: RAM files */
+	int nmore;
 	int keep, interval_s, bandwidth_mibs;
 	int test_delay_ms;		/* VC_TEST_PAUSE_DELAY_MS for this rank */
 	int test_late_hold_ms;		/* VC_TEST_LATE_HOLD_MS for this rank */
@@ -104,6 +106,7 @@ struct vccp {
 	uint64_t prev_epoch;		/* root: what latest names, 0 none */
 	uint64_t *marker_epoch;		/* newest marker seen from each rank */
 	char epoch_dir[PATH_MAX];
+	char more_epoch[CKPT_MAX_DIRS - 1][PATH_MAX];	/* the epoch's in more[] */
 	char vm_tmp[PATH_MAX], vm_path[PATH_MAX], rq_path[PATH_MAX];
 	struct report me;
 	struct report *all;		/* root */
@@ -185,9 +188,16 @@ struct vccp *vccp_create(MPI_Comm comm, const struct vccp_opts *o)
 		errno = EINVAL;
 		return NULL;
 	}
+	if (o->nmore < 0 || o->nmore > CKPT_MAX_DIRS - 1) {
+		errno = EINVAL;
+		return NULL;
+	}
 	struct vccp *v = calloc(1, sizeof(*v));
 	if (!v)
 		return NULL;
+	for (int i = 0; i < o->nmore; i++)
+		snprintf(v->more[i], sizeof(v->more[i]), "%s", o->more_dirs[i]);
+	v->nmore = o->nmore;
 	MPI_Comm_dup(comm, &v->comm);
 	MPI_Comm_set_errhandler(v->comm, MPI_ERRORS_RETURN);
 	MPI_Comm_rank(v->comm, &v->rank);
@@ -226,6 +236,12 @@ struct vccp *vccp_create(MPI_Comm comm, const struct vccp_opts *o)
 	v->last_end = vc_mono_s();
 	if (v->rank == 0) {
 		v->next_epoch = ckpt_next_epoch(v->dir);
+		/* an epoch left in a further directory is never reused: its
+		 * files would stop the new ones (O_EXCL) */
+		for (int i = 0; i < v->nmore; i++) {
+			uint64_t e = ckpt_next_epoch(v->more[i]);
+			v->next_epoch = e > v->next_epoch ? e : v->next_epoch;
+		}
 		v->prev_epoch = latest_epoch(v->dir);
 	}
 	MPI_Bcast(&v->next_epoch, 1, MPI_UINT64_T, 0, v->comm);
@@ -419,6 +435,8 @@ static void begin_epoch(struct vccp *v)
 	v->migration_done = false;
 	v->migrate_started = false;
 	ckpt_epoch_dir(v->dir, v->epoch, v->epoch_dir, sizeof(v->epoch_dir));
+	for (int i = 0; i < v->nmore; i++)
+		ckpt_epoch_dir(v->more[i], v->epoch, v->more_epoch[i], sizeof(v->more_epoch[i]));
 	snprintf(v->vm_path, sizeof(v->vm_path), "%s/rank%d.vmstate", v->epoch_dir, v->rank);
 	snprintf(v->vm_tmp, sizeof(v->vm_tmp), "%s.tmp", v->vm_path);
 	snprintf(v->rq_path, sizeof(v->rq_path), "%s/rank%d.rq", v->epoch_dir, v->rank);
@@ -440,7 +458,10 @@ static void begin_live(struct vccp *v)
 
 	v->live_finishing = false;
 	v->live_state = 0;
-	int r = v->live->begin(v->live_ctx, v->epoch, v->epoch_dir, why, sizeof(why));
+	const char *dirs[CKPT_MAX_DIRS] = { v->epoch_dir };
+	for (int i = 0; i < v->nmore; i++)
+		dirs[i + 1] = v->more_epoch[i];
+	int r = v->live->begin(v->live_ctx, v->epoch, dirs, v->nmore + 1, why, sizeof(why));
 	v->live_on = r == 0;
 	if (r < 0)
 		fail(v, r, "rank %d: live save: %s", v->rank, why);
@@ -867,8 +888,12 @@ static void decide(struct vccp *v)
 			for (uint32_t i = 0; i < p->ram_files && i < VCCP_LIVE_MAX_FILES; i++) {
 				char fn[64];
 				snprintf(fn, sizeof(fn), "rank%d.ram.%u", r, i);
-				json_array_append_new(ram, json_pack("{s:s, s:I}", "file", fn,
-						      "size", (json_int_t)p->ram_size[i]));
+				json_t *f = json_pack("{s:s, s:I}", "file", fn,
+						      "size", (json_int_t)p->ram_size[i]);
+				if (v->nmore)	/* where livesrc put it */
+					json_object_set_new(f, "dir", json_integer(ckpt_ram_dir(
+						r, (int)p->ram_files, (int)i, v->nmore + 1)));
+				json_array_append_new(ram, f);
 			}
 			json_object_set_new(ri, "ram", ram);
 			json_object_set_new(json_object_get(ri, "timing"), "live_pass_s",
@@ -892,6 +917,17 @@ static void decide(struct vccp *v)
 				"vcluster_version", VC_VERSION,
 				"config", json_deep_copy(v->config), "ranks", ranks);
 	json_object_set_new(j->manifest, "mode", json_string(v->epoch_live ? "live" : "stop"));
+	if (v->epoch_live && v->nmore) {
+		/* the RAM files' "dir" indexes these (manifest.h) */
+		json_t *dirs = json_array();
+		json_array_append_new(dirs, json_string(v->dir));
+		for (int i = 0; i < v->nmore; i++)
+			json_array_append_new(dirs, json_string(v->more[i]));
+		json_object_set_new(j->manifest, "dirs", dirs);
+	}
+	for (int i = 0; i < v->nmore; i++)
+		snprintf(j->more[i], sizeof(j->more[i]), "%s", v->more[i]);
+	j->nmore = v->nmore;
 	snprintf(j->dir, sizeof(j->dir), "%s", v->dir);
 	snprintf(j->epoch_dir, sizeof(j->epoch_dir), "%s", v->epoch_dir);
 	j->epoch = v->epoch;
@@ -1009,6 +1045,8 @@ static void report_times(struct vccp *v)
 		struct cleanup_job *j = calloc(1, sizeof(*j));
 		if (j) {
 			snprintf(j->tree, sizeof(j->tree), "%s", v->epoch_dir);
+			for (int i = 0; i < v->nmore; i++)	/* RAM files there */
+				snprintf(j->more[i], sizeof(j->more[i]), "%s", v->more_epoch[i]);
 			submit(v, vccpio_cleanup, j, NULL, cleanup_done);
 		}
 	}

@@ -81,10 +81,14 @@ struct vccp_fabric_ops {
  * vccp cuts when every rank's save is READY.  None of these may block. */
 #define VCCP_LIVE_MAX_FILES 16
 struct vccp_live_ops {
-	/* Start saving RAM for epoch into files in epoch_dir (the callee
-	 * creates the directory).  0 or -errno with why. */
-	int (*begin)(void *ctx, uint64_t epoch, const char *epoch_dir, char *why,
-		     size_t whylen);
+	/* Start saving RAM for epoch into files in the epoch's directory
+	 * in each of the ndirs checkpoint directories (epoch_dirs[0] holds
+	 * the manifest; file I of N of rank R goes to epoch_dirs[
+	 * ckpt_ram_dir(R, N, I, ndirs)], manifest.h).  The callee creates the
+	 * directories it uses and makes their entries durable.  0 or -errno
+	 * with why. */
+	int (*begin)(void *ctx, uint64_t epoch, const char *const *epoch_dirs, int ndirs,
+		     char *why, size_t whylen);
 	/* 0 running, 1 ready (the cut may come), 2 done (files durable),
 	 * -errno failed with why. */
 	int (*poll)(void *ctx, char *why, size_t whylen);
@@ -98,6 +102,9 @@ struct vccp_live_ops {
 
 struct vccp_opts {
 	const char *dir;	/* checkpoint directory (shared storage) */
+	const char *const *more_dirs;	/* further ones, live RAM files only
+					 * (absolute paths; manifest.h) */
+	int nmore;		/* 0 .. CKPT_MAX_DIRS - 1 */
 	int keep;		/* newest complete checkpoints to keep; 0 = all */
 	int interval_s;		/* rank 0 checkpoints this often; 0 = on request */
 	json_t *config;		/* VM settings a restore needs (borrowed); only

@@ -258,6 +258,10 @@ void vccpio_commit(void *p)
 	j->err = 0;
 	if (j->keep > 0)
 		j->pruned = ckpt_prune(j->dir, j->keep, j->epoch);
+	/* what the main directory no longer has goes from the others too
+	 * (with --keep 0 that is only what aborted epochs left) */
+	for (int i = 0; i < j->nmore; i++)
+		ckpt_prune_extra(j->dir, j->more[i], j->epoch);
 	return;
 out_abort:
 	snprintf(mpath, sizeof(mpath), "%s/manifest", j->epoch_dir);
@@ -274,5 +278,8 @@ void vccpio_cleanup(void *p)
 			unlink(j->paths[i]);
 	if (j->tree[0])
 		ckpt_remove_tree(j->tree);
+	for (int i = 0; i < CKPT_MAX_DIRS - 1; i++)
+		if (j->more[i][0])
+			ckpt_remove_tree(j->more[i]);
 }
 

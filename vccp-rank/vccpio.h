@@ -14,6 +14,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "manifest.h"
+
 struct rq;
 struct vccp;
 
@@ -81,6 +83,8 @@ struct commit_job {
 	uint64_t epoch;			/* [loop] */
 	uint64_t prev_epoch;		/* [loop] latest before this one, or 0 */
 	int keep;			/* [loop] */
+	char more[CKPT_MAX_DIRS - 1][PATH_MAX];	/* [loop] further directories */
+	int nmore;			/* [loop] */
 	int pruned;			/* [worker] */
 	int err;			/* [worker] */
 	char why[256];			/* [worker] */
@@ -91,6 +95,7 @@ struct cleanup_job {
 	struct vccp *v;			/* [loop] for done() */
 	char paths[5][PATH_MAX];	/* [loop] files to unlink, "" unused */
 	char tree[PATH_MAX];		/* [loop] a directory to remove, or "" */
+	char more[CKPT_MAX_DIRS - 1][PATH_MAX];	/* [loop] more of them, or "" */
 };
 
 void vccpio_prep(void *job);	/* struct prep_job */

@@ -8,7 +8,8 @@
  *
  * verify runs the same checks as a restore: the manifest (magic, version,
  * length, CRC32C), that it names every rank's files, and each file's size
- * and CRC32C.  A problem is reported in one line naming the file.
+ * and CRC32C, RAM files in whichever checkpoint directory the manifest
+ * names.  A problem is reported in one line naming the file.
  */
 #include "manifest.h"
 #include "rq.h"
@@ -30,7 +31,8 @@ static void usage(FILE *out)
 		"       vcluster-ckpt list DIR\n"
 		"       vcluster-ckpt rq FILE\n"
 		"       vcluster-ckpt --version\n"
-		"DIR is a --checkpoint-dir; EPOCH defaults to latest.\n");
+		"DIR is a --checkpoint-dir (the first of several: RAM files in the others\n"
+		"are found through the manifest); EPOCH defaults to latest.\n");
 }
 
 static void mac_str(const uint8_t *m, char *out, size_t len)

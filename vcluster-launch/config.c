@@ -92,9 +92,52 @@ static int set_vm(struct vc_config *c, const char *v, char *why, size_t whylen)
 	return 0;
 }
 
-static int set_ckpt_dir(struct vc_config *c, const char *v, char *w, size_t l)
+_Static_assert(CFG_CKPT_DIRS_MAX == CKPT_MAX_DIRS, "one limit on checkpoint directories");
+
+/* D1[,D2,...]: the first holds the checkpoints, the others take their
+ * share of the live RAM files (manifest.h).  A later setting replaces an
+ * earlier one whole (the command line over the job file). */
+static int set_ckpt_dir(struct vc_config *c, const char *v, char *why, size_t whylen)
 {
-	return set_str(c->checkpoint_dir, sizeof(c->checkpoint_dir), v, "--checkpoint-dir", w, l);
+	char part[PATH_MAX];
+	const char *p = v;
+	int n = 0;
+
+	c->checkpoint_dir[0] = '\0';
+	c->checkpoint_ndirs = 0;
+	if (!*v)
+		return 0;
+	for (;;) {
+		size_t len = strcspn(p, ",");
+		if (len == 0) {
+			snprintf(why, whylen, "--checkpoint-dir: '%s' has an empty directory name", v);
+			return -EINVAL;
+		}
+		if (len >= sizeof(part)) {
+			snprintf(why, whylen, "--checkpoint-dir: a directory longer than %zu "
+				 "characters", sizeof(part) - 1);
+			return -EINVAL;
+		}
+		if (n == CFG_CKPT_DIRS_MAX) {
+			snprintf(why, whylen, "--checkpoint-dir: more than %d directories",
+				 CFG_CKPT_DIRS_MAX);
+			return -EINVAL;
+		}
+		memcpy(part, p, len);
+		part[len] = '\0';
+		for (int i = 0; i < n; i++)
+			if (!strcmp(part, i ? c->checkpoint_more[i - 1] : c->checkpoint_dir)) {
+				snprintf(why, whylen, "--checkpoint-dir: '%s' is given twice", part);
+				return -EINVAL;
+			}
+		strcpy(n ? c->checkpoint_more[n - 1] : c->checkpoint_dir, part);
+		n++;
+		if (!p[len])
+			break;
+		p += len + 1;
+	}
+	c->checkpoint_ndirs = n;
+	return 0;
 }
 
 INT_SETTER(set_ckwriters, checkpoint_writers, 1, 16, "--checkpoint-writers")
@@ -298,7 +341,7 @@ static const struct cfg_opt opts[] = {
 	{ "fabric-spin-us", "US", set_spin, "keep polling this long after traffic before sleeping (default: mpi 200, tcp 0; tcp yields the core first)" },
 	{ "fabric", "tcp|mpi", set_fabric, "carry frames between ranks on TCP connections in the event loop, or as MPI messages (default tcp)" },
 	{ "fabric-addr", "ADDR", set_fabric_addr, "tcp fabric: address this rank listens on (default: what its hostname resolves to)" },
-	{ "checkpoint-dir", "DIR", set_ckpt_dir, "where checkpoints go (one epoch-N directory each, and 'latest'); enables checkpointing" },
+	{ "checkpoint-dir", "DIR[,DIR2,...]", set_ckpt_dir, "where checkpoints go (one epoch-N directory each, and 'latest'); enables checkpointing; D1,D2,...: live RAM files spread over them all (one per disk; each must exist), the rest in D1" },
 	{ "checkpoint-interval", "SECONDS", set_interval, "take a checkpoint this often (also: SIGUSR1 to mpirun, vcluster-ctl checkpoint)" },
 	{ "keep", "K", set_keep, "keep only the newest K checkpoints (default: all)" },
 	{ "checkpoint-mode", "stop|live", set_ckmode, "stop (default): the VMs are paused while they are saved; live: RAM is saved while they run, the pause only takes the last pages (needs the patched QEMU)" },

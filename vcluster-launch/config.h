@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#define CFG_CKPT_DIRS_MAX	8	/* CKPT_MAX_DIRS of vccp-rank/manifest.h */
+
 enum cfg_accel { CFG_ACCEL_AUTO, CFG_ACCEL_KVM, CFG_ACCEL_TCG };
 enum cfg_pin { CFG_PIN_AUTO, CFG_PIN_NONE };
 enum cfg_vm { CFG_VM_QEMU, CFG_VM_NONE };	/* none: vcluster-synth (synth.h) */
@@ -42,7 +44,12 @@ struct vc_config {
 	int fabric_spin_us;		/* busy-poll window after traffic */
 	char fabric[8];			/* "tcp", "mpi"; empty: the default */
 	char fabric_addr[256];		/* tcp: listen address; empty: hostname's */
-	char checkpoint_dir[PATH_MAX];	/* empty: no checkpoints */
+	char checkpoint_dir[PATH_MAX];	/* the first of --checkpoint-dir D1,D2,...
+					 * (manifest, latest, VM state, disks);
+					 * empty: no checkpoints */
+	/* the others, where live RAM files are spread too (manifest.h) */
+	char checkpoint_more[CFG_CKPT_DIRS_MAX - 1][PATH_MAX];
+	int checkpoint_ndirs;		/* 1 + those; 0 without checkpoints */
 	int checkpoint_interval_s;	/* 0: only on request */
 	int keep;			/* 0: keep all */
 	int checkpoint_bandwidth;	/* MiB/s; 0: unlimited */

@@ -75,6 +75,9 @@ struct launch {
 	struct livesrc *live;	/* --checkpoint-mode live, else NULL */
 	bool vccp_live;		/* the loop drives vccp_progress() */
 	struct restore *restore;
+	/* --checkpoint-dir D1,D2,...: each as an absolute path (setup_ckpt_dirs;
+	 * unused with one directory) */
+	char ckpt_dirs[CFG_CKPT_DIRS_MAX][PATH_MAX];
 	struct loop *loop;
 	struct worker *worker;
 	/* what to boot (setup_boot) */
@@ -109,6 +112,7 @@ static inline bool launch_spare(const struct launch *L, int rank)
 /* setup.c: each returns true when every rank may go on. */
 bool all_ok(struct launch *L, bool ok, const char *why);
 bool setup_run_dir(struct launch *L);
+bool setup_ckpt_dirs(struct launch *L);
 bool setup_restore(struct launch *L);
 bool setup_boot(struct launch *L);
 void setup_pin(struct launch *L);

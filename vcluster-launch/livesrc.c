@@ -6,6 +6,7 @@
 #include "dirty.h"
 #include "livesave.h"
 #include "log.h"
+#include "manifest.h"
 #include "qmp.h"
 #include "worker.h"
 
@@ -29,7 +30,8 @@ struct ls_job {
 	struct livesrc *s;
 	bool end;
 	uint64_t epoch;
-	char epoch_dir[PATH_MAX];
+	char epoch_dirs[CKPT_MAX_DIRS][PATH_MAX];	/* [0]: the manifest's */
+	int ndirs;
 	int err;
 	char why[512];
 };
@@ -76,6 +78,26 @@ static void stop_all(struct livesrc *s)
 	s->q = NULL;
 }
 
+/* The files exist (livesave creates them at start): the entries of the
+ * further directories' epoch directories, and those directories' own, are
+ * made durable now; the first one's are the rank's finish job's (vccp). */
+static void sync_more(struct ls_job *j, const bool *used)
+{
+	char file[PATH_MAX + 8];
+
+	for (int k = 1; k < j->ndirs && !j->err; k++) {
+		if (!used[k])
+			continue;
+		snprintf(file, sizeof(file), "%s/x", j->epoch_dirs[k]);
+		j->err = afile_sync_dir_of(file);
+		if (j->err == 0)
+			j->err = afile_sync_dir_of(j->epoch_dirs[k]);
+		if (j->err)
+			snprintf(j->why, sizeof(j->why), "fsync of %s: %s", j->epoch_dirs[k],
+				 strerror(-j->err));
+	}
+}
+
 static void job_run(void *arg)
 {
 	struct ls_job *j = arg;
@@ -86,10 +108,18 @@ static void job_run(void *arg)
 		stop_all(s);
 		return;
 	}
-	j->err = afile_mkdir_p(j->epoch_dir, 0700);
-	if (j->err < 0) {
-		snprintf(j->why, sizeof(j->why), "%s: %s", j->epoch_dir, strerror(-j->err));
-		return;
+	bool used[CKPT_MAX_DIRS] = { false };
+	for (int i = 0; i < s->writers; i++)
+		used[ckpt_ram_dir(s->rank, s->writers, i, j->ndirs)] = true;
+	for (int k = 0; k < j->ndirs; k++) {
+		if (!used[k] && k > 0)
+			continue;
+		j->err = afile_mkdir_p(j->epoch_dirs[k], 0700);
+		if (j->err < 0) {
+			snprintf(j->why, sizeof(j->why), "%s: %s", j->epoch_dirs[k],
+				 strerror(-j->err));
+			return;
+		}
 	}
 	if (!s->q && !(s->q = qmp_connect(s->qmp_path, LIVE_QMP_MS, inner, sizeof(inner)))) {
 		j->err = -errno;
@@ -113,7 +143,8 @@ static void job_run(void *arg)
 	if (trp && *trp)
 		p.ready_pages = strtoull(trp, NULL, 10);
 	for (int i = 0; i < s->writers; i++) {
-		snprintf(paths[i], sizeof(paths[i]), "%s/%s", j->epoch_dir, s->names[i]);
+		snprintf(paths[i], sizeof(paths[i]), "%s/%s",
+			 j->epoch_dirs[ckpt_ram_dir(s->rank, s->writers, i, j->ndirs)], s->names[i]);
 		p.paths[i] = paths[i];
 	}
 	p.nblocks = dirty_nr_blocks(s->d);
@@ -130,7 +161,9 @@ static void job_run(void *arg)
 	if (!s->ls) {
 		j->err = -errno;
 		snprintf(j->why, sizeof(j->why), "%s", inner);
+		return;
 	}
+	sync_more(j, used);
 }
 
 static void job_done(void *arg)
@@ -198,7 +231,8 @@ void livesrc_destroy(struct livesrc *s)
 	free(s);
 }
 
-static int op_begin(void *ctx, uint64_t epoch, const char *epoch_dir, char *why, size_t whylen)
+static int op_begin(void *ctx, uint64_t epoch, const char *const *epoch_dirs, int ndirs,
+		    char *why, size_t whylen)
 {
 	struct livesrc *s = ctx;
 	struct ls_job *j;
@@ -213,7 +247,14 @@ static int op_begin(void *ctx, uint64_t epoch, const char *epoch_dir, char *why,
 	}
 	j->s = s;
 	j->epoch = epoch;
-	snprintf(j->epoch_dir, sizeof(j->epoch_dir), "%s", epoch_dir);
+	if (ndirs < 1 || ndirs > CKPT_MAX_DIRS) {
+		free(j);
+		snprintf(why, whylen, "%d checkpoint directories", ndirs);
+		return -EINVAL;
+	}
+	for (int k = 0; k < ndirs; k++)
+		snprintf(j->epoch_dirs[k], sizeof(j->epoch_dirs[k]), "%s", epoch_dirs[k]);
+	j->ndirs = ndirs;
 	s->err = 0;
 	s->why[0] = '\0';
 	int e = submit(s, j);

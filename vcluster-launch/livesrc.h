@@ -17,7 +17,8 @@ struct livesrc;
 struct worker;
 
 /* qmp_path: the second monitor's socket; writers: files per rank (1..16),
- * named rankR.ram.I in the epoch directory.  NULL with errno. */
+ * named rankR.ram.I in the epoch directory of the checkpoint directory
+ * ckpt_ram_dir() picks (manifest.h).  NULL with errno. */
 struct livesrc *livesrc_create(struct worker *w, const char *qmp_path, int rank, int writers);
 /* The QEMU to save (its pid, for /proc/PID/fd); before the first epoch. */
 void livesrc_set_pid(struct livesrc *s, int pid);

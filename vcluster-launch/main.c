@@ -767,7 +767,7 @@ int main(int argc, char **argv)
 		code = r < 0 ? 0 : r;
 		goto out_finalize;
 	}
-	if (!setup_run_dir(L) || !setup_restore(L) || !setup_boot(L))
+	if (!setup_run_dir(L) || !setup_ckpt_dirs(L) || !setup_restore(L) || !setup_boot(L))
 		goto out_finalize;
 	setup_pin(L);
 	if (!setup_loop(L))

@@ -10,6 +10,7 @@
 #include "facct.h"
 #include "log.h"
 #include "loop.h"
+#include "manifest.h"
 #include "pin.h"
 #include "qmp.h"
 #include "restore.h"
@@ -119,6 +120,42 @@ bool setup_run_dir(struct launch *L)
 			L->nvms < L->size ? " and spare ranks (--vms)" : "", L->run_dir);
 	}
 	return true;
+}
+
+/* The checkpoint directories, before anything starts: one is created when
+ * missing (as always); several must each exist and take a file (they are
+ * meant to be disks: a missing mount point would put its share on another
+ * one).  Their absolute paths go to vccp and into the manifests
+ * (manifest.h).  Every rank checks; the first failing one says why. */
+bool setup_ckpt_dirs(struct launch *L)
+{
+	struct vc_config *c = &L->cfg;
+	char why[512] = "", inner[400] = "";
+	int r = 0;
+
+	if (!c->checkpoint_dir[0])
+		return true;
+	if (c->checkpoint_ndirs <= 1) {
+		r = afile_mkdir_p_why(c->checkpoint_dir, 0700, inner, sizeof(inner));
+		if (r < 0)
+			snprintf(why, sizeof(why), "checkpoint directory %s: %s", c->checkpoint_dir,
+				 inner[0] ? inner : strerror(-r));
+		return all_ok(L, r == 0, why);
+	}
+	const char *all[CFG_CKPT_DIRS_MAX] = { c->checkpoint_dir };
+	for (int i = 1; i < c->checkpoint_ndirs; i++)
+		all[i] = c->checkpoint_more[i - 1];
+	r = ckpt_dirs_check(all, c->checkpoint_ndirs, why, sizeof(why));
+	/* they hold guest memory: private, as one directory is made */
+	for (int i = 0; r == 0 && i < c->checkpoint_ndirs; i++)
+		r = afile_private_dir(all[i], 0700, why, sizeof(why));
+	for (int i = 0; r == 0 && i < c->checkpoint_ndirs; i++)
+		if (!realpath(all[i], L->ckpt_dirs[i])) {
+			r = -errno;
+			snprintf(why, sizeof(why), "checkpoint directory %s: %s", all[i],
+				 strerror(errno));
+		}
+	return all_ok(L, r == 0, why);
 }
 
 /* Restart from a checkpoint: rank 0 finds and checks the manifest, every
@@ -651,16 +688,16 @@ bool setup_checkpointing(struct launch *L)
 		.synth_seconds = synth ? secs : NULL,
 	};
 	json_t *conf = restore_config_build(&rs);
-	char inner[400] = "";
-	int r = afile_mkdir_p_why(c->checkpoint_dir, 0700, inner, sizeof(inner));
-	if (r < 0)
-		snprintf(why, sizeof(why), "checkpoint directory %s: %s", c->checkpoint_dir,
-			 inner[0] ? inner : strerror(-r));
-	if (!all_ok(L, r == 0, why)) {
-		json_decref(conf);
-		return false;
-	}
-	struct vccp_opts vo = { .dir = c->checkpoint_dir, .keep = c->keep,
+	const char *more[CFG_CKPT_DIRS_MAX - 1];
+	for (int i = 0; i + 1 < c->checkpoint_ndirs; i++)
+		more[i] = L->ckpt_dirs[i + 1];
+	if (L->rank == 0 && c->checkpoint_ndirs > 1)
+		pr_info("checkpoints in %s; live RAM files spread over it and %d more "
+			"director%s; stop checkpoints all in it", c->checkpoint_dir,
+			c->checkpoint_ndirs - 1, c->checkpoint_ndirs > 2 ? "ies" : "y");
+	struct vccp_opts vo = { .dir = c->checkpoint_ndirs > 1 ? L->ckpt_dirs[0] : c->checkpoint_dir,
+				.keep = c->keep, .more_dirs = more,
+				.nmore = c->checkpoint_ndirs > 1 ? c->checkpoint_ndirs - 1 : 0,
 				.interval_s = c->checkpoint_interval_s, .config = conf,
 				.bandwidth_mibs = c->checkpoint_bandwidth,
 				.disk_device = c->disk[0] ? VM_DISK_ID : NULL,

@@ -79,6 +79,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	check_str(c.guest_cmd, sizeof(c.guest_cmd));
 	check_str(c.qemu, sizeof(c.qemu));
 	check_str(c.checkpoint_dir, sizeof(c.checkpoint_dir));
+	FUZZ_ASSERT(c.checkpoint_ndirs >= 0 && c.checkpoint_ndirs <= CFG_CKPT_DIRS_MAX);
+	FUZZ_ASSERT(!c.checkpoint_dir[0] == !c.checkpoint_ndirs);
+	for (int i = 0; i + 1 < c.checkpoint_ndirs; i++) {
+		check_str(c.checkpoint_more[i], sizeof(c.checkpoint_more[i]));
+		FUZZ_ASSERT(c.checkpoint_more[i][0] && !strchr(c.checkpoint_more[i], ','));
+	}
 	check_str(c.restore, sizeof(c.restore));
 	FUZZ_ASSERT(strlen(c.guest_cmd) <= 600);
 	FUZZ_ASSERT(c.memory_mib >= 64 && c.memory_mib <= 1024 * 1024);

@@ -497,6 +497,8 @@ static void gen_jobs(void)
 		{ "good-empty", "" },
 		{ "good-comments", "   # only comments\n\n\t\n#x = y\n" },
 		{ "good-restore-epoch", "checkpoint-dir = /x\nrestore = 12\n" },
+		{ "good-ckpt-dirs", "checkpoint-dir = /a/ck,/b/ck,/c\nrestore = latest\n" },
+		{ "bad-ckpt-dirs-empty", "checkpoint-dir = /a/ck,,/c\n" },
 		{ "bad-no-equals", "memory 256M\n" },
 		{ "bad-empty-key", " = 3\n" },
 		{ "bad-key-char", "mem.ory = 3\n" },

@@ -3,6 +3,10 @@
 # Live checkpoints (--checkpoint-mode live, issue 15): RAM is written while
 # the VMs run, the cut pauses them only for the last pages, the device
 # state (x-ignore-shared: no RAM in QEMU's stream) and the receive queue.
+#  - two checkpoint directories (--checkpoint-dir CK,CK2): each rank's
+#    RAM file 1 goes to CK2, the rest stays in CK; stop checkpoints are all
+#    in CK; --keep 3 prunes both; a missing or non-directory CK2 is refused
+#    at start, a RAM file missing from CK2 refuses the restore by name;
 #  - traffic (vcluster-traffic --count, fixed payloads) across 1 stop
 #    checkpoint (vcluster-ctl checkpoint --mode stop) and then 5 live ones,
 #    so both kinds meet the same guests (the cluster pause of each is
@@ -23,6 +27,14 @@ if [[ -n "$stock" ]]; then
 	assert_grep 'checkpoint-mode live needs the patched QEMU' "$out"
 	rm -rf "$VC_T/run"
 fi
+# A further checkpoint directory that is not there: refused before anything starts.
+out=$VC_T/nodir
+mkdir -p "$VC_T/ck-a"
+vc_launch 1 "$out" --accel tcg --checkpoint-dir "$VC_T/ck-a,$VC_T/no-such" --guest-cmd true \
+	--timeout 60 && fail "started with a missing checkpoint directory"
+assert_grep "checkpoint directory $VC_T/no-such: No such file or directory" "$out"
+assert_no_grep 'QEMU:' "$out"
+rm -rf "$VC_T/run"
 
 work='vcluster-traffic --all --count 6000 --udp-count 4000 --udp-pps 300'
 ref=$VC_T/ref
@@ -32,11 +44,18 @@ rm -rf "$VC_T/run"
 
 out=$VC_T/out
 ck=$VC_T/ckpt
-vc_launch 2 "$out" --accel tcg --guest-cmd "$work" --checkpoint-dir "$ck" --checkpoint-mode live \
-	--checkpoint-writers 2 --timeout 400 &
+ck2=$VC_T/ckpt2
+mkdir -p "$ck" "$ck2"
+vc_launch 2 "$out" --accel tcg --guest-cmd "$work" --checkpoint-dir "$ck,$ck2" --checkpoint-mode live \
+	--checkpoint-writers 2 --keep 3 --timeout 400 &
 job=$!
 for i in $(seq 1 400); do grep -q 'vcluster-traffic\[1\]: 1 peers' "$out" 2>/dev/null && break; sleep 0.25; done
 "$VC_BIN/vcluster-ctl" --run-dir "$VC_T/run" checkpoint --mode stop || fail "the stop checkpoint failed"
+# (before --keep prunes it) a stop checkpoint: all in the first directory
+"$VC_BIN/vcluster-ckpt" show "$ck" 1 | grep -q '"mode": *"stop"' || fail "epoch 1 is not recorded as a stop checkpoint"
+[[ ! -e "$ck/epoch-000001/rank0.ram.0" ]] || fail "the stop checkpoint has RAM files"
+[[ -s "$ck/epoch-000001/rank1.vmstate" && ! -e "$ck2/epoch-000001" ]] ||
+	fail "the stop checkpoint is not all in $ck"
 for n in 1 2 3 4 5; do
 	"$VC_BIN/vcluster-ctl" --run-dir "$VC_T/run" checkpoint || fail "live checkpoint $n failed: $(grep -E 'abort|live' "$out" | tail -3)"
 done
@@ -56,27 +75,44 @@ cat "$VC_T"/run/rank*/rank.log | grep -oE 'VCCP-RANK epoch=[0-9]+ rank=[0-9]+ pa
 	       if (r[2] > hi[e[2]]) hi[e[2]] = r[2] }
 	     END { for (k in lo) printf "epoch %s: cluster pause %.0f ms\n", k, (hi[k] - lo[k]) * 1000 }' | sort
 
-# The manifest says live and names 2 RAM files per rank; verify reads them.
+# The manifest says live and names 2 RAM files per rank, file 1 in the
+# second directory; verify reads them; --keep 3 pruned both directories.
 m=$("$VC_BIN/vcluster-ckpt" show "$ck" latest)
 grep -q '"mode": *"live"' <<<"$m" || fail "the manifest does not record mode live"
-"$VC_BIN/vcluster-ckpt" show "$ck" 1 | grep -q '"mode": *"stop"' || fail "epoch 1 is not recorded as a stop checkpoint"
-[[ ! -e "$ck/epoch-000001/rank0.ram.0" ]] || fail "the stop checkpoint has RAM files"
-for r in 0 1; do for i in 0 1; do
-	[[ -s "$ck/latest/rank$r.ram.$i" ]] || fail "no RAM file rank$r.ram.$i"
-done; done
+grep -q "\"$ck2\"" <<<"$m" || fail "the manifest does not list $ck2"
+for r in 0 1; do
+	[[ -s "$ck/latest/rank$r.ram.0" && ! -e "$ck/latest/rank$r.ram.1" ]] || fail "rank$r.ram.0 not (only) in $ck"
+	[[ -s "$ck2/epoch-000006/rank$r.ram.1" && ! -e "$ck2/epoch-000006/rank$r.ram.0" ]] ||
+		fail "rank$r.ram.1 not (only) in $ck2"
+done
+ls "$ck" "$ck2"
+[[ $(cd "$ck" && echo epoch-*) == "epoch-000004 epoch-000005 epoch-000006" ]] || fail "--keep 3 left $(ls "$ck")"
+[[ $(cd "$ck2" && echo epoch-*) == "epoch-000004 epoch-000005 epoch-000006" ]] || fail "--keep 3 left $(ls "$ck2") in $ck2"
 "$VC_BIN/vcluster-ckpt" verify "$ck" latest || fail "vcluster-ckpt verify failed on a good live checkpoint"
 # A flipped bit in a RAM file: refused, naming it (on a copy of the epoch).
 bad=$VC_T/bad
 mkdir -p "$bad" && cp -a "$ck/$(readlink "$ck/latest")" "$bad/" && ln -s "$(readlink "$ck/latest")" "$bad/latest"
-f=$bad/latest/rank1.ram.1
+f=$bad/latest/rank1.ram.0
 printf '\xff' | dd of="$f" bs=1 seek=$(( $(stat -c %s "$f") - 100 )) conv=notrunc status=none
 "$VC_BIN/vcluster-ckpt" verify "$bad" latest > "$VC_T/bad.out" 2>&1 && fail "verify passed a corrupt RAM file"
-grep -q 'rank1.ram.1' "$VC_T/bad.out" || fail "verify did not name the corrupt file: $(cat "$VC_T/bad.out")"
+grep -q 'rank1.ram.0' "$VC_T/bad.out" || fail "verify did not name the corrupt file: $(cat "$VC_T/bad.out")"
 rm -rf "$bad"
 
 mv "$VC_T/run" "$VC_T/run.killed"
+# A RAM file missing from the second directory: the restore refuses by name
+# before any VM starts, and nothing changes.
+gone=$ck2/epoch-000006/rank1.ram.1
+mv "$gone" "$gone.away"
+vc_launch 2 "$VC_T/refused" --accel tcg --checkpoint-dir "$ck,$ck2" --restore latest --timeout 60 &&
+	fail "restored with $gone missing"
+assert_grep "cannot restore: $gone: No such file" "$VC_T/refused"
+"$VC_BIN/vcluster-ckpt" verify "$ck" > "$VC_T/gone.out" 2>&1 && fail "verify passed with $gone missing"
+grep -q "$gone" "$VC_T/gone.out" || fail "verify did not name $gone: $(cat "$VC_T/gone.out")"
+mv "$gone.away" "$gone"
+[[ $(readlink "$ck/latest") == epoch-000006 ]] || fail "the refused restore moved latest"
+rm -rf "$VC_T/run"
 res=$VC_T/res
-vc_launch 2 "$res" --accel tcg --checkpoint-dir "$ck" --restore latest --timeout 400
+vc_launch 2 "$res" --accel tcg --checkpoint-dir "$ck,$ck2" --restore latest --timeout 400
 rc=$?
 grep -E 'VCTRAFFIC|restor|resumed|RAM of' "$res" "$VC_T"/run/rank*/rank.log | tail -8 || true
 [[ $rc -eq 0 ]] || fail "restored run exited $rc"
@@ -86,4 +122,4 @@ check_accounting --prior 6 "$VC_T/run.killed" "$VC_T/run"
 
 assert_same_peers "$ref" "$res" 2
 assert_nothing_running
-echo "ok: 1 stop and 5 live checkpoints balanced, verify covers the RAM files, restored after SIGKILL with the uninterrupted digests"
+echo "ok: 1 stop and 5 live checkpoints over 2 directories balanced, verify covers the RAM files in both, restored after SIGKILL with the uninterrupted digests"

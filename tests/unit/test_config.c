@@ -47,6 +47,31 @@ int main(void)
 		CHECK_EQ(cfg_subnet_capacity(&c), 14);
 	}
 
+	/* --checkpoint-dir D1,D2: the first, then the others; the command
+	 * line's list replaces the job file's whole. */
+	{
+		char *argv[] = { "x", "--checkpoint-dir", "/a/ck,/b/ck,/c", NULL };
+		CHECK_EQ(load(&c, err, sizeof(err), 3, argv), 0);
+		CHECK(!strcmp(c.checkpoint_dir, "/a/ck"));
+		CHECK_EQ(c.checkpoint_ndirs, 3);
+		CHECK(!strcmp(c.checkpoint_more[0], "/b/ck") && !strcmp(c.checkpoint_more[1], "/c"));
+		CHECK_EQ(cfg_set(&c, "checkpoint-dir", "/one", err, sizeof(err)), 0);
+		CHECK(!strcmp(c.checkpoint_dir, "/one"));
+		CHECK_EQ(c.checkpoint_ndirs, 1);
+		CHECK_EQ(cfg_set(&c, "checkpoint-dir", "", err, sizeof(err)), 0);
+		CHECK(!c.checkpoint_dir[0] && c.checkpoint_ndirs == 0);
+		const char *bad[][2] = { { "/a,,/b", "empty" }, { "/a,", "empty" }, { ",/a", "empty" },
+					 { "/a,/b,/a", "twice" }, { "1,2,3,4,5,6,7,8,9", "more than 8" } };
+		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			err[0] = '\0';
+			CHECK_EQ(cfg_set(&c, "checkpoint-dir", bad[i][0], err, sizeof(err)), -EINVAL);
+			CHECK(strstr(err, "--checkpoint-dir") && strstr(err, bad[i][1]));
+		}
+		CHECK_EQ(cfg_set(&c, "checkpoint-dir", "1,2,3,4,5,6,7,8", err, sizeof(err)), 0);
+		CHECK_EQ(c.checkpoint_ndirs, 8);
+		CHECK(!strcmp(c.checkpoint_more[6], "8"));
+	}
+
 	/* A bad line in the job file: the error names file and line. */
 	fd = open(job, O_WRONLY | O_TRUNC);
 	const char *bad = "memory = 1G\n\nvcpus = lots\n";
