@@ -1,7 +1,7 @@
 # common/: the library both vcluster programs and tlm-migrate link.
 COMMON_SRCS := common/log.c common/vcfmt.c common/qmp.c common/afile.c common/rundir.c \
 	       common/jobspec.c common/worker.c common/qmpmig.c common/firsterr.c \
-	       common/child.c
+	       common/child.c common/qemuram.c
 COMMON_LIB  := $(BUILD)/lib/libvccommon.a
 
 $(COMMON_LIB): $(call objs,$(COMMON_SRCS))

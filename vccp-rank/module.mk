@@ -13,8 +13,8 @@ $(eval $(call unit_test,test_manifest,tests/unit/test_manifest.c vccp-rank/manif
 # vcluster-ckpt itself under ASan, its main() renamed for the test to call.
 $(eval $(call unit_test,test_ckpt_show,tests/unit/test_ckpt_show.c vccp-rank/vcluster-ckpt.c vccp-rank/manifest.c vccp-rank/liveram.c vccp-rank/rq.c common/vcfmt.c common/afile.c common/log.c,-lisal -ljansson -lpthread))
 $(ASANDIR)/vccp-rank/vcluster-ckpt.o: ALL_CFLAGS += -Dmain=ckpt_main
-$(eval $(call unit_test,test_restore,tests/unit/test_restore.c vccp-rank/restore.c vccp-rank/manifest.c vccp-rank/liveram.c vccp-rank/rq.c common/qmp.c common/qmpmig.c common/log.c common/vcfmt.c common/afile.c,-lisal -ljansson -lpthread))
-$(eval $(call unit_test,test_vccp,tests/unit/test_vccp.c vccp-rank/vccp.c vccp-rank/vccpio.c vccp-rank/restore.c vccp-rank/manifest.c vccp-rank/liveram.c vccp-rank/rq.c common/qmp.c common/qmpmig.c common/log.c common/vcfmt.c common/afile.c common/worker.c common/firsterr.c common/child.c,-lisal -ljansson -lpthread))
+$(eval $(call unit_test,test_restore,tests/unit/test_restore.c vccp-rank/restore.c common/qemuram.c vccp-rank/manifest.c vccp-rank/liveram.c vccp-rank/rq.c common/qmp.c common/qmpmig.c common/log.c common/vcfmt.c common/afile.c,-lisal -ljansson -lpthread))
+$(eval $(call unit_test,test_vccp,tests/unit/test_vccp.c vccp-rank/vccp.c vccp-rank/vccpio.c vccp-rank/restore.c common/qemuram.c vccp-rank/manifest.c vccp-rank/liveram.c vccp-rank/rq.c common/qmp.c common/qmpmig.c common/log.c common/vcfmt.c common/afile.c common/worker.c common/firsterr.c common/child.c,-lisal -ljansson -lpthread))
 $(eval $(call unit_test,test_liveram,tests/unit/test_liveram.c vccp-rank/liveram.c common/vcfmt.c common/afile.c,-lisal))
 $(eval $(call unit_test,test_livesave,tests/unit/test_livesave.c vccp-rank/livesave.c vccp-rank/liveram.c common/vcfmt.c common/afile.c,-lisal -lpthread))
 $(eval $(call unit_test,test_ckdirs,tests/unit/test_ckdirs.c vccp-rank/manifest.c vccp-rank/liveram.c vccp-rank/rq.c common/vcfmt.c common/afile.c common/log.c,-lisal -ljansson))

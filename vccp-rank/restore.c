@@ -1,5 +1,6 @@
 #define LOG_PREFIX "restore"
 #include "restore.h"
+#include "qemuram.h"
 
 #include "liveram.h"
 #include "log.h"
@@ -475,35 +476,14 @@ bool restore_is_live(const struct restore *r, int rank)
  * runs).  The fd, or -errno. */
 static int open_ram(int pid, uint64_t length, char *why, size_t whylen)
 {
-	char dir[64], link[PATH_MAX + 80], target[PATH_MAX];
-	int found = -ENOENT;
-	DIR *d;
+	int fd = qemuram_open(pid, length, O_RDWR);
 
-	snprintf(dir, sizeof(dir), "/proc/%d/fd", pid);
-	if (!(d = opendir(dir))) {
-		snprintf(why, whylen, "%s: %s", dir, strerror(errno));
-		return -errno;
-	}
-	for (struct dirent *e; found < 0 && (e = readdir(d));) {
-		snprintf(link, sizeof(link), "%s/%s", dir, e->d_name);
-		ssize_t n = readlink(link, target, sizeof(target) - 1);
-		if (n < 0)
-			continue;
-		target[n] = 0;
-		if (strncmp(target, "/memfd:memory-backend-memfd", 27))
-			continue;
-		int fd = open(link, O_RDWR | O_CLOEXEC);
-		struct stat st;
-		if (fd >= 0 && fstat(fd, &st) == 0 && (uint64_t)st.st_size == length)
-			found = fd;
-		else if (fd >= 0)
-			close(fd);
-	}
-	closedir(d);
-	if (found < 0)
+	if (fd == -ENOENT)
 		snprintf(why, whylen, "QEMU (pid %d) has no shared RAM backend of %llu bytes", pid,
 			 (unsigned long long)length);
-	return found;
+	else if (fd < 0)
+		snprintf(why, whylen, "/proc/%d/fd: %s", pid, strerror(-fd));
+	return fd;
 }
 
 struct ram_load {

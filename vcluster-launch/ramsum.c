@@ -1,4 +1,5 @@
 #include "ramsum.h"
+#include "qemuram.h"
 
 #include "vcfmt.h"
 
@@ -13,40 +14,10 @@
 #include <unistd.h>
 
 #define RAMSUM_CHUNK	(4u << 20)
-#define RAMSUM_NAME	"/memfd:memory-backend-memfd"
-
-/* pid's RAM backend of that length, opened read-only; -errno. */
-static int open_backend(pid_t pid, uint64_t length)
-{
-	char dir[64], link[PATH_MAX + 80], target[PATH_MAX];
-	int found = -ENOENT;
-	DIR *d;
-
-	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
-	if (!(d = opendir(dir)))
-		return -errno;
-	for (struct dirent *e; found < 0 && (e = readdir(d));) {
-		snprintf(link, sizeof(link), "%s/%s", dir, e->d_name);
-		ssize_t n = readlink(link, target, sizeof(target) - 1);
-		if (n < 0)
-			continue;
-		target[n] = '\0';
-		if (strncmp(target, RAMSUM_NAME, strlen(RAMSUM_NAME)))
-			continue;
-		int fd = open(link, O_RDONLY | O_CLOEXEC);
-		struct stat st;
-		if (fd >= 0 && fstat(fd, &st) == 0 && (uint64_t)st.st_size == length)
-			found = fd;
-		else if (fd >= 0)
-			close(fd);
-	}
-	closedir(d);
-	return found;
-}
 
 int ramsum_qemu(pid_t pid, uint64_t length, uint32_t *crc, char *why, size_t whylen)
 {
-	int fd = open_backend(pid, length);
+	int fd = qemuram_open(pid, length, O_RDONLY);
 
 	if (fd < 0) {
 		snprintf(why, whylen, "process %d has no shared RAM backend of %llu bytes%s%s",
