@@ -397,6 +397,13 @@ static void dest_query(struct migrun *mr)
 }
 
 /* Each step's reply: the next step, or the failure. */
+/* migrate-set-capabilities' arguments: multifd on or off (both ends alike). */
+static json_t *multifd_caps(bool multifd)
+{
+	return json_pack("{s:[{s:s, s:b}]}", "capabilities", "capability", "multifd", "state",
+			 multifd);
+}
+
 static void on_dest_step(void *ctx, int err, json_t *ret, const char *why);
 
 /* The set-up at the target, in order: capabilities, channels, listen. */
@@ -411,8 +418,7 @@ static int dest_step(struct migrun *mr, int step)
 	switch (step) {
 	case 0:
 		cmd = "migrate-set-capabilities";
-		args = json_pack("{s:[{s:s, s:b}]}", "capabilities", "capability", "multifd",
-				 "state", multifd);
+		args = multifd_caps(multifd);
 		break;
 	case 1:
 		cmd = "migrate-set-parameters";
@@ -705,8 +711,7 @@ static void src_step(struct migrun *mr, int step)
 	switch (step) {
 	case 0:
 		cmd = "migrate-set-capabilities";
-		args = json_pack("{s:[{s:s, s:b}]}", "capabilities", "capability", "multifd",
-				 "state", multifd);
+		args = multifd_caps(multifd);
 		break;
 	case 1:
 		/* the hosts' link is the limit, not QEMU's default 128 MiB/s */
